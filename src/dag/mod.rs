@@ -1,0 +1,140 @@
+//! The compiled, checked workflow: what the runtime executes. `compile` turns a `spec` (the
+//! file as written) into a `Workflow` or a list of diagnostics. No IO.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use crate::lifecycle::TriggerRule;
+use crate::params::ParamDecl;
+
+/// A checked workflow. Tasks are in file order (the display order); `graph` has one node per
+/// task, whose weight is the task's index in `tasks`, and an edge from each upstream task to
+/// its downstream task.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub id: String,
+    pub description: Option<String>,
+    pub schedule: Option<crate::schedule::Schedule>,
+    pub timezone: chrono_tz::Tz,
+    pub start_date: Option<chrono::NaiveDate>,
+    pub end_date: Option<chrono::NaiveDate>,
+    pub catchup: bool,
+    pub max_active_runs: u32,
+    pub tags: Vec<String>,
+    pub params: IndexMap<String, ParamDecl>,
+    /// Triggers as written (matched by the `triggers` layer later).
+    pub triggers: Vec<Value>,
+    pub tasks: Vec<Task>,
+    /// Tasks run after a run fails, in file order. They have no `needs` among `tasks`.
+    pub on_failure: Vec<Task>,
+    pub graph: DiGraph<usize, ()>,
+    /// The exact file content this workflow was compiled from, and its SHA-256 (hex).
+    pub source: String,
+    pub source_hash: String,
+}
+
+/// A checked task. Strings inside `with`, `env` and `condition` are still templates; they are
+/// rendered when the task runs.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    /// The operator's name as in the registry (`shell`, `http`, `noop`, …).
+    pub operator: String,
+    pub with: Value,
+    /// Upstream task ids, in the order written.
+    pub needs: Vec<String>,
+    pub trigger_rule: TriggerRule,
+    /// The `if` expression (a template), if any.
+    pub condition: Option<String>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub retry_backoff: Backoff,
+    pub max_retry_delay: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub pool: Option<String>,
+    pub priority: i32,
+    pub env: IndexMap<String, String>,
+}
+
+/// How the delay between tries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backoff {
+    #[default]
+    Fixed,
+    Exponential,
+}
+
+impl Task {
+    /// The delay before try `next_try` (2 for the first retry), after backoff and cap.
+    pub fn retry_delay_before(&self, next_try: u32) -> Duration {
+        let base = self.retry_delay;
+        let delay = match self.retry_backoff {
+            Backoff::Fixed => base,
+            Backoff::Exponential => {
+                let exponent = next_try.saturating_sub(2).min(30);
+                base.saturating_mul(1u32 << exponent)
+            }
+        };
+        match self.max_retry_delay {
+            Some(cap) => delay.min(cap),
+            None => delay,
+        }
+    }
+}
+
+impl Workflow {
+    pub fn task_index(&self, id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// Indices of the direct upstream tasks of task `index`.
+    pub fn upstream(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Incoming)
+            .map(|n| self.graph[n])
+    }
+
+    /// Indices of the direct downstream tasks of task `index`.
+    pub fn downstream(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Outgoing)
+            .map(|n| self.graph[n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(backoff: Backoff, delay: u64, cap: Option<u64>) -> Task {
+        Task {
+            id: "t".into(),
+            operator: "noop".into(),
+            with: Value::Null,
+            needs: vec![],
+            trigger_rule: TriggerRule::AllSuccess,
+            condition: None,
+            retries: 5,
+            retry_delay: Duration::from_secs(delay),
+            retry_backoff: backoff,
+            max_retry_delay: cap.map(Duration::from_secs),
+            timeout: None,
+            pool: None,
+            priority: 0,
+            env: IndexMap::new(),
+        }
+    }
+
+    #[test]
+    fn retry_delays_follow_backoff_and_cap() {
+        let fixed = task(Backoff::Fixed, 30, None);
+        assert_eq!(fixed.retry_delay_before(2), Duration::from_secs(30));
+        assert_eq!(fixed.retry_delay_before(5), Duration::from_secs(30));
+        let exp = task(Backoff::Exponential, 10, Some(60));
+        let delays: Vec<u64> = (2..=6).map(|t| exp.retry_delay_before(t).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60]);
+    }
+}

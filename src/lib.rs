@@ -1,0 +1,26 @@
+//! Sluice: workflow orchestration for LLMOps. Workflow files are read in two steps (`spec`, the
+//! file as written; `dag`, the checked workflow), stored and run through `store`, and executed
+//! by `scheduler` and `worker`. See ARCHITECTURE.md for the map.
+
+// Layer 1: pure building blocks.
+pub mod diagnostic;
+pub mod duration;
+pub mod lifecycle;
+pub mod params;
+pub mod schedule;
+pub mod secrets;
+pub mod spec;
+pub mod template;
+// Layer 2: the compiled, checked workflow.
+pub mod dag;
+// Layer 3: persistence.
+pub mod store;
+// Layer 5: operators.
+pub mod operators;
+// Layer 7: loading workflow files.
+pub mod catalog;
+// Layer 8: the runtime.
+pub mod scheduler;
+pub mod worker;
+// Layer 9: the command line.
+pub mod cli;

@@ -1,0 +1,196 @@
+//! The closed registry of built-in operators and the context they run in. One file per
+//! operator: a config struct (`Deserialize` + `JsonSchema`, `deny_unknown_fields`, a doc comment
+//! on every field) and `async fn run(ctx, config)`. Adding an operator touches its file and the
+//! `registry!` list below.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::secrets::Masker;
+
+pub mod http;
+pub mod noop;
+pub mod shell;
+
+/// What an operator returns: a JSON object, stored with the task instance and readable
+/// downstream as `tasks.<id>.outputs`.
+pub type Outputs = serde_json::Map<String, Value>;
+
+/// A successful operator run.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Completion {
+    pub outputs: Outputs,
+    /// The exit status of the process the operator ran, when there was one.
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// `with` does not fit the operator's config (after templates were rendered).
+    #[error("invalid `with` for operator `{operator}`: {message}")]
+    Config { operator: &'static str, message: String },
+    /// The operator ran and failed; `message` says why in a sentence.
+    #[error("{message}")]
+    Failed { message: String, exit_code: Option<i32> },
+    /// The cancellation token fired (run cancelled or task timed out); everything the operator
+    /// started has been stopped.
+    #[error("the task was stopped before it finished")]
+    Cancelled,
+}
+
+impl OperatorError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        OperatorError::Failed { message: message.into(), exit_code: None }
+    }
+}
+
+pub type Result<T, E = OperatorError> = std::result::Result<T, E>;
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines Sluice itself writes about the task (retries, timeouts, the rendered command).
+    System,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
+        }
+    }
+}
+
+/// One line of a task's log, not yet masked.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// Where an operator writes its log. Lines are masked and stored by the worker; sending never
+/// blocks the operator.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    tx: mpsc::UnboundedSender<LogLine>,
+}
+
+impl LogSink {
+    pub fn new(tx: mpsc::UnboundedSender<LogLine>) -> Self {
+        LogSink { tx }
+    }
+
+    /// A sink that drops everything (for tests and operators run outside a worker).
+    pub fn discard() -> Self {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        LogSink { tx }
+    }
+
+    pub fn write(&self, stream: LogStream, text: impl Into<String>) {
+        // The receiver is gone only when the worker gave up on the task; dropping is right then.
+        let _ = self.tx.send(LogLine { stream, text: text.into() });
+    }
+
+    pub fn system(&self, text: impl Into<String>) {
+        self.write(LogStream::System, text);
+    }
+}
+
+/// Everything an operator may use while it runs. Built by the worker for each try.
+#[derive(Debug, Clone)]
+pub struct OpContext {
+    pub run_id: String,
+    pub workflow: String,
+    pub task: String,
+    pub try_number: u32,
+    /// The task's rendered `env`, added to the environment of any process it starts.
+    pub env: Vec<(String, String)>,
+    /// The directory relative paths (scripts, `cwd`, files) are resolved against: the folder
+    /// of the workflow file.
+    pub base_dir: PathBuf,
+    /// A scratch folder for this try (created on demand by operators that need one).
+    pub scratch_dir: PathBuf,
+    pub log: LogSink,
+    /// The shared HTTP client (connection pool, rustls with ring).
+    pub http: reqwest::Client,
+    /// Fired when the run is cancelled or the task's timeout passes. Operators stop what they
+    /// started (kill process groups, drop requests) and return `OperatorError::Cancelled`.
+    pub cancel: CancellationToken,
+    pub masker: Arc<Masker>,
+}
+
+fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {
+    // `with` absent means an empty map, so operators whose fields all have defaults need none.
+    let with = if with.is_null() { Value::Object(Default::default()) } else { with };
+    serde_json::from_value(with)
+        .map_err(|e| OperatorError::Config { operator, message: e.to_string() })
+}
+
+macro_rules! registry {
+    ($($variant:ident => $module:ident :: $config:ident),* $(,)?) => {
+        /// The built-in operators. YAML name = module name = variant.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Operator {
+            $($variant),*
+        }
+
+        impl Operator {
+            pub const ALL: &'static [Operator] = &[$(Operator::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Operator::$variant => stringify!($module)),* }
+            }
+
+            pub fn from_name(name: &str) -> Option<Operator> {
+                match name {
+                    $(stringify!($module) => Some(Operator::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The JSON Schema of this operator's `with`.
+            pub fn config_schema(self, generator: &mut SchemaGenerator) -> Schema {
+                match self { $(Operator::$variant => $module::$config::json_schema(generator)),* }
+            }
+
+            /// Checks `with` (already rendered) against the config type without running.
+            pub fn check_config(self, with: Value) -> Result<()> {
+                match self {
+                    $(Operator::$variant => parse_config::<$module::$config>(self.name(), with).map(drop)),*
+                }
+            }
+
+            /// Runs the operator with its rendered `with`.
+            pub async fn run(self, ctx: &OpContext, with: Value) -> Result<Completion> {
+                match self {
+                    $(Operator::$variant => {
+                        let config = parse_config::<$module::$config>(self.name(), with)?;
+                        $module::run(ctx, config).await
+                    })*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Noop => noop::NoopConfig,
+    Shell => shell::ShellConfig,
+    Http => http::HttpConfig,
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
