@@ -477,11 +477,10 @@ mod tests {
     #[test]
     fn trigger_rule_matrix() {
         use Decision::*;
-        use Outcome::*;
-        const S: Option<Outcome> = Some(Success);
-        const F: Option<Outcome> = Some(Failed);
-        const U: Option<Outcome> = Some(UpstreamFailed);
-        const K: Option<Outcome> = Some(Skipped);
+        const S: Option<Outcome> = Some(Outcome::Success);
+        const F: Option<Outcome> = Some(Outcome::Failed);
+        const U: Option<Outcome> = Some(Outcome::UpstreamFailed);
+        const K: Option<Outcome> = Some(Outcome::Skipped);
         const R: Option<Outcome> = None;
         #[rustfmt::skip]
         let matrix: &[(&[Option<Outcome>], [Decision; 8])] = &[

@@ -1,1 +1,19 @@
-pub fn placeholder() {}
+//! Database schema migrations for Sluice, one file per schema change. The same files apply to
+//! SQLite and PostgreSQL: they are written with sea-query's schema builder, never raw DDL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_initial::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "sluice_migrations".into_iden()
+    }
+}

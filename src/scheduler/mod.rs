@@ -1,1 +1,304 @@
-//! scheduler
+//! The scheduler: decides, for each run it drives, which task instances become queued,
+//! skipped or upstream_failed, and when the run is over. It is event-driven: a committed task
+//! state change (a `StoreEvent`) makes its downstream tasks ready at once; retries are queued
+//! by a timer set to the next due time, never by polling. It meets workers only in `store`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::catalog::versions::{VersionError, Versions};
+use crate::dag::Workflow;
+use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
+use crate::secrets::Secrets;
+use crate::store::{DecisionBatch, RunRecord, Store, StoreError, StoreEvent, TaskStateChange};
+use crate::template::Templates;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
+
+/// What the scheduler needs besides the store.
+#[derive(Clone)]
+pub struct SchedulerDeps {
+    pub versions: Arc<Versions>,
+    pub templates: Arc<Templates>,
+    pub secrets: Arc<Secrets>,
+}
+
+/// The latest known try of one task in a tracked run.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    row_id: i64,
+    try_number: u32,
+    state: TaskState,
+}
+
+/// A run the scheduler drives: the pinned workflow and the state of each task's latest try.
+struct Tracker {
+    run: RunRecord,
+    workflow: Arc<Workflow>,
+    index: HashMap<String, usize>,
+    slots: Vec<Option<Slot>>,
+    /// Tasks whose latest try is final (not up_for_retry).
+    done: usize,
+}
+
+impl Tracker {
+    fn outcome(&self, task: usize) -> Option<Outcome> {
+        self.slots[task].and_then(|s| s.state.outcome())
+    }
+
+    /// Records a change; returns whether it made the task final (for the first time).
+    fn apply(&mut self, change: &TaskStateChange, row_id: Option<i64>) -> bool {
+        let Some(&task) = self.index.get(&change.task_id) else { return false };
+        let was_done = self.outcome(task).is_some();
+        match &mut self.slots[task] {
+            Some(slot) if slot.try_number > change.try_number => return false,
+            Some(slot) => {
+                if slot.try_number < change.try_number {
+                    slot.row_id = row_id.unwrap_or(0);
+                }
+                slot.try_number = change.try_number;
+                slot.state = change.state;
+            }
+            empty => {
+                *empty = Some(Slot {
+                    row_id: row_id.unwrap_or(0),
+                    try_number: change.try_number,
+                    state: change.state,
+                })
+            }
+        }
+        let now_done = self.outcome(task).is_some();
+        if now_done && !was_done {
+            self.done += 1;
+        }
+        now_done && !was_done
+    }
+}
+
+/// The scheduler's state: the runs it drives.
+pub struct Scheduler {
+    store: Store,
+    deps: SchedulerDeps,
+    runs: HashMap<String, Tracker>,
+}
+
+impl Scheduler {
+    pub fn new(store: Store, deps: SchedulerDeps) -> Self {
+        Scheduler { store, deps, runs: HashMap::new() }
+    }
+
+    /// Whether the scheduler still drives any run.
+    pub fn is_idle(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Takes over a run: loads its task instances, starts it if queued, and dispatches what is
+    /// ready. Works for new runs and for runs interrupted by a crash alike.
+    pub async fn adopt(&mut self, run_id: &str) -> Result<()> {
+        let run = self.store.run(run_id).await?.ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))?;
+        if run.state.is_final() {
+            return Ok(());
+        }
+        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
+        let index: HashMap<String, usize> =
+            workflow.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let mut tracker = Tracker {
+            slots: vec![None; workflow.tasks.len()],
+            run,
+            workflow,
+            index,
+            done: 0,
+        };
+        for ti in self.store.task_instances(run_id).await? {
+            let change = TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
+            tracker.apply(&change, Some(ti.id));
+        }
+        if tracker.run.state == RunState::Queued {
+            self.store.set_run_state(run_id, RunState::Queued, RunState::Running, None).await?;
+            tracker.run.state = RunState::Running;
+            info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
+        }
+        let all: Vec<usize> = (0..tracker.slots.len()).collect();
+        self.runs.insert(run_id.to_owned(), tracker);
+        self.evaluate(run_id, all).await
+    }
+
+    /// Reacts to one committed change.
+    pub async fn handle(&mut self, event: &StoreEvent) -> Result<()> {
+        match event {
+            StoreEvent::TaskStates { run_id, changes } => {
+                let Some(tracker) = self.runs.get_mut(run_id) else { return Ok(()) };
+                let mut finished = Vec::new();
+                for change in changes.iter() {
+                    if tracker.apply(change, None) {
+                        if let Some(&task) = tracker.index.get(&change.task_id) {
+                            finished.push(task);
+                        }
+                    }
+                }
+                if finished.is_empty() {
+                    return Ok(());
+                }
+                let downstream: Vec<usize> = finished
+                    .iter()
+                    .flat_map(|&t| tracker.workflow.downstream(t).collect::<Vec<_>>())
+                    .collect();
+                self.evaluate(run_id, downstream).await
+            }
+            StoreEvent::RunState { run_id, state } if state.is_final() => {
+                if self.runs.remove(run_id).is_some() {
+                    debug!(run_id, %state, "Run left the scheduler.");
+                }
+                Ok(())
+            }
+            StoreEvent::RunState { .. } | StoreEvent::WorkQueued | StoreEvent::RunCancelRequested { .. } => {
+                Ok(())
+            }
+        }
+    }
+
+    /// Decides every pending task in `candidates` (and, transitively, what their skips and
+    /// failures decide downstream), writes the decisions in one batch, and ends the run when
+    /// every task is final.
+    async fn evaluate(&mut self, run_id: &str, candidates: Vec<usize>) -> Result<()> {
+        let Some(tracker) = self.runs.get_mut(run_id) else { return Ok(()) };
+        let mut batch = DecisionBatch::default();
+        let mut work = candidates;
+        let mut task_results: Option<serde_json::Map<String, serde_json::Value>> = None;
+        while let Some(task) = work.pop() {
+            let Some(slot) = tracker.slots[task] else { continue };
+            if slot.state != TaskState::Pending {
+                continue;
+            }
+            let mut summary = UpstreamSummary::default();
+            for up in tracker.workflow.upstream(task) {
+                summary.add(tracker.outcome(up));
+            }
+            let spec = &tracker.workflow.tasks[task];
+            let mut to = match spec.trigger_rule.decide(&summary) {
+                Decision::Wait => continue,
+                Decision::Run => TaskState::Queued,
+                Decision::Skip => TaskState::Skipped,
+                Decision::UpstreamFailed => TaskState::UpstreamFailed,
+            };
+            if let (TaskState::Queued, Some(condition)) = (to, &spec.condition) {
+                if task_results.is_none() {
+                    task_results = Some(self.store.task_results(run_id).await?);
+                }
+                let context = tracker.run.render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
+                match self.deps.templates.eval_condition(condition, &context.to_value()) {
+                    Ok(true) => {}
+                    Ok(false) => to = TaskState::Skipped,
+                    Err(e) => {
+                        warn!(run_id, task = %spec.id, error = %e, "The task's `if` could not be evaluated; it fails.");
+                        to = TaskState::UpstreamFailed;
+                    }
+                }
+            }
+            batch.push(slot.row_id, &spec.id, slot.try_number, TaskState::Pending, to);
+            let change = TaskStateChange { task_id: spec.id.clone(), try_number: slot.try_number, state: to };
+            if tracker.apply(&change, None) {
+                work.extend(tracker.workflow.downstream(task));
+            }
+        }
+        if !batch.is_empty() {
+            let applied = self.store.apply_decisions(run_id, &batch).await?;
+            if applied.len() != batch.moves.len() {
+                // Someone else moved some of these rows (a cancel, most likely): the database
+                // is the truth, so start over from it.
+                warn!(run_id, "Task states changed under the scheduler; reloading the run.");
+                self.runs.remove(run_id);
+                return self.adopt(run_id).await;
+            }
+        }
+        self.finish_if_done(run_id).await
+    }
+
+    async fn finish_if_done(&mut self, run_id: &str) -> Result<()> {
+        let Some(tracker) = self.runs.get(run_id) else { return Ok(()) };
+        if tracker.done < tracker.slots.len() {
+            return Ok(());
+        }
+        let failed: Vec<&str> = (0..tracker.slots.len())
+            .filter(|&t| matches!(tracker.outcome(t), Some(Outcome::Failed | Outcome::UpstreamFailed)))
+            .map(|t| tracker.workflow.tasks[t].id.as_str())
+            .collect();
+        let (state, error) = if failed.is_empty() {
+            (RunState::Success, None)
+        } else {
+            (RunState::Failed, Some(format!("tasks did not succeed: {}", failed.join(", "))))
+        };
+        self.store.set_run_state(run_id, RunState::Running, state, error.as_deref()).await?;
+        info!(run_id, %state, "Run ended.");
+        self.runs.remove(run_id);
+        Ok(())
+    }
+
+    /// Queues retries whose delay is over and returns when the next one is due.
+    async fn queue_due(&mut self) -> Result<Option<chrono::DateTime<Utc>>> {
+        self.store.queue_due(Utc::now()).await?;
+        Ok(self.store.next_due().await?)
+    }
+
+    /// The scheduler loop: reacts to store events until `shutdown` fires or, with
+    /// `exit_when_idle`, until no run is left to drive.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<StoreEvent>,
+        shutdown: CancellationToken,
+        config: LoopConfig,
+    ) -> Result<()> {
+        let mut next_due = self.queue_due().await?;
+        loop {
+            if config.exit_when_idle && self.is_idle() {
+                return Ok(());
+            }
+            let sleep_for = next_due
+                .map(|due| (due - Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(sleep_for), if next_due.is_some() => {
+                    next_due = self.queue_due().await?;
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { return Ok(()) };
+                    let mut retry_scheduled = schedules_retry(&event);
+                    self.handle(&event).await?;
+                    // Drain what else is ready so a burst is handled without extra wake-ups.
+                    while let Ok(event) = events.try_recv() {
+                        retry_scheduled |= schedules_retry(&event);
+                        self.handle(&event).await?;
+                    }
+                    if retry_scheduled {
+                        next_due = self.queue_due().await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the scheduler loop ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopConfig {
+    /// Stop once every adopted run has ended (the `run` command drives a single run).
+    pub exit_when_idle: bool,
+}
+
+fn schedules_retry(event: &StoreEvent) -> bool {
+    matches!(event, StoreEvent::TaskStates { changes, .. } if changes.iter().any(|c| c.state == TaskState::Scheduled))
+}

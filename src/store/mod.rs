@@ -1,1 +1,416 @@
-//! store
+//! Persistence: the only module that speaks SQL and knows which database it is on. Every state
+//! transition is written here, guarded on the expected current state, before anyone acts on
+//! it; after each commit the store tells in-process subscribers what changed (`StoreEvent`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
+    Statement, Value,
+};
+use sluice_migrations::{Migrator, MigratorTrait};
+use tokio::sync::mpsc;
+
+mod logs;
+mod runs;
+mod tasks;
+
+pub use logs::{LogRecord, NewLogLine};
+pub use runs::{NewRun, RunRecord};
+pub use tasks::{
+    Claim, ClaimedTask, DecisionBatch, NewTaskInstance, TaskCompletion, TaskInstanceRecord,
+    TaskStateChange,
+};
+
+use crate::lifecycle::{InvalidTransition, UnknownName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database `{url}`: {source}")]
+    Connect { url: String, source: DbErr },
+    #[error("`{0}` is not a supported database URL; use sqlite://PATH, sqlite::memory: or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("applying database migrations failed: {0}")]
+    Migrate(DbErr),
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("the database holds an invalid value: {0}")]
+    Corrupt(String),
+    #[error("no run with id `{0}`")]
+    RunNotFound(String),
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+}
+
+impl From<UnknownName> for StoreError {
+    fn from(e: UnknownName) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What changed, told to subscribers after the change was committed.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// Task instances changed state (one event per committed batch).
+    TaskStates { run_id: String, changes: Arc<[TaskStateChange]> },
+    /// A run changed state.
+    RunState { run_id: String, state: crate::lifecycle::RunState },
+    /// There are queued task instances to claim.
+    WorkQueued,
+    /// A run was asked to stop: workers kill its running tasks.
+    RunCancelRequested { run_id: String },
+}
+
+/// Settings for opening a database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created if missing), `sqlite::memory:` or `postgres://…`.
+    pub url: String,
+    /// How long SQLite waits for a lock before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), busy_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<StoreEvent>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// Turns what users type (`./sluice.db`, `sqlite://x.db`, `postgres://…`) into a URL sqlx
+/// accepts, with SQLite files created when missing.
+pub fn normalize_url(url: &str) -> Result<String> {
+    if url == "sqlite::memory:" || url.starts_with("postgres://") || url.starts_with("postgresql://")
+    {
+        return Ok(url.to_owned());
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if !url.contains("://") {
+        url
+    } else {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    };
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut normalized = format!("sqlite://{path}?mode=rwc");
+    if !query.is_empty() {
+        normalized.push('&');
+        normalized.push_str(query);
+    }
+    Ok(normalized)
+}
+
+impl Store {
+    /// Opens the database and applies pending migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Store> {
+        let url = normalize_url(&config.url)?;
+        let mut options = ConnectOptions::new(url.clone());
+        options.sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            let busy_timeout = config.busy_timeout;
+            // One connection: SQLite has one writer anyway, and a single connection avoids
+            // lock-upgrade failures between concurrent deferred transactions. WAL keeps
+            // readers in other processes unblocked; synchronous=NORMAL is durable in WAL mode
+            // against process crashes (only an OS crash can lose the last commits).
+            // The single connection is kept for the life of the pool: an in-memory database
+            // lives exactly as long as its connection.
+            options.idle_timeout(None).max_lifetime(None);
+            options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(busy_timeout)
+                    .foreign_keys(true)
+                    .pragma("temp_store", "memory")
+                    .statement_cache_capacity(256)
+            });
+        } else {
+            options.max_connections(16).min_connections(1);
+        }
+        let db = Database::connect(options)
+            .await
+            .map_err(|source| StoreError::Connect { url: config.url.clone(), source })?;
+        let backend = db.get_database_backend();
+        Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
+        Ok(Store { db, backend, subscribers: Arc::default() })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    /// Receives every event committed from now on, until the receiver is dropped.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<StoreEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock_subscribers().push(tx);
+        rx
+    }
+
+    fn lock_subscribers(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<StoreEvent>>> {
+        // A panic while holding this lock cannot leave the list inconsistent.
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn publish(&self, event: StoreEvent) {
+        self.lock_subscribers().retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// A statement with `?` placeholders, rewritten to `$1, $2, …` on PostgreSQL.
+    pub(crate) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.backend, placeholders(self.backend, sql), values)
+    }
+
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `?, ?, ?` for an `IN (…)` list of `n` items.
+pub(crate) fn marks(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+pub(crate) fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T> {
+    Ok(row.try_get::<T>("", column)?)
+}
+
+/// Rows per multi-row statement: SQLite allows 32,766 bound values per statement.
+pub(crate) const CHUNK: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_people_type_are_normalized() {
+        assert_eq!(normalize_url("sluice.db").unwrap(), "sqlite://sluice.db?mode=rwc");
+        assert_eq!(normalize_url("./x/y.db").unwrap(), "sqlite://./x/y.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite://a.db").unwrap(), "sqlite://a.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite:a.db").unwrap(), "sqlite://a.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite::memory:").unwrap(), "sqlite::memory:");
+        assert_eq!(normalize_url("postgres://h/db").unwrap(), "postgres://h/db");
+        assert!(matches!(normalize_url("mysql://h/db"), Err(StoreError::UnsupportedUrl(_))));
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        assert_eq!(placeholders(DbBackend::Postgres, "a = ? AND b IN (?, ?)"), "a = $1 AND b IN ($2, $3)");
+        assert_eq!(placeholders(DbBackend::Sqlite, "a = ?"), "a = ?");
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::lifecycle::{RunState, TaskState};
+
+    async fn store() -> Store {
+        Store::open(&StoreConfig::new("sqlite::memory:")).await.expect("in-memory store")
+    }
+
+    fn new_run(id: &str) -> NewRun {
+        let now = Utc::now();
+        NewRun {
+            id: id.into(),
+            workflow_id: "wf".into(),
+            version_hash: "h1".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        }
+    }
+
+    fn task(id: &str) -> NewTaskInstance {
+        NewTaskInstance { task_id: id.into(), try_number: 1, priority: 0, pool: None, not_before: None }
+    }
+
+    #[tokio::test]
+    async fn run_lifecycle_claim_and_fenced_completion() {
+        let store = store().await;
+        let mut events = store.subscribe();
+        store.save_workflow_version("wf", "h1", "/x/wf.yaml", "tasks: {}").await.unwrap();
+        store.create_run(&new_run("r1"), &[task("a"), task("b")]).await.unwrap();
+        assert!(store.set_run_state("r1", RunState::Queued, RunState::Running, None).await.unwrap());
+        // A guarded move from the wrong state does nothing.
+        assert!(!store.set_run_state("r1", RunState::Queued, RunState::Running, None).await.unwrap());
+
+        let tis = store.task_instances("r1").await.unwrap();
+        assert_eq!(tis.len(), 2);
+        assert!(tis.iter().all(|t| t.state == TaskState::Pending && t.try_number == 1));
+
+        let mut batch = DecisionBatch::default();
+        batch.push(tis[0].id, "a", 1, TaskState::Pending, TaskState::Queued);
+        batch.push(tis[1].id, "b", 1, TaskState::Pending, TaskState::Skipped);
+        let applied = store.apply_decisions("r1", &batch).await.unwrap();
+        assert_eq!(applied.len(), 2);
+
+        let claim = Claim { worker: "w1", limit: 10, lease: std::time::Duration::from_secs(30) };
+        let claimed = store.claim(&claim).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].task_id, "a");
+        assert!(store.claim(&claim).await.unwrap().is_empty(), "a claimed row is not claimed twice");
+
+        let retry = TaskCompletion {
+            id: claimed[0].id,
+            run_id: "r1".into(),
+            task_id: "a".into(),
+            try_number: 1,
+            state: TaskState::UpForRetry,
+            exit_code: Some(3),
+            error: Some("boom".into()),
+            outputs: None,
+            ended_at: Utc::now(),
+            retry: Some(NewTaskInstance { try_number: 2, not_before: Some(Utc::now()), ..task("a") }),
+        };
+        assert_eq!(store.complete(std::slice::from_ref(&retry)).await.unwrap(), vec![claimed[0].id]);
+        // The same try completing again (a late, fenced-off attempt) is rejected.
+        let late = TaskCompletion { state: TaskState::Success, retry: None, ..retry.clone() };
+        assert!(store.complete(&[late]).await.unwrap().is_empty());
+
+        let due = store.next_due().await.unwrap();
+        assert!(due.is_some());
+        let queued = store.queue_due(Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.try_number, 2);
+        let claimed = store.claim(&claim).await.unwrap();
+        assert_eq!((claimed[0].task_id.as_str(), claimed[0].try_number), ("a", 2));
+        let mut outputs = serde_json::Map::new();
+        outputs.insert("x".into(), serde_json::json!(1));
+        let done = TaskCompletion {
+            id: claimed[0].id,
+            try_number: 2,
+            state: TaskState::Success,
+            exit_code: Some(0),
+            error: None,
+            outputs: Some(outputs),
+            retry: None,
+            ..retry
+        };
+        store.complete(&[done]).await.unwrap();
+
+        let results = store.task_results("r1").await.unwrap();
+        assert_eq!(results["a"]["outputs"]["x"], 1);
+        assert_eq!(results["a"]["state"], "success");
+        assert_eq!(results["b"]["state"], "skipped");
+
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let StoreEvent::TaskStates { changes, .. } = event {
+                seen.extend(changes.iter().map(|c| (c.task_id.clone(), c.try_number, c.state)));
+            }
+        }
+        assert!(seen.contains(&("a".into(), 2, TaskState::Scheduled)));
+        assert!(seen.contains(&("a".into(), 2, TaskState::Success)));
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_what_has_not_started() {
+        let store = store().await;
+        store.create_run(&new_run("r2"), &[task("a"), task("b")]).await.unwrap();
+        assert!(store.cancel_run("r2", "stop").await.unwrap());
+        let run = store.run("r2").await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Cancelled);
+        assert_eq!(run.error.as_deref(), Some("stop"));
+        assert!(store.task_instances("r2").await.unwrap().iter().all(|t| t.state == TaskState::Cancelled));
+        assert!(!store.cancel_run("r2", "again").await.unwrap(), "an ended run is not cancelled twice");
+    }
+
+    #[tokio::test]
+    async fn claims_follow_priority_then_age() {
+        let store = store().await;
+        let tasks = [
+            NewTaskInstance { priority: 1, ..task("low") },
+            NewTaskInstance { priority: 5, ..task("high") },
+            NewTaskInstance { priority: 1, ..task("low2") },
+        ];
+        store.create_run(&new_run("r3"), &tasks).await.unwrap();
+        let mut batch = DecisionBatch::default();
+        for ti in store.task_instances("r3").await.unwrap() {
+            batch.push(ti.id, &ti.task_id, 1, TaskState::Pending, TaskState::Queued);
+        }
+        store.apply_decisions("r3", &batch).await.unwrap();
+        let claim = Claim { worker: "w", limit: 1, lease: std::time::Duration::from_secs(5) };
+        let order: Vec<String> = [
+            store.claim(&claim).await.unwrap(),
+            store.claim(&claim).await.unwrap(),
+            store.claim(&claim).await.unwrap(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|c| c.task_id)
+        .collect();
+        assert_eq!(order, ["high", "low", "low2"]);
+    }
+
+    #[tokio::test]
+    async fn logs_round_trip_in_order() {
+        let store = store().await;
+        let line = |n: usize| NewLogLine {
+            run_id: "r".into(),
+            task_id: if n % 2 == 0 { "a".into() } else { "b".into() },
+            try_number: 1,
+            stream: "stdout",
+            line: format!("line {n}"),
+            logged_at: Utc::now(),
+        };
+        let lines: Vec<NewLogLine> = (0..1200).map(line).collect();
+        store.append_logs(&lines).await.unwrap();
+        let a = store.logs("r", Some("a")).await.unwrap();
+        assert_eq!(a.len(), 600);
+        assert_eq!(a[1].line, "line 2");
+        assert_eq!(store.logs("r", None).await.unwrap().len(), 1200);
+    }
+}

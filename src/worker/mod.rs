@@ -1,1 +1,455 @@
-//! worker
+//! The worker: claims queued task instances from the store, runs their operators with a
+//! timeout and a cancellation token, masks what they log and return, and writes their
+//! completion (logs first) in batches. It meets the scheduler only in `store`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::catalog::versions::{VersionError, Versions};
+use crate::dag::{Task, Workflow};
+use crate::lifecycle::TaskState;
+use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError};
+use crate::secrets::{Masker, Secrets};
+use crate::store::{
+    Claim, ClaimedTask, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent,
+    TaskCompletion,
+};
+use crate::template::{Templates, contains_template};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shown in the database as the holder of claimed task instances.
+    pub name: String,
+    /// How many task instances run at once.
+    pub concurrency: usize,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// Where operators get per-try scratch folders.
+    pub scratch_root: PathBuf,
+}
+
+impl WorkerConfig {
+    /// The default concurrency: tasks mostly wait on processes and the network, so several
+    /// per core keep the machine busy without oversubscribing it.
+    pub fn default_concurrency() -> usize {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        (cpus * 8).max(8)
+    }
+}
+
+/// What the worker shares with every try it runs.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub versions: Arc<Versions>,
+    pub templates: Arc<Templates>,
+    pub secrets: Arc<Secrets>,
+    pub masker: Arc<Masker>,
+    pub http: reqwest::Client,
+}
+
+/// A run's facts a try needs, cached per run.
+struct RunContext {
+    run: RunRecord,
+    workflow: Arc<Workflow>,
+    index: HashMap<String, usize>,
+    /// Where relative paths in the workflow resolve.
+    base_dir: PathBuf,
+}
+
+enum Message {
+    Log(NewLogLine),
+    Done(TaskCompletion),
+}
+
+pub struct Worker {
+    store: Store,
+    config: WorkerConfig,
+    deps: WorkerDeps,
+    runs: HashMap<String, Arc<RunContext>>,
+    /// Running tries by row id, with the token that stops them.
+    in_flight: HashMap<i64, (String, CancellationToken)>,
+    tx: mpsc::UnboundedSender<Message>,
+    rx: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Worker {
+    pub fn new(store: Store, config: WorkerConfig, deps: WorkerDeps) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Worker { store, config, deps, runs: HashMap::new(), in_flight: HashMap::new(), tx, rx }
+    }
+
+    /// Claims and runs work until `shutdown` fires; then stops running tries and records them.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<StoreEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let mut maybe_work = true;
+        loop {
+            if maybe_work && !shutdown.is_cancelled() {
+                maybe_work = self.claim_and_start().await?;
+            }
+            tokio::select! {
+                biased;
+                message = self.rx.recv() => {
+                    // The sender half lives in `self`, so the channel never closes here.
+                    let Some(message) = message else { return Ok(()) };
+                    self.write(message).await?;
+                    maybe_work = true;
+                }
+                event = events.recv() => {
+                    match event {
+                        Some(StoreEvent::WorkQueued) => maybe_work = true,
+                        Some(StoreEvent::RunCancelRequested { run_id }) => self.stop_run(&run_id),
+                        Some(StoreEvent::RunState { run_id, state }) if state.is_final() => {
+                            self.runs.remove(&run_id);
+                        }
+                        Some(_) => {}
+                        None => return Ok(()),
+                    }
+                }
+                _ = shutdown.cancelled(), if !self.in_flight.is_empty() || !maybe_work => {
+                    for (_, token) in self.in_flight.values() {
+                        token.cancel();
+                    }
+                    while !self.in_flight.is_empty() {
+                        let Some(message) = self.rx.recv().await else { break };
+                        self.write(message).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Claims as many task instances as there are free slots and starts them. Returns whether
+    /// more work may be waiting.
+    async fn claim_and_start(&mut self) -> Result<bool> {
+        let free = self.config.concurrency.saturating_sub(self.in_flight.len());
+        if free == 0 {
+            return Ok(true);
+        }
+        let claimed = self
+            .store
+            .claim(&Claim { worker: &self.config.name, limit: free, lease: self.config.lease })
+            .await?;
+        let more = claimed.len() == free;
+        for task in claimed {
+            self.start(task).await;
+        }
+        Ok(more)
+    }
+
+    async fn start(&mut self, claimed: ClaimedTask) {
+        let run = match self.run_context(&claimed.run_id).await {
+            Ok(run) => run,
+            Err(error) => {
+                // The try cannot even start; record why instead of leaving it running.
+                let message = format!("cannot load the run's workflow: {error}");
+                let _ = self.tx.send(Message::Done(failed(&claimed, message, None)));
+                self.in_flight.insert(claimed.id, (claimed.run_id.clone(), CancellationToken::new()));
+                return;
+            }
+        };
+        let cancel = CancellationToken::new();
+        self.in_flight.insert(claimed.id, (claimed.run_id.clone(), cancel.clone()));
+        let tx = self.tx.clone();
+        let deps = self.deps.clone();
+        let store = self.store.clone();
+        let scratch = self.config.scratch_root.join(&claimed.run_id);
+        tokio::spawn(async move {
+            let completion = execute(&store, &deps, &run, &claimed, cancel, scratch, &tx).await;
+            let _ = tx.send(Message::Done(completion));
+        });
+    }
+
+    async fn run_context(&mut self, run_id: &str) -> Result<Arc<RunContext>, String> {
+        if let Some(found) = self.runs.get(run_id) {
+            return Ok(found.clone());
+        }
+        let run = match self.store.run(run_id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return Err(format!("run `{run_id}` does not exist")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let workflow = self
+            .deps
+            .versions
+            .get(&self.store, &run.version_hash)
+            .await
+            .map_err(|e: VersionError| e.to_string())?;
+        let base_dir = self
+            .store
+            .workflow_version(&run.version_hash)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(path, _)| std::path::Path::new(&path).parent().map(|p| p.to_path_buf()))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let index = workflow.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let context = Arc::new(RunContext { run, workflow, index, base_dir });
+        self.runs.insert(run_id.to_owned(), context.clone());
+        Ok(context)
+    }
+
+    fn stop_run(&mut self, run_id: &str) {
+        for (owner, token) in self.in_flight.values() {
+            if owner == run_id {
+                token.cancel();
+            }
+        }
+    }
+
+    /// Writes a message and everything else already waiting, logs before completions, in as
+    /// few statements as possible.
+    async fn write(&mut self, first: Message) -> Result<()> {
+        let mut logs = Vec::new();
+        let mut completions = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Log(line) => logs.push(line),
+                Message::Done(completion) => completions.push(completion),
+            }
+            next = self.rx.try_recv().ok();
+        }
+        if !logs.is_empty() {
+            self.store.append_logs(&logs).await?;
+        }
+        if !completions.is_empty() {
+            let accepted = self.store.complete(&completions).await?;
+            if accepted.len() != completions.len() {
+                warn!(
+                    rejected = completions.len() - accepted.len(),
+                    "Completions were rejected: their tries had been taken over."
+                );
+            }
+            for completion in &completions {
+                self.in_flight.remove(&completion.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn failed(claimed: &ClaimedTask, error: String, exit_code: Option<i32>) -> TaskCompletion {
+    TaskCompletion {
+        id: claimed.id,
+        run_id: claimed.run_id.clone(),
+        task_id: claimed.task_id.clone(),
+        try_number: claimed.try_number,
+        state: TaskState::Failed,
+        exit_code,
+        error: Some(error),
+        outputs: None,
+        ended_at: Utc::now(),
+        retry: None,
+    }
+}
+
+/// Runs one try to its end and says how it ended. Never fails: every problem becomes the
+/// try's error.
+async fn execute(
+    store: &Store,
+    deps: &WorkerDeps,
+    run: &RunContext,
+    claimed: &ClaimedTask,
+    cancel: CancellationToken,
+    scratch_dir: PathBuf,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> TaskCompletion {
+    let Some(&index) = run.index.get(&claimed.task_id) else {
+        let message = format!("task `{}` is not in the run's workflow version", claimed.task_id);
+        return failed(claimed, message, None);
+    };
+    let task = &run.workflow.tasks[index];
+    let Some(operator) = Operator::from_name(&task.operator) else {
+        return failed(claimed, format!("unknown operator `{}`", task.operator), None);
+    };
+    let (with, env) = match render(store, deps, run, claimed, task).await {
+        Ok(rendered) => rendered,
+        Err(message) => return finish(claimed, task, Err((message, None, false)), &deps.masker),
+    };
+    let (log_tx, mut log_rx) = mpsc::unbounded_channel();
+    let ctx = OpContext {
+        run_id: claimed.run_id.clone(),
+        workflow: run.workflow.id.clone(),
+        task: claimed.task_id.clone(),
+        try_number: claimed.try_number,
+        env,
+        base_dir: run.base_dir.clone(),
+        scratch_dir,
+        log: LogSink::new(log_tx),
+        http: deps.http.clone(),
+        cancel: cancel.clone(),
+        masker: deps.masker.clone(),
+    };
+    let started = Instant::now();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timer = task.timeout.map(|limit| {
+        let cancel = cancel.clone();
+        let timed_out = timed_out.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            cancel.cancel();
+        })
+    });
+    let forward = |line: LogLine| {
+        let text = deps.masker.mask(&line.text).into_owned();
+        let _ = tx.send(Message::Log(NewLogLine {
+            run_id: claimed.run_id.clone(),
+            task_id: claimed.task_id.clone(),
+            try_number: claimed.try_number,
+            stream: line.stream.as_str(),
+            line: text,
+            logged_at: Utc::now(),
+        }));
+    };
+    let operation = operator.run(&ctx, with);
+    tokio::pin!(operation);
+    let result = loop {
+        tokio::select! {
+            result = &mut operation => break result,
+            Some(line) = log_rx.recv() => forward(line),
+        }
+    };
+    drop(ctx);
+    while let Ok(line) = log_rx.try_recv() {
+        forward(line);
+    }
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+    debug!(task = %claimed.task_id, elapsed_ms = started.elapsed().as_millis() as u64, "Try ended.");
+    let outcome = match result {
+        Ok(completion) => Ok(completion),
+        Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
+            let limit = task.timeout.map(crate::duration::HumanDuration).unwrap_or_default();
+            Err((format!("the task timed out after {limit} and was killed"), None, true))
+        }
+        Err(OperatorError::Cancelled) => {
+            return TaskCompletion {
+                state: TaskState::Cancelled,
+                error: Some("the run was cancelled; the task was stopped".into()),
+                ..failed(claimed, String::new(), None)
+            };
+        }
+        Err(OperatorError::Config { .. }) => {
+            let message = result_message(&result);
+            return failed(claimed, deps.masker.mask(&message).into_owned(), None);
+        }
+        Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
+    };
+    finish(claimed, task, outcome, &deps.masker)
+}
+
+fn result_message<T>(result: &std::result::Result<T, OperatorError>) -> String {
+    match result {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Turns an operator's result into a completion: masked outputs on success; on failure a
+/// retry (when tries are left and the failure may be transient) or a final failure.
+fn finish(
+    claimed: &ClaimedTask,
+    task: &Task,
+    outcome: std::result::Result<crate::operators::Completion, (String, Option<i32>, bool)>,
+    masker: &Masker,
+) -> TaskCompletion {
+    match outcome {
+        Ok(completion) => {
+            let mut outputs = Value::Object(completion.outputs);
+            masker.mask_json(&mut outputs);
+            let Value::Object(outputs) = outputs else { unreachable!("masking keeps the shape") };
+            TaskCompletion {
+                state: TaskState::Success,
+                exit_code: completion.exit_code,
+                error: None,
+                outputs: Some(outputs),
+                ..failed(claimed, String::new(), None)
+            }
+        }
+        Err((message, exit_code, retryable)) => {
+            let message = masker.mask(&message).into_owned();
+            let next_try = claimed.try_number + 1;
+            if retryable && claimed.try_number <= task.retries {
+                let delay = task.retry_delay_before(next_try);
+                let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                TaskCompletion {
+                    state: TaskState::UpForRetry,
+                    retry: Some(NewTaskInstance {
+                        task_id: claimed.task_id.clone(),
+                        try_number: next_try,
+                        priority: task.priority,
+                        pool: task.pool.clone(),
+                        not_before: Some(not_before),
+                    }),
+                    ..failed(claimed, message, exit_code)
+                }
+            } else {
+                failed(claimed, message, exit_code)
+            }
+        }
+    }
+}
+
+/// Renders the task's `with` and `env`. Tasks without templates skip the context entirely.
+async fn render(
+    store: &Store,
+    deps: &WorkerDeps,
+    run: &RunContext,
+    claimed: &ClaimedTask,
+    task: &Task,
+) -> std::result::Result<(Value, Vec<(String, String)>), String> {
+    let templated = has_template(&task.with) || task.env.values().any(|v| contains_template(v));
+    if !templated {
+        let env = task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        return Ok((task.with.clone(), env));
+    }
+    let results = store.task_results(&claimed.run_id).await.map_err(|e| e.to_string())?;
+    let mut context = run.run.render_context(results, &deps.secrets);
+    context.run.try_number = claimed.try_number;
+    let context = context.to_value();
+    let with = deps
+        .templates
+        .render_value(&task.with, &context)
+        .map_err(|e| format!("cannot render `with`: {e}"))?;
+    let mut env = Vec::with_capacity(task.env.len());
+    for (key, value) in &task.env {
+        let value = deps
+            .templates
+            .render_str(value, &context)
+            .map_err(|e| format!("cannot render env `{key}`: {e}"))?;
+        env.push((key.clone(), value));
+    }
+    Ok((with, env))
+}
+
+fn has_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => contains_template(s),
+        Value::Array(items) => items.iter().any(has_template),
+        Value::Object(map) => map.values().any(has_template),
+        _ => false,
+    }
+}

@@ -1,0 +1,289 @@
+//! `sluice run FILE`: one run in the foreground, with live progress on stderr and, with
+//! `--json`, one JSON object on stdout at the end.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{DatabaseArgs, EXIT_USAGE};
+use crate::catalog;
+use crate::catalog::versions::Versions;
+use crate::dag::Workflow;
+use crate::lifecycle::{RunState, TaskState};
+use crate::params;
+use crate::scheduler::{LoopConfig, Scheduler, SchedulerDeps};
+use crate::secrets::Secrets;
+use crate::store::{NewRun, NewTaskInstance, Store, StoreEvent, TaskInstanceRecord};
+use crate::template::Templates;
+use crate::worker::{Worker, WorkerConfig, WorkerDeps};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The workflow file to run.
+    pub file: PathBuf,
+    /// A run parameter, parsed by its declared type (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Print one JSON object describing the run on stdout when it ends.
+    #[arg(long)]
+    pub json: bool,
+    /// How many tasks may run at once (default: 8 per CPU).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match catalog::load_file(&args.file) {
+        Ok(workflow) => Arc::new(workflow),
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let run_params = match parse_params(&workflow, &args.params) {
+        Ok(p) => p,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let secrets = Arc::new(Secrets::from_env());
+    let masker = Arc::new(secrets.masker());
+    let store = Store::open(&args.database.config()).await?;
+    let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
+    store
+        .save_workflow_version(&workflow.id, &workflow.source_hash, &path.to_string_lossy(), &workflow.source)
+        .await?;
+    let versions = Arc::new(Versions::new());
+    versions.insert(workflow.clone());
+
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let now = Utc::now();
+    let new_run = NewRun {
+        id: run_id.clone(),
+        workflow_id: workflow.id.clone(),
+        version_hash: workflow.source_hash.clone(),
+        trigger: "manual".into(),
+        triggered_by: std::env::var("USER").ok(),
+        params: run_params,
+        logical_date: now,
+        data_interval_start: now,
+        data_interval_end: now,
+    };
+    let tasks: Vec<NewTaskInstance> = workflow
+        .tasks
+        .iter()
+        .map(|t| NewTaskInstance {
+            task_id: t.id.clone(),
+            try_number: 1,
+            priority: t.priority,
+            pool: t.pool.clone(),
+            not_before: None,
+        })
+        .collect();
+
+    // Subscribe before the run exists, so no event about it is missed.
+    let scheduler_events = store.subscribe();
+    let worker_events = store.subscribe();
+    let progress_events = store.subscribe();
+    store.create_run(&new_run, &tasks).await?;
+
+    let templates = Arc::new(Templates::new());
+    let mut scheduler = Scheduler::new(
+        store.clone(),
+        SchedulerDeps { versions: versions.clone(), templates: templates.clone(), secrets: secrets.clone() },
+    );
+    scheduler.adopt(&run_id).await?;
+    let stop_scheduler = CancellationToken::new();
+    let scheduler_task = tokio::spawn(scheduler.run(
+        scheduler_events,
+        stop_scheduler.clone(),
+        LoopConfig { exit_when_idle: true },
+    ));
+
+    let scratch_root = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
+    let worker = Worker::new(
+        store.clone(),
+        WorkerConfig {
+            name: format!("run-{}", std::process::id()),
+            concurrency: args.concurrency.unwrap_or_else(WorkerConfig::default_concurrency).max(1),
+            lease: Duration::from_secs(60),
+            scratch_root: scratch_root.clone(),
+        },
+        WorkerDeps {
+            versions,
+            templates,
+            secrets,
+            masker: masker.clone(),
+            http: super::http_client()?,
+        },
+    );
+    let stop_worker = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(worker_events, stop_worker.clone()));
+
+    let progress = Progress::new(workflow.tasks.len());
+    let final_state = tokio::select! {
+        state = progress.follow(&run_id, progress_events) => state,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Cancelling the run…");
+            store.cancel_run(&run_id, "cancelled by the user (Ctrl-C)").await?;
+            RunState::Cancelled
+        }
+    };
+    // Stop running tries (only left over after a cancel) and wait until their ends are written.
+    stop_worker.cancel();
+    worker_task.await.context("the worker stopped unexpectedly")??;
+    stop_scheduler.cancel();
+    scheduler_task.await.context("the scheduler stopped unexpectedly")??;
+    let _ = std::fs::remove_dir_all(&scratch_root);
+
+    let run = store.run(&run_id).await?.context("the run disappeared from the database")?;
+    let instances = store.task_instances(&run_id).await?;
+    if args.json {
+        let summary = summarize(&run.id, &workflow, run.state, &instances);
+        println!("{}", masker.mask(&serde_json::to_string(&summary)?));
+    }
+    if let Some(error) = &run.error {
+        eprintln!("Run {} {}: {}", run.id, run.state, masker.mask(error));
+    } else {
+        eprintln!("Run {} {}.", run.id, run.state);
+    }
+    debug_assert!(run.state == final_state || final_state == RunState::Cancelled);
+    Ok(if run.state == RunState::Success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn parse_params(
+    workflow: &Workflow,
+    raw: &[String],
+) -> Result<serde_json::Map<String, Value>, Vec<String>> {
+    let mut pairs = Vec::with_capacity(raw.len());
+    let mut problems = Vec::new();
+    for item in raw {
+        match params::split_cli_pair(item) {
+            Ok(pair) => pairs.push(pair),
+            Err(e) => problems.push(e),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let given = params::parse_cli(&workflow.params, &pairs)
+        .map_err(|ps| ps.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    params::resolve(&workflow.params, &given)
+        .map_err(|ps| ps.iter().map(ToString::to_string).collect())
+}
+
+/// The `--json` document: the run and, per task, its latest try.
+fn summarize(run_id: &str, workflow: &Workflow, state: RunState, instances: &[TaskInstanceRecord]) -> Value {
+    let mut latest: BTreeMap<&str, &TaskInstanceRecord> = BTreeMap::new();
+    for ti in instances {
+        latest.insert(&ti.task_id, ti);
+    }
+    let mut tasks = serde_json::Map::new();
+    for task in &workflow.tasks {
+        let Some(ti) = latest.get(task.id.as_str()) else { continue };
+        let duration_ms = match (ti.started_at, ti.ended_at) {
+            (Some(start), Some(end)) => json!((end - start).num_milliseconds().max(0)),
+            _ => Value::Null,
+        };
+        tasks.insert(
+            task.id.clone(),
+            json!({
+                "state": ti.state.as_str(),
+                "try_number": ti.try_number,
+                "outputs": ti.outputs.clone().unwrap_or_default(),
+                "duration_ms": duration_ms,
+                "error": ti.error,
+            }),
+        );
+    }
+    json!({ "run_id": run_id, "workflow": workflow.id, "state": state.as_str(), "tasks": tasks })
+}
+
+/// Live progress on stderr: a line per state change, or, on a terminal, a line per finished
+/// task and one status line redrawn in place.
+struct Progress {
+    total: usize,
+    terminal: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress { total, terminal: std::io::stderr().is_terminal(), started: Instant::now() }
+    }
+
+    /// Prints progress until the run reaches a final state, which it returns.
+    async fn follow(&self, run_id: &str, mut events: mpsc::UnboundedReceiver<StoreEvent>) -> RunState {
+        let mut finished = 0usize;
+        let mut running: BTreeMap<String, u32> = BTreeMap::new();
+        let stderr = std::io::stderr();
+        while let Some(event) = events.recv().await {
+            let mut out = std::io::BufWriter::new(stderr.lock());
+            match event {
+                StoreEvent::TaskStates { run_id: id, changes } if id == run_id => {
+                    for c in changes.iter() {
+                        if c.state == TaskState::Running {
+                            running.insert(c.task_id.clone(), c.try_number);
+                        } else {
+                            running.remove(&c.task_id);
+                        }
+                        if c.state.outcome().is_some() {
+                            finished += 1;
+                        }
+                        if self.terminal && !c.state.is_final() {
+                            continue;
+                        }
+                        if self.terminal {
+                            let _ = write!(out, "\r\x1b[K");
+                        }
+                        let _ = writeln!(
+                            out,
+                            "{:>8.3}s  {:<16} {} (try {})",
+                            self.started.elapsed().as_secs_f64(),
+                            c.state.as_str(),
+                            c.task_id,
+                            c.try_number
+                        );
+                    }
+                    if self.terminal {
+                        let names: Vec<&str> = running.keys().take(4).map(String::as_str).collect();
+                        let more = running.len().saturating_sub(names.len());
+                        let _ = write!(
+                            out,
+                            "\r\x1b[K[{finished}/{}] running: {}{}",
+                            self.total,
+                            names.join(", "),
+                            if more > 0 { format!(" +{more}") } else { String::new() }
+                        );
+                    }
+                }
+                StoreEvent::RunState { run_id: id, state } if id == run_id && state.is_final() => {
+                    if self.terminal {
+                        let _ = write!(out, "\r\x1b[K");
+                    }
+                    let _ = out.flush();
+                    return state;
+                }
+                _ => {}
+            }
+            let _ = out.flush();
+        }
+        RunState::Failed
+    }
+}

@@ -1,0 +1,84 @@
+//! Task logs: lines appended in batches, read back per run, task and try.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, Value};
+
+use super::{CHUNK, Result, Store, get};
+
+/// A line to append. The text is already masked.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub run_id: String,
+    pub task_id: String,
+    pub try_number: u32,
+    pub stream: &'static str,
+    pub line: String,
+    pub logged_at: DateTime<Utc>,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub id: i64,
+    pub task_id: String,
+    pub try_number: u32,
+    pub stream: String,
+    pub line: String,
+    pub logged_at: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn append_logs(&self, lines: &[NewLogLine]) -> Result<()> {
+        for chunk in lines.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO task_logs (run_id, task_id, try_number, stream, line, logged_at) VALUES ",
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 6);
+            for (i, l) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?)");
+                values.extend([
+                    Value::from(l.run_id.as_str()),
+                    l.task_id.as_str().into(),
+                    (l.try_number as i32).into(),
+                    l.stream.into(),
+                    l.line.as_str().into(),
+                    l.logged_at.into(),
+                ]);
+            }
+            self.db().execute_raw(self.stmt(&sql, values)).await?;
+        }
+        Ok(())
+    }
+
+    /// The log lines of a run, optionally of one task, in the order they were written.
+    pub async fn logs(&self, run_id: &str, task_id: Option<&str>) -> Result<Vec<LogRecord>> {
+        let (sql, values): (&str, Vec<Value>) = match task_id {
+            Some(task) => (
+                "SELECT id, task_id, try_number, stream, line, logged_at FROM task_logs \
+                 WHERE run_id = ? AND task_id = ? ORDER BY id",
+                vec![run_id.into(), task.into()],
+            ),
+            None => (
+                "SELECT id, task_id, try_number, stream, line, logged_at FROM task_logs \
+                 WHERE run_id = ? ORDER BY id",
+                vec![run_id.into()],
+            ),
+        };
+        let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    id: get(r, "id")?,
+                    task_id: get(r, "task_id")?,
+                    try_number: get::<i32>(r, "try_number")? as u32,
+                    stream: get(r, "stream")?,
+                    line: get(r, "line")?,
+                    logged_at: get(r, "logged_at")?,
+                })
+            })
+            .collect()
+    }
+}
