@@ -221,7 +221,7 @@ impl Scheduler {
                 // is the truth, so start over from it.
                 warn!(run_id, "Task states changed under the scheduler; reloading the run.");
                 self.runs.remove(run_id);
-                return self.adopt(run_id).await;
+                return Box::pin(self.adopt(run_id)).await;
             }
         }
         self.finish_if_done(run_id).await

@@ -323,14 +323,17 @@ async fn execute(
             logged_at: Utc::now(),
         }));
     };
-    let operation = operator.run(&ctx, with);
-    tokio::pin!(operation);
-    let result = loop {
-        tokio::select! {
-            result = &mut operation => break result,
-            Some(line) = log_rx.recv() => forward(line),
+    let result = {
+        let operation = operator.run(&ctx, with);
+        tokio::pin!(operation);
+        loop {
+            tokio::select! {
+                result = &mut operation => break result,
+                Some(line) = log_rx.recv() => forward(line),
+            }
         }
     };
+    // Dropping the context closes the log channel, so the drain below ends.
     drop(ctx);
     while let Ok(line) = log_rx.try_recv() {
         forward(line);
