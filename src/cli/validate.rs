@@ -1,7 +1,12 @@
-//! `sluice validate PATH...`
+//! `sluice validate PATH...`: checks workflow files and prints every problem as
+//! `PATH:LINE:COL: error: MESSAGE` (plus `  help: …`) to stderr, then a summary line.
+//! Exit 0 when every file is valid, 1 when any is not, 2 when a path does not exist.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::catalog;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -10,6 +15,36 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-pub fn execute(_args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    Ok(ExitCode::SUCCESS)
+pub fn execute(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let files = match catalog::collect_files(&args.paths) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
+    let loaded = catalog::load_all(&files);
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::new(stderr.lock());
+    let mut broken = 0;
+    for item in &loaded {
+        if let Err(diagnostics) = &item.result {
+            broken += 1;
+            for d in diagnostics {
+                writeln!(out, "{d}")?;
+            }
+        }
+    }
+    let noun = if loaded.len() == 1 { "file" } else { "files" };
+    if broken == 0 {
+        writeln!(out, "{} {noun}, all valid", loaded.len())?;
+    } else {
+        writeln!(out, "{} {noun}, {broken} with errors", loaded.len())?;
+    }
+    out.flush()?;
+    Ok(if broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

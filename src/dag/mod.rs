@@ -10,6 +10,10 @@ use serde_json::Value;
 use crate::lifecycle::TriggerRule;
 use crate::params::ParamDecl;
 
+mod compile;
+
+pub use compile::{DEFAULT_RETRY_DELAY, compile, is_valid_id};
+
 /// A checked workflow. Tasks are in file order (the display order); `graph` has one node per
 /// task, whose weight is the task's index in `tasks`, and an edge from each upstream task to
 /// its downstream task.
@@ -134,7 +138,9 @@ mod tests {
         assert_eq!(fixed.retry_delay_before(2), Duration::from_secs(30));
         assert_eq!(fixed.retry_delay_before(5), Duration::from_secs(30));
         let exp = task(Backoff::Exponential, 10, Some(60));
-        let delays: Vec<u64> = (2..=6).map(|t| exp.retry_delay_before(t).as_secs()).collect();
+        let delays: Vec<u64> = (2..=6)
+            .map(|t| exp.retry_delay_before(t).as_secs())
+            .collect();
         assert_eq!(delays, [10, 20, 40, 60, 60]);
     }
 }

@@ -1,0 +1,675 @@
+//! `compile`: from the text of a workflow file to a checked `Workflow`, or every problem found.
+//! Structural problems come from the schema checker; semantic ones (ids, `needs`, cycles, cron,
+//! time zones, durations, dates, params, templates) are checked here on every part that is
+//! structurally sound, so one run reports both kinds. No IO.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Backoff, Task, Workflow};
+use crate::diagnostic::Diagnostic;
+use crate::duration::HumanDuration;
+use crate::lifecycle::TriggerRule;
+use crate::params::{ParamDecl, ParamType};
+use crate::schedule::Schedule;
+use crate::spec::format::{BackoffSpec, DEFAULT_MAX_ACTIVE_RUNS};
+use crate::spec::{self, Node, NodeValue, Pos, suggest};
+use crate::template;
+
+/// Built-in retry delay when neither the task nor `defaults` sets one. Airflow uses 300s; a
+/// shorter wait suits the short tasks of LLM pipelines (API calls, evals) better.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Compiles one workflow file. `schema` is the JSON Schema the file is checked against (the
+/// catalog's, which includes every operator's `with`); `path` names the file in diagnostics and
+/// gives the default id (its stem).
+pub fn compile(source: &str, path: &Path, schema: &Value) -> Result<Workflow, Vec<Diagnostic>> {
+    let root = match spec::parse(source) {
+        Ok(root) => root,
+        Err(e) => {
+            return Err(vec![Diagnostic::new(
+                path,
+                e.pos.line,
+                e.pos.column,
+                e.message,
+            )]);
+        }
+    };
+    let mut c = Compiler {
+        path,
+        diagnostics: Vec::new(),
+        fallbacks: Vec::new(),
+    };
+    for p in spec::check::check(&root, schema) {
+        c.diagnostics
+            .push(Diagnostic::new(path, p.pos.line, p.pos.column, p.message).with_help(p.help));
+    }
+    if root.as_map().is_none() {
+        return Err(c.diagnostics);
+    }
+    let workflow = c.workflow(&root, source);
+    // Typed reads that failed although the schema check passed point at a gap in the schema;
+    // they are reported then, and otherwise left to the schema checker's clearer messages.
+    if c.diagnostics.is_empty() {
+        c.diagnostics.append(&mut c.fallbacks);
+    }
+    if c.diagnostics.is_empty() {
+        Ok(workflow)
+    } else {
+        Diagnostic::sort(&mut c.diagnostics);
+        Err(c.diagnostics)
+    }
+}
+
+/// Whether a workflow id is well formed: `[a-z0-9_-]+`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+struct Compiler<'p> {
+    path: &'p Path,
+    diagnostics: Vec<Diagnostic>,
+    fallbacks: Vec<Diagnostic>,
+}
+
+/// Settings a task inherits from `defaults`.
+#[derive(Default)]
+struct Inherited {
+    retries: Option<u32>,
+    retry_delay: Option<Duration>,
+    retry_backoff: Option<Backoff>,
+    max_retry_delay: Option<Duration>,
+    timeout: Option<Duration>,
+    pool: Option<String>,
+    priority: Option<i32>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, help: Option<String>) {
+        self.diagnostics
+            .push(Diagnostic::new(self.path, pos.line, pos.column, message).with_help(help));
+    }
+
+    /// Reads a node into a typed value; failures are kept as fallbacks (see `compile`).
+    fn typed<T: DeserializeOwned>(&mut self, node: &Node, what: &str) -> Option<T> {
+        match serde_json::from_value(node.to_json()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.fallbacks.push(Diagnostic::new(
+                    self.path,
+                    node.pos.line,
+                    node.pos.column,
+                    format!("invalid `{what}`: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, root: &Node, key: &str) -> Option<(String, Pos)> {
+        let node = root.get(key)?;
+        node.as_str().map(|s| (s.to_owned(), node.pos))
+    }
+
+    fn duration(&mut self, map: &Node, key: &str) -> Option<Duration> {
+        let node = map.get(key)?;
+        let parsed = match &node.value {
+            NodeValue::String(s) => HumanDuration::parse(s),
+            NodeValue::Number(n) => match n.as_u64() {
+                Some(secs) => Ok(HumanDuration(Duration::from_secs(secs))),
+                None => Err(format!(
+                    "`{n}` is not a duration; a duration cannot be negative or fractional"
+                )),
+            },
+            _ => return None,
+        };
+        match parsed {
+            Ok(d) => Some(d.0),
+            Err(message) => {
+                self.error(node.pos, format!("invalid `{key}`: {message}"), None);
+                None
+            }
+        }
+    }
+
+    /// Checks the template syntax of every string in a subtree.
+    fn templates(&mut self, node: &Node, what: &str) {
+        match &node.value {
+            NodeValue::String(s) => {
+                if let Err(e) = template::check_syntax(s) {
+                    let message = e.message.replace(" (in <string>:1)", "");
+                    self.error(
+                        node.pos,
+                        format!("template error in `{what}`: {message}"),
+                        None,
+                    );
+                }
+            }
+            NodeValue::Seq(items) => items.iter().for_each(|i| self.templates(i, what)),
+            NodeValue::Map(entries) => entries.iter().for_each(|e| self.templates(&e.value, what)),
+            _ => {}
+        }
+    }
+
+    fn workflow(&mut self, root: &Node, source: &str) -> Workflow {
+        let id = match self.string(root, "id") {
+            Some((id, pos)) => {
+                if !is_valid_id(&id) {
+                    self.error(
+                        pos,
+                        format!("the workflow id `{id}` may only contain lowercase letters, digits, `_` and `-`"),
+                        None,
+                    );
+                }
+                id
+            }
+            None => {
+                let stem = self
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !is_valid_id(&stem) {
+                    self.error(
+                        Pos::FILE,
+                        format!("the file name `{stem}` is not a valid workflow id (lowercase letters, digits, `_` and `-`)"),
+                        Some("rename the file or set `id`".to_owned()),
+                    );
+                }
+                stem
+            }
+        };
+        let description = self.string(root, "description").map(|(s, _)| s);
+        let schedule = self
+            .string(root, "schedule")
+            .and_then(|(text, pos)| match Schedule::parse(&text) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.error(pos, format!("invalid `schedule`: {e}"), None);
+                    None
+                }
+            });
+        let timezone = match self.string(root, "timezone") {
+            Some((name, pos)) => match name.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    let help = suggest::did_you_mean(
+                        &name,
+                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()),
+                    );
+                    self.error(
+                        pos,
+                        format!("unknown time zone `{name}`; use an IANA name like `Europe/Paris`"),
+                        help,
+                    );
+                    chrono_tz::UTC
+                }
+            },
+            None => chrono_tz::UTC,
+        };
+        let start_date = self.date(root, "start_date");
+        let end_date = self.date(root, "end_date");
+        if let (Some(start), Some(end)) = (start_date, end_date)
+            && end < start
+            && let Some(node) = root.get("end_date")
+        {
+            self.error(
+                node.pos,
+                format!("`end_date` {end} is before `start_date` {start}"),
+                None,
+            );
+        }
+        let catchup = root
+            .get("catchup")
+            .and_then(|n| self.typed(n, "catchup"))
+            .unwrap_or(false);
+        let max_active_runs = root
+            .get("max_active_runs")
+            .and_then(|n| self.typed(n, "max_active_runs"))
+            .unwrap_or(DEFAULT_MAX_ACTIVE_RUNS);
+        let tags: Vec<String> = root
+            .get("tags")
+            .and_then(|n| self.typed(n, "tags"))
+            .unwrap_or_default();
+        let params = self.params(root.get("params"));
+        let triggers = self.triggers(root.get("triggers"));
+        let inherited = match root.get("defaults") {
+            Some(node) if node.as_map().is_some() => self.inherited(node),
+            _ => Inherited::default(),
+        };
+        let (tasks, graph) = match root.entry("tasks") {
+            Some(entry) => {
+                if entry.value.as_map().is_some_and(<[_]>::is_empty) {
+                    self.error(
+                        entry.key_pos,
+                        "`tasks` is empty; a workflow needs at least one task",
+                        None,
+                    );
+                }
+                self.task_group(&entry.value, "tasks", &inherited)
+            }
+            None => (Vec::new(), DiGraph::new()),
+        };
+        let on_failure = match root.entry("on_failure") {
+            Some(entry) => {
+                if let Some(map) = entry.value.as_map() {
+                    for e in map.iter().filter(|e| tasks.iter().any(|t| t.id == e.key)) {
+                        self.error(
+                            e.key_pos,
+                            format!("`{}` is already a task in `tasks`; use another id", e.key),
+                            None,
+                        );
+                    }
+                }
+                self.task_group(&entry.value, "on_failure", &inherited).0
+            }
+            None => Vec::new(),
+        };
+        Workflow {
+            id,
+            description,
+            schedule,
+            timezone,
+            start_date,
+            end_date,
+            catchup,
+            max_active_runs,
+            tags,
+            params,
+            triggers,
+            tasks,
+            on_failure,
+            graph,
+            source: source.to_owned(),
+            source_hash: hex::encode(Sha256::digest(source.as_bytes())),
+        }
+    }
+
+    fn date(&mut self, root: &Node, key: &str) -> Option<chrono::NaiveDate> {
+        let (text, pos) = self.string(root, key)?;
+        match chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    pos,
+                    format!("`{key}` must be a date written YYYY-MM-DD, found `{text}` ({e})"),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn params(&mut self, node: Option<&Node>) -> IndexMap<String, ParamDecl> {
+        let mut params = IndexMap::new();
+        let Some(entries) = node.and_then(Node::as_map) else {
+            return params;
+        };
+        for entry in entries {
+            let name = &entry.key;
+            let decl_node = &entry.value;
+            let Some(decl) = self.typed::<ParamDecl>(decl_node, &format!("params.{name}")) else {
+                continue;
+            };
+            let numeric = matches!(decl.kind, ParamType::Integer | ParamType::Number);
+            let kind = type_name(decl.kind);
+            if let Some(default) = decl.default.as_ref().filter(|d| !d.is_null())
+                && let Some(pos) = decl_node.get("default").map(|n| n.pos)
+            {
+                if !value_has_type(default, decl.kind) {
+                    self.error(
+                        pos,
+                        format!(
+                            "the default of param `{name}` must be {kind}, found {}",
+                            json_kind(default)
+                        ),
+                        None,
+                    );
+                } else {
+                    if let Some(allowed) = &decl.allowed
+                        && !allowed.contains(default)
+                    {
+                        self.error(
+                            pos,
+                            format!(
+                                "the default of param `{name}` is not one of its `enum` values"
+                            ),
+                            None,
+                        );
+                    }
+                    if let Some(v) = default.as_f64() {
+                        if let Some(min) = decl.minimum.filter(|m| v < *m) {
+                            self.error(
+                                pos,
+                                format!("the default of param `{name}` is below its minimum {min}"),
+                                None,
+                            );
+                        }
+                        if let Some(max) = decl.maximum.filter(|m| v > *m) {
+                            self.error(
+                                pos,
+                                format!("the default of param `{name}` is above its maximum {max}"),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+            if let (Some(allowed), Some(items)) =
+                (&decl.allowed, decl_node.get("enum").and_then(Node::as_seq))
+            {
+                for (value, item) in allowed.iter().zip(items) {
+                    if !value_has_type(value, decl.kind) {
+                        self.error(
+                            item.pos,
+                            format!(
+                                "the `enum` values of param `{name}` must be {kind}, found {}",
+                                json_kind(value)
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+            for bound in ["minimum", "maximum"] {
+                if let Some(n) = decl_node.get(bound)
+                    && !numeric
+                {
+                    self.error(n.pos, format!("`{bound}` only applies to integer and number params, and `{name}` is {kind}"), None);
+                }
+            }
+            if let (Some(min), Some(max)) = (decl.minimum, decl.maximum)
+                && min > max
+                && let Some(n) = decl_node.get("minimum")
+            {
+                self.error(
+                    n.pos,
+                    format!(
+                        "param `{name}` has a minimum ({min}) greater than its maximum ({max})"
+                    ),
+                    None,
+                );
+            }
+            params.insert(name.clone(), decl);
+        }
+        params
+    }
+
+    fn triggers(&mut self, node: Option<&Node>) -> Vec<Value> {
+        let Some(items) = node.and_then(Node::as_seq) else {
+            return Vec::new();
+        };
+        for item in items {
+            for entry in item.as_map().unwrap_or_default() {
+                for key in ["params", "if"] {
+                    if let Some(n) = entry.value.get(key) {
+                        self.templates(n, &format!("triggers.{}.{key}", entry.key));
+                    }
+                }
+            }
+        }
+        items.iter().map(Node::to_json).collect()
+    }
+
+    fn inherited(&mut self, node: &Node) -> Inherited {
+        Inherited {
+            retries: node.get("retries").and_then(|n| self.typed(n, "retries")),
+            retry_delay: self.duration(node, "retry_delay"),
+            retry_backoff: node
+                .get("retry_backoff")
+                .and_then(|n| self.typed::<BackoffSpec>(n, "retry_backoff"))
+                .map(backoff),
+            max_retry_delay: self.duration(node, "max_retry_delay"),
+            timeout: self.duration(node, "timeout"),
+            pool: node.get("pool").and_then(|n| n.as_str().map(str::to_owned)),
+            priority: node.get("priority").and_then(|n| self.typed(n, "priority")),
+        }
+    }
+
+    /// Reads `tasks` or `on_failure`: each task, then the graph of their `needs`.
+    fn task_group(
+        &mut self,
+        node: &Node,
+        group: &str,
+        inherited: &Inherited,
+    ) -> (Vec<Task>, DiGraph<usize, ()>) {
+        let entries = node.as_map().unwrap_or_default();
+        let mut tasks = Vec::with_capacity(entries.len());
+        let mut needs_nodes: Vec<Vec<&Node>> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let task_node = &entry.value;
+            let needs: Vec<&Node> = task_node
+                .get("needs")
+                .and_then(Node::as_seq)
+                .unwrap_or_default()
+                .iter()
+                .collect();
+            tasks.push(self.task(&entry.key, task_node, inherited));
+            needs_nodes.push(needs);
+        }
+        let index: HashMap<&str, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key.as_str(), i))
+            .collect();
+        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
+        for i in 0..tasks.len() {
+            graph.add_node(i);
+        }
+        for (i, needs) in needs_nodes.iter().enumerate() {
+            let id = &entries[i].key;
+            for need in needs {
+                let Some(name) = need.as_str() else { continue };
+                match index.get(name) {
+                    Some(&j) if j == i => {
+                        self.error(need.pos, format!("task `{id}` needs itself"), None);
+                    }
+                    Some(&j) => {
+                        if !graph.contains_edge(NodeIndex::new(j), NodeIndex::new(i)) {
+                            graph.add_edge(NodeIndex::new(j), NodeIndex::new(i), ());
+                        }
+                    }
+                    None => {
+                        let others = entries
+                            .iter()
+                            .filter(|e| e.key != *id)
+                            .map(|e| e.key.as_str());
+                        let help = suggest::did_you_mean(name, others);
+                        self.error(
+                            need.pos,
+                            format!("task `{id}` needs `{name}`, which is not a task in `{group}`"),
+                            help,
+                        );
+                    }
+                }
+            }
+        }
+        self.cycles(&graph, entries);
+        (tasks, graph)
+    }
+
+    /// Names every cycle, following `needs` from its first task in file order.
+    fn cycles(&mut self, graph: &DiGraph<usize, ()>, entries: &[spec::Entry]) {
+        let mut components = petgraph::algo::tarjan_scc(graph);
+        components.retain(|c| c.len() > 1);
+        components.sort_by_key(|c| c.iter().map(|n| n.index()).min());
+        for component in components {
+            let Some(start) = component.iter().min_by_key(|n| n.index()).copied() else {
+                continue;
+            };
+            let path = cycle_from(graph, &component, start);
+            let names: Vec<&str> = path
+                .iter()
+                .map(|n| entries[n.index()].key.as_str())
+                .collect();
+            self.error(
+                entries[start.index()].key_pos,
+                format!("tasks {} form a cycle", names.join(" -> ")),
+                Some("each task needs the next one; remove one of these `needs`".to_owned()),
+            );
+        }
+    }
+
+    fn task(&mut self, id: &str, node: &Node, inherited: &Inherited) -> Task {
+        if let Some(with) = node.get("with") {
+            self.templates(with, "with");
+        }
+        if let Some(env) = node.get("env") {
+            self.templates(env, "env");
+        }
+        let condition = node.get("if").and_then(|n| {
+            self.templates(n, "if");
+            n.as_str().map(str::to_owned)
+        });
+        let retry_backoff = node
+            .get("retry_backoff")
+            .and_then(|n| self.typed::<BackoffSpec>(n, "retry_backoff"))
+            .map(backoff)
+            .or(inherited.retry_backoff)
+            .unwrap_or_default();
+        Task {
+            id: id.to_owned(),
+            operator: node
+                .get("operator")
+                .and_then(Node::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            with: node.get("with").map(Node::to_json).unwrap_or(Value::Null),
+            needs: node
+                .get("needs")
+                .and_then(Node::as_seq)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect(),
+            trigger_rule: node
+                .get("trigger_rule")
+                .and_then(|n| self.typed::<TriggerRule>(n, "trigger_rule"))
+                .unwrap_or_default(),
+            condition,
+            retries: node
+                .get("retries")
+                .and_then(|n| self.typed(n, "retries"))
+                .or(inherited.retries)
+                .unwrap_or(0),
+            retry_delay: self
+                .duration(node, "retry_delay")
+                .or(inherited.retry_delay)
+                .unwrap_or(DEFAULT_RETRY_DELAY),
+            retry_backoff,
+            max_retry_delay: self
+                .duration(node, "max_retry_delay")
+                .or(inherited.max_retry_delay),
+            timeout: self.duration(node, "timeout").or(inherited.timeout),
+            pool: node
+                .get("pool")
+                .and_then(Node::as_str)
+                .map(str::to_owned)
+                .or_else(|| inherited.pool.clone()),
+            priority: node
+                .get("priority")
+                .and_then(|n| self.typed(n, "priority"))
+                .or(inherited.priority)
+                .unwrap_or(0),
+            env: node
+                .get("env")
+                .and_then(|n| self.typed(n, "env"))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A path `start -> … -> start` inside one strongly connected component, following `needs`
+/// (edges backwards, since edges point from upstream to downstream).
+fn cycle_from(
+    graph: &DiGraph<usize, ()>,
+    component: &[NodeIndex],
+    start: NodeIndex,
+) -> Vec<NodeIndex> {
+    let mut path = vec![start];
+    let mut visited = vec![start];
+    fn walk(
+        graph: &DiGraph<usize, ()>,
+        component: &[NodeIndex],
+        start: NodeIndex,
+        path: &mut Vec<NodeIndex>,
+        visited: &mut Vec<NodeIndex>,
+    ) -> bool {
+        let Some(&here) = path.last() else {
+            return false;
+        };
+        let mut next: Vec<NodeIndex> = graph
+            .neighbors_directed(here, petgraph::Direction::Incoming)
+            .filter(|n| component.contains(n))
+            .collect();
+        next.sort_by_key(|n| n.index());
+        for n in next {
+            if n == start {
+                path.push(n);
+                return true;
+            }
+            if !visited.contains(&n) {
+                visited.push(n);
+                path.push(n);
+                if walk(graph, component, start, path, visited) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    walk(graph, component, start, &mut path, &mut visited);
+    path
+}
+
+fn backoff(spec: BackoffSpec) -> Backoff {
+    match spec {
+        BackoffSpec::Fixed => Backoff::Fixed,
+        BackoffSpec::Exponential => Backoff::Exponential,
+    }
+}
+
+fn type_name(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "a string",
+        ParamType::Integer => "an integer",
+        ParamType::Number => "a number",
+        ParamType::Boolean => "a boolean",
+        ParamType::Array => "a list",
+        ParamType::Object => "a map",
+    }
+}
+
+fn value_has_type(value: &Value, kind: ParamType) -> bool {
+    match kind {
+        ParamType::String => value.is_string(),
+        ParamType::Integer => value.is_i64() || value.is_u64(),
+        ParamType::Number => value.is_number(),
+        ParamType::Boolean => value.is_boolean(),
+        ParamType::Array => value.is_array(),
+        ParamType::Object => value.is_object(),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}

@@ -1,0 +1,231 @@
+//! The typed structs of workflow format v1, exactly as written in a file. They generate the
+//! JSON Schema (`sluice schema`) and their `///` comments are the user reference, so every
+//! field has one. Semantic checks (cycles, cron, time zones, …) live in `dag`.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::duration::HumanDuration;
+use crate::lifecycle::TriggerRule;
+use crate::params::ParamDecl;
+
+/// The built-in default of `max_active_runs`: Airflow's `max_active_runs_per_dag` default.
+pub const DEFAULT_MAX_ACTIVE_RUNS: u32 = 16;
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+fn default_max_active_runs() -> u32 {
+    DEFAULT_MAX_ACTIVE_RUNS
+}
+
+/// A Sluice workflow file (format v1).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Sluice workflow")]
+pub struct WorkflowSpec {
+    /// The workflow's id: lowercase letters, digits, `_` and `-`. Defaults to the file name
+    /// without its extension. Unique across all loaded files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the workflow does, shown in the UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When runs start by themselves: a crontab expression (5 fields, or 6 with seconds
+    /// first) or `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`,
+    /// `@annually`. Absent: the workflow only runs when triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is read in, like `Europe/Paris`. Default `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The first day (YYYY-MM-DD) scheduled runs cover; with `catchup: true`, missed
+    /// intervals since then are run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date"))]
+    pub start_date: Option<String>,
+    /// The last day (YYYY-MM-DD) scheduled runs cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date"))]
+    pub end_date: Option<String>,
+    /// Whether intervals missed while Sluice was down (or before it started) are run.
+    /// Default `false`.
+    #[serde(default)]
+    pub catchup: bool,
+    /// How many runs of this workflow may be active at once. Default 16 (Airflow's default).
+    #[serde(default = "default_max_active_runs")]
+    #[schemars(range(min = 1))]
+    pub max_active_runs: u32,
+    /// Labels for grouping and filtering workflows in the UI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Typed run parameters, readable in templates as `params.<name>`. The UI's trigger form
+    /// is generated from them.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub params: IndexMap<String, ParamDecl>,
+    /// Events that start a run besides `schedule`: GitHub webhooks, or another workflow
+    /// finishing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerSpec>,
+    /// Settings every task inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    /// Tasks run after a run has failed, in the same shape as `tasks`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub on_failure: IndexMap<String, TaskSpec>,
+    /// The tasks, by id. Their order is the display order; `needs` sets the execution order.
+    pub tasks: IndexMap<String, TaskSpec>,
+}
+
+/// Settings every task inherits unless it sets its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSpec {
+    /// How many times a failed task is tried again. Built-in default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The wait before the first retry. Built-in default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<HumanDuration>,
+    /// How the wait grows between retries: `fixed` (built-in default) or `exponential`
+    /// (doubles each time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<BackoffSpec>,
+    /// The longest wait between retries, capping `exponential` backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_delay: Option<HumanDuration>,
+    /// How long one try may run before it is stopped and counts as failed. No limit by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// The pool whose slots limit how many such tasks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Higher runs first when workers are busy. Built-in default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// One task: an operator and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The built-in operator that does the work (`shell`, `http`, `noop`, …).
+    pub operator: String,
+    /// The operator's settings. Every string in it is a template, rendered when the task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub with: Option<Value>,
+    /// Ids of the tasks that must finish before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// When the task may start, given how its `needs` ended. Default `all_success`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_rule: Option<TriggerRule>,
+    /// A template expression; when it renders false (or empty), the task is skipped.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub condition: Option<String>,
+    /// How many times a failed try is repeated. Overrides `defaults.retries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The wait before the first retry. Overrides `defaults.retry_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<HumanDuration>,
+    /// `fixed` or `exponential`. Overrides `defaults.retry_backoff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<BackoffSpec>,
+    /// The longest wait between retries. Overrides `defaults.max_retry_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_delay: Option<HumanDuration>,
+    /// How long one try may run. Overrides `defaults.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// The pool this task takes a slot from. Overrides `defaults.pool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Higher runs first when workers are busy. Overrides `defaults.priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Environment variables for the processes the task starts. Values are templates.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub env: IndexMap<String, String>,
+}
+
+/// How the wait between retries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffSpec {
+    /// The same wait every time.
+    Fixed,
+    /// The wait doubles after each retry, up to `max_retry_delay`.
+    Exponential,
+}
+
+/// An event that starts a run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TriggerSpec {
+    /// A GitHub webhook delivery (`POST /hooks/github`).
+    Github(GithubTrigger),
+    /// Another workflow's run finishing.
+    Workflow(WorkflowTrigger),
+}
+
+/// Starts a run when GitHub delivers a matching webhook event.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GithubTrigger {
+    /// GitHub event names (`X-GitHub-Event`), like `pull_request` or `push`.
+    pub events: Vec<String>,
+    /// The payload's `action` values that match (`opened`, `synchronize`, …). Empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+    /// Branch name patterns (globs) that match. Empty: any branch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
+    /// Run parameters taken from the event; values are templates over `event`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub params: IndexMap<String, Value>,
+}
+
+/// Starts a run when a run of another workflow ends in one of the given states.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowTrigger {
+    /// The id of the upstream workflow.
+    pub id: String,
+    /// The final states of the upstream run that match. Default: `success`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<UpstreamState>,
+    /// A template expression over `upstream`; the run starts only when it is true.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub condition: Option<String>,
+    /// Run parameters; values are templates over `upstream`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(extend("x-sluice-templated" = true))]
+    pub params: IndexMap<String, Value>,
+}
+
+/// A final state of an upstream run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    /// The run succeeded.
+    Success,
+    /// The run failed.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// The JSON Schema of the format without operator-specific `with` checks (those are added by
+/// `catalog`, which knows the operators).
+pub fn base_schema(generator: &mut schemars::SchemaGenerator) -> Value {
+    generator.root_schema_for::<WorkflowSpec>().to_value()
+}
