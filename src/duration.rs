@@ -20,9 +20,11 @@ impl HumanDuration {
         if let Ok(seconds) = text.parse::<u64>() {
             return Ok(HumanDuration(Duration::from_secs(seconds)));
         }
-        humantime::parse_duration(text).map(HumanDuration).map_err(|e| {
-            format!("`{text}` is not a duration ({e}); write it like `30s`, `10m` or `1h 30m`")
-        })
+        humantime::parse_duration(text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("`{text}` is not a duration ({e}); write it like `30s`, `10m` or `1h 30m`")
+            })
     }
 }
 
@@ -94,7 +96,11 @@ mod tests {
         assert_eq!(secs("1h 30m"), Ok(5_400_000));
         assert_eq!(secs("250ms"), Ok(250));
         assert_eq!(secs("45"), Ok(45_000));
-        assert!(HumanDuration::parse("soon").unwrap_err().contains("`soon` is not a duration"));
+        assert!(
+            HumanDuration::parse("soon")
+                .unwrap_err()
+                .contains("`soon` is not a duration")
+        );
         assert!(HumanDuration::parse("-5s").is_err());
     }
 

@@ -165,7 +165,10 @@ pub struct InvalidTransition {
 
 impl RunState {
     pub fn is_final(self) -> bool {
-        matches!(self, RunState::Success | RunState::Failed | RunState::Cancelled)
+        matches!(
+            self,
+            RunState::Success | RunState::Failed | RunState::Cancelled
+        )
     }
 
     /// The run transition table.
@@ -186,7 +189,11 @@ impl RunState {
         if self.can_move_to(to) {
             Ok(())
         } else {
-            Err(InvalidTransition { kind: "run", from: self.as_str(), to: to.as_str() })
+            Err(InvalidTransition {
+                kind: "run",
+                from: self.as_str(),
+                to: to.as_str(),
+            })
         }
     }
 }
@@ -195,7 +202,10 @@ impl TaskState {
     /// A final state: this try will not change again.
     pub fn is_final(self) -> bool {
         use TaskState::*;
-        matches!(self, Success | Failed | UpForRetry | Skipped | UpstreamFailed | Cancelled)
+        matches!(
+            self,
+            Success | Failed | UpForRetry | Skipped | UpstreamFailed | Cancelled
+        )
     }
 
     /// The task-instance transition table.
@@ -215,7 +225,11 @@ impl TaskState {
         if self.can_move_to(to) {
             Ok(())
         } else {
-            Err(InvalidTransition { kind: "task instance", from: self.as_str(), to: to.as_str() })
+            Err(InvalidTransition {
+                kind: "task instance",
+                from: self.as_str(),
+                to: to.as_str(),
+            })
         }
     }
 
@@ -424,7 +438,10 @@ mod tests {
     fn task_transition_table_is_exhaustive() {
         use TaskState::*;
         let allowed: &[(TaskState, &[TaskState])] = &[
-            (Pending, &[Scheduled, Queued, Skipped, UpstreamFailed, Cancelled]),
+            (
+                Pending,
+                &[Scheduled, Queued, Skipped, UpstreamFailed, Cancelled],
+            ),
             (Scheduled, &[Queued, Cancelled]),
             (Queued, &[Running, Cancelled]),
             (Running, &[Success, Failed, UpForRetry, Cancelled, Queued]),

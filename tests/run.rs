@@ -40,7 +40,10 @@ tasks:
     let json = out.json();
     assert_eq!(json["state"], "success");
     assert_eq!(json["workflow"], "flow");
-    assert_eq!(json["tasks"]["produce"]["outputs"]["items"], serde_json::json!([1, 2, 3]));
+    assert_eq!(
+        json["tasks"]["produce"]["outputs"]["items"],
+        serde_json::json!([1, 2, 3])
+    );
     let consume = &json["tasks"]["consume"];
     assert_eq!(consume["outputs"]["total"], "42");
     assert_eq!(consume["outputs"]["items"], "3");
@@ -71,10 +74,19 @@ tasks:
 "#,
     );
     let out = sb.run_json(&file, &[]);
-    assert_eq!(out.code, 1, "a run with a failed task exits 1; stderr:\n{}", out.stderr);
+    assert_eq!(
+        out.code, 1,
+        "a run with a failed task exits 1; stderr:\n{}",
+        out.stderr
+    );
     let json = out.json();
     assert_eq!(json["state"], "failed");
-    let state = |t: &str| json["tasks"][t]["state"].as_str().unwrap_or("missing").to_owned();
+    let state = |t: &str| {
+        json["tasks"][t]["state"]
+            .as_str()
+            .unwrap_or("missing")
+            .to_owned()
+    };
     assert_eq!(state("ok"), "success");
     assert_eq!(state("boom"), "failed");
     assert_eq!(state("needs_both"), "upstream_failed");
@@ -83,9 +95,18 @@ tasks:
     assert_eq!(state("any_ok"), "success");
     assert_eq!(state("after_failed"), "upstream_failed");
     assert_eq!(state("gated"), "skipped");
-    assert_eq!(state("after_gated"), "skipped", "a skip propagates under all_success");
+    assert_eq!(
+        state("after_gated"),
+        "skipped",
+        "a skip propagates under all_success"
+    );
     assert_eq!(state("after_gated_none_failed"), "success");
-    assert!(json["tasks"]["boom"]["error"].as_str().unwrap_or("").contains("3"));
+    assert!(
+        json["tasks"]["boom"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("3")
+    );
 }
 
 #[test]
@@ -121,14 +142,24 @@ tasks:
     assert_eq!(times.len(), 3, "one stamp per try");
     let first_gap_ms = (times[1] - times[0]) / 1_000_000;
     let second_gap_ms = (times[2] - times[1]) / 1_000_000;
-    assert!(first_gap_ms >= 200, "first retry waited {first_gap_ms} ms, less than 200 ms");
-    assert!(second_gap_ms >= 400, "second retry waited {second_gap_ms} ms, less than 400 ms");
+    assert!(
+        first_gap_ms >= 200,
+        "first retry waited {first_gap_ms} ms, less than 200 ms"
+    );
+    assert!(
+        second_gap_ms >= 400,
+        "second retry waited {second_gap_ms} ms, less than 400 ms"
+    );
 
     let run_id = json["run_id"].as_str().expect("run id");
     let logs = sb.sluice(&["logs", run_id, "flaky"]);
     assert_eq!(logs.code, 0, "{}", logs.stderr);
     for n in 1..=3 {
-        assert!(logs.stdout.contains(&format!("flaky#{n} stdout: try {n}")), "logs:\n{}", logs.stdout);
+        assert!(
+            logs.stdout.contains(&format!("flaky#{n} stdout: try {n}")),
+            "logs:\n{}",
+            logs.stdout
+        );
     }
 }
 
@@ -153,13 +184,24 @@ tasks:
     let started = std::time::Instant::now();
     let out = sb.run_json(&file, &[]);
     assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
-    assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not stop the task");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout did not stop the task"
+    );
     let json = out.json();
     assert_eq!(json["tasks"]["slow"]["state"], "failed");
     let error = json["tasks"]["slow"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("timed out after 1s"), "error: {error}");
-    let pid: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
-    wait_for("the grandchild `sleep` to be killed", Duration::from_secs(5), || !process_alive(pid));
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    wait_for(
+        "the grandchild `sleep` to be killed",
+        Duration::from_secs(5),
+        || !process_alive(pid),
+    );
 }
 
 #[test]
@@ -191,16 +233,40 @@ tasks:
         .expect("run");
     let out: common::Finished = out.into();
     assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
-    assert!(!out.stdout.contains("hunter2"), "stdout leaked the secret:\n{}", out.stdout);
-    assert!(!out.stderr.contains("hunter2"), "stderr leaked the secret:\n{}", out.stderr);
+    assert!(
+        !out.stdout.contains("hunter2"),
+        "stdout leaked the secret:\n{}",
+        out.stdout
+    );
+    assert!(
+        !out.stderr.contains("hunter2"),
+        "stderr leaked the secret:\n{}",
+        out.stderr
+    );
     let json = out.json();
     assert_eq!(json["tasks"]["leak"]["outputs"]["token"], "***");
     let run_id = json["run_id"].as_str().expect("run id");
     let logs = sb.sluice(&["logs", run_id]);
-    assert!(!logs.stdout.contains("hunter2"), "logs leaked the secret:\n{}", logs.stdout);
-    assert!(logs.stdout.contains("token is ***"), "logs:\n{}", logs.stdout);
-    assert!(logs.stdout.contains("env token is ***"), "logs:\n{}", logs.stdout);
-    assert!(logs.stdout.contains("bad token ***"), "logs:\n{}", logs.stdout);
+    assert!(
+        !logs.stdout.contains("hunter2"),
+        "logs leaked the secret:\n{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout.contains("token is ***"),
+        "logs:\n{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout.contains("env token is ***"),
+        "logs:\n{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout.contains("bad token ***"),
+        "logs:\n{}",
+        logs.stdout
+    );
 }
 
 #[test]
@@ -223,7 +289,11 @@ tasks:
     assert!(unknown.stderr.contains("sampels"), "{}", unknown.stderr);
     let wrong_type = sb.run_json(&file, &["-p", "model=small", "-p", "samples=many"]);
     assert_eq!(wrong_type.code, 2);
-    assert!(wrong_type.stderr.contains("samples"), "{}", wrong_type.stderr);
+    assert!(
+        wrong_type.stderr.contains("samples"),
+        "{}",
+        wrong_type.stderr
+    );
     let missing = sb.run_json(&file, &[]);
     assert_eq!(missing.code, 2, "a param without default is required");
     assert!(missing.stderr.contains("model"), "{}", missing.stderr);
@@ -271,16 +341,29 @@ tasks:
     wait_for("the task to start", Duration::from_secs(20), || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
     });
-    let sleeper: u32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+    let sleeper: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
     // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let stderr: Vec<String> = stderr.lines().map_while(Result::ok).collect();
     let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(1), "stderr:\n{}", stderr.join("\n"));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stderr:\n{}",
+        stderr.join("\n")
+    );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(json["state"], "cancelled");
     assert_eq!(json["tasks"]["long"]["state"], "cancelled");
     assert_eq!(json["tasks"]["after"]["state"], "cancelled");
-    wait_for("the task's process to be killed", Duration::from_secs(5), || !process_alive(sleeper));
+    wait_for(
+        "the task's process to be killed",
+        Duration::from_secs(5),
+        || !process_alive(sleeper),
+    );
 }

@@ -138,7 +138,11 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create().name("runs_by_state").table(Runs::Table).col(Runs::State).to_owned(),
+                Index::create()
+                    .name("runs_by_state")
+                    .table(Runs::Table)
+                    .col(Runs::State)
+                    .to_owned(),
             )
             .await?;
         manager
@@ -220,8 +224,16 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["task_logs", "task_instances", "runs", "workflow_versions", "workflows"] {
-            manager.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
+        for table in [
+            "task_logs",
+            "task_instances",
+            "runs",
+            "workflow_versions",
+            "workflows",
+        ] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -39,14 +39,21 @@ impl Versions {
         if let Some(found) = self.read().get(hash) {
             return Ok(found.clone());
         }
-        let (path, source) =
-            store.workflow_version(hash).await?.ok_or_else(|| VersionError::Missing(hash.to_owned()))?;
-        let workflow = super::compile_source(std::path::Path::new(&path), &source).map_err(|diagnostics| {
-            VersionError::Invalid {
-                hash: hash.to_owned(),
-                message: diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "),
-            }
-        })?;
+        let (path, source) = store
+            .workflow_version(hash)
+            .await?
+            .ok_or_else(|| VersionError::Missing(hash.to_owned()))?;
+        let workflow =
+            super::compile_source(std::path::Path::new(&path), &source).map_err(|diagnostics| {
+                VersionError::Invalid {
+                    hash: hash.to_owned(),
+                    message: diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            })?;
         let workflow = Arc::new(workflow);
         self.write().insert(hash.to_owned(), workflow.clone());
         Ok(workflow)

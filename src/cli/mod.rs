@@ -38,7 +38,12 @@ enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// `sqlite://PATH` (created if missing), `sqlite::memory:` or a plain file path.
-    #[arg(long = "database", env = "SLUICE_DATABASE_URL", default_value = "sluice.db", value_name = "URL")]
+    #[arg(
+        long = "database",
+        env = "SLUICE_DATABASE_URL",
+        default_value = "sluice.db",
+        value_name = "URL"
+    )]
     pub url: String,
 }
 
@@ -50,7 +55,9 @@ impl DatabaseArgs {
 
 /// The HTTP client operators share.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION"))).build()?)
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 pub fn main() -> ExitCode {
@@ -58,11 +65,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     // reqwest is built without a default TLS provider; without this it panics on first use.
-    rustls::crypto::ring::default_provider().install_default().ok();
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
     init_tracing();
     let result = match cli.command {
         Command::Validate(args) => validate::execute(args),
@@ -80,12 +93,18 @@ pub fn main() -> ExitCode {
 }
 
 fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 /// Diagnostics go to stderr; quiet unless `SLUICE_LOG` (an env-filter) asks for more.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

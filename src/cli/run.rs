@@ -67,7 +67,12 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.database.config()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     store
-        .save_workflow_version(&workflow.id, &workflow.source_hash, &path.to_string_lossy(), &workflow.source)
+        .save_workflow_version(
+            &workflow.id,
+            &workflow.source_hash,
+            &path.to_string_lossy(),
+            &workflow.source,
+        )
         .await?;
     let versions = Arc::new(Versions::new());
     versions.insert(workflow.clone());
@@ -106,14 +111,20 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let templates = Arc::new(Templates::new());
     let mut scheduler = Scheduler::new(
         store.clone(),
-        SchedulerDeps { versions: versions.clone(), templates: templates.clone(), secrets: secrets.clone() },
+        SchedulerDeps {
+            versions: versions.clone(),
+            templates: templates.clone(),
+            secrets: secrets.clone(),
+        },
     );
     scheduler.adopt(&run_id).await?;
     let stop_scheduler = CancellationToken::new();
     let scheduler_task = tokio::spawn(scheduler.run(
         scheduler_events,
         stop_scheduler.clone(),
-        LoopConfig { exit_when_idle: true },
+        LoopConfig {
+            exit_when_idle: true,
+        },
     ));
 
     let scratch_root = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
@@ -121,7 +132,10 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         store.clone(),
         WorkerConfig {
             name: format!("run-{}", std::process::id()),
-            concurrency: args.concurrency.unwrap_or_else(WorkerConfig::default_concurrency).max(1),
+            concurrency: args
+                .concurrency
+                .unwrap_or_else(WorkerConfig::default_concurrency)
+                .max(1),
             lease: Duration::from_secs(60),
             scratch_root: scratch_root.clone(),
         },
@@ -147,12 +161,19 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Stop running tries (only left over after a cancel) and wait until their ends are written.
     stop_worker.cancel();
-    worker_task.await.context("the worker stopped unexpectedly")??;
+    worker_task
+        .await
+        .context("the worker stopped unexpectedly")??;
     stop_scheduler.cancel();
-    scheduler_task.await.context("the scheduler stopped unexpectedly")??;
+    scheduler_task
+        .await
+        .context("the scheduler stopped unexpectedly")??;
     let _ = std::fs::remove_dir_all(&scratch_root);
 
-    let run = store.run(&run_id).await?.context("the run disappeared from the database")?;
+    let run = store
+        .run(&run_id)
+        .await?
+        .context("the run disappeared from the database")?;
     let instances = store.task_instances(&run_id).await?;
     if args.json {
         let summary = summarize(&run.id, &workflow, run.state, &instances);
@@ -164,7 +185,11 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("Run {} {}.", run.id, run.state);
     }
     debug_assert!(run.state == final_state || final_state == RunState::Cancelled);
-    Ok(if run.state == RunState::Success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if run.state == RunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_params(
@@ -189,14 +214,21 @@ fn parse_params(
 }
 
 /// The `--json` document: the run and, per task, its latest try.
-fn summarize(run_id: &str, workflow: &Workflow, state: RunState, instances: &[TaskInstanceRecord]) -> Value {
+fn summarize(
+    run_id: &str,
+    workflow: &Workflow,
+    state: RunState,
+    instances: &[TaskInstanceRecord],
+) -> Value {
     let mut latest: BTreeMap<&str, &TaskInstanceRecord> = BTreeMap::new();
     for ti in instances {
         latest.insert(&ti.task_id, ti);
     }
     let mut tasks = serde_json::Map::new();
     for task in &workflow.tasks {
-        let Some(ti) = latest.get(task.id.as_str()) else { continue };
+        let Some(ti) = latest.get(task.id.as_str()) else {
+            continue;
+        };
         let duration_ms = match (ti.started_at, ti.ended_at) {
             (Some(start), Some(end)) => json!((end - start).num_milliseconds().max(0)),
             _ => Value::Null,
@@ -225,18 +257,29 @@ struct Progress {
 
 impl Progress {
     fn new(total: usize) -> Self {
-        Progress { total, terminal: std::io::stderr().is_terminal(), started: Instant::now() }
+        Progress {
+            total,
+            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
     }
 
     /// Prints progress until the run reaches a final state, which it returns.
-    async fn follow(&self, run_id: &str, mut events: mpsc::UnboundedReceiver<StoreEvent>) -> RunState {
+    async fn follow(
+        &self,
+        run_id: &str,
+        mut events: mpsc::UnboundedReceiver<StoreEvent>,
+    ) -> RunState {
         let mut finished = 0usize;
         let mut running: BTreeMap<String, u32> = BTreeMap::new();
         let stderr = std::io::stderr();
         while let Some(event) = events.recv().await {
             let mut out = std::io::BufWriter::new(stderr.lock());
             match event {
-                StoreEvent::TaskStates { run_id: id, changes } if id == run_id => {
+                StoreEvent::TaskStates {
+                    run_id: id,
+                    changes,
+                } if id == run_id => {
                     for c in changes.iter() {
                         if c.state == TaskState::Running {
                             running.insert(c.task_id.clone(), c.try_number);
@@ -269,7 +312,11 @@ impl Progress {
                             "\r\x1b[K[{finished}/{}] running: {}{}",
                             self.total,
                             names.join(", "),
-                            if more > 0 { format!(" +{more}") } else { String::new() }
+                            if more > 0 {
+                                format!(" +{more}")
+                            } else {
+                                String::new()
+                            }
                         );
                     }
                 }

@@ -34,10 +34,16 @@ pub struct Completion {
 pub enum OperatorError {
     /// `with` does not fit the operator's config (after templates were rendered).
     #[error("invalid `with` for operator `{operator}`: {message}")]
-    Config { operator: &'static str, message: String },
+    Config {
+        operator: &'static str,
+        message: String,
+    },
     /// The operator ran and failed; `message` says why in a sentence.
     #[error("{message}")]
-    Failed { message: String, exit_code: Option<i32> },
+    Failed {
+        message: String,
+        exit_code: Option<i32>,
+    },
     /// The cancellation token fired (run cancelled or task timed out); everything the operator
     /// started has been stopped.
     #[error("the task was stopped before it finished")]
@@ -46,7 +52,10 @@ pub enum OperatorError {
 
 impl OperatorError {
     pub fn failed(message: impl Into<String>) -> Self {
-        OperatorError::Failed { message: message.into(), exit_code: None }
+        OperatorError::Failed {
+            message: message.into(),
+            exit_code: None,
+        }
     }
 }
 
@@ -98,7 +107,10 @@ impl LogSink {
 
     pub fn write(&self, stream: LogStream, text: impl Into<String>) {
         // The receiver is gone only when the worker gave up on the task; dropping is right then.
-        let _ = self.tx.send(LogLine { stream, text: text.into() });
+        let _ = self.tx.send(LogLine {
+            stream,
+            text: text.into(),
+        });
     }
 
     pub fn system(&self, text: impl Into<String>) {
@@ -131,9 +143,15 @@ pub struct OpContext {
 
 fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {
     // `with` absent means an empty map, so operators whose fields all have defaults need none.
-    let with = if with.is_null() { Value::Object(Default::default()) } else { with };
-    serde_json::from_value(with)
-        .map_err(|e| OperatorError::Config { operator, message: e.to_string() })
+    let with = if with.is_null() {
+        Value::Object(Default::default())
+    } else {
+        with
+    };
+    serde_json::from_value(with).map_err(|e| OperatorError::Config {
+        operator,
+        message: e.to_string(),
+    })
 }
 
 macro_rules! registry {

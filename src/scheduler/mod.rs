@@ -61,7 +61,9 @@ impl Tracker {
 
     /// Records a change; returns whether it made the task final (for the first time).
     fn apply(&mut self, change: &TaskStateChange, row_id: Option<i64>) -> bool {
-        let Some(&task) = self.index.get(&change.task_id) else { return false };
+        let Some(&task) = self.index.get(&change.task_id) else {
+            return false;
+        };
         let was_done = self.outcome(task).is_some();
         match &mut self.slots[task] {
             Some(slot) if slot.try_number > change.try_number => return false,
@@ -97,7 +99,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(store: Store, deps: SchedulerDeps) -> Self {
-        Scheduler { store, deps, runs: HashMap::new() }
+        Scheduler {
+            store,
+            deps,
+            runs: HashMap::new(),
+        }
     }
 
     /// Whether the scheduler still drives any run.
@@ -108,13 +114,25 @@ impl Scheduler {
     /// Takes over a run: loads its task instances, starts it if queued, and dispatches what is
     /// ready. Works for new runs and for runs interrupted by a crash alike.
     pub async fn adopt(&mut self, run_id: &str) -> Result<()> {
-        let run = self.store.run(run_id).await?.ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))?;
+        let run = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))?;
         if run.state.is_final() {
             return Ok(());
         }
-        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
-        let index: HashMap<String, usize> =
-            workflow.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let workflow = self
+            .deps
+            .versions
+            .get(&self.store, &run.version_hash)
+            .await?;
+        let index: HashMap<String, usize> = workflow
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let mut tracker = Tracker {
             slots: vec![None; workflow.tasks.len()],
             run,
@@ -123,11 +141,17 @@ impl Scheduler {
             done: 0,
         };
         for ti in self.store.task_instances(run_id).await? {
-            let change = TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
+            let change = TaskStateChange {
+                task_id: ti.task_id,
+                try_number: ti.try_number,
+                state: ti.state,
+            };
             tracker.apply(&change, Some(ti.id));
         }
         if tracker.run.state == RunState::Queued {
-            self.store.set_run_state(run_id, RunState::Queued, RunState::Running, None).await?;
+            self.store
+                .set_run_state(run_id, RunState::Queued, RunState::Running, None)
+                .await?;
             tracker.run.state = RunState::Running;
             info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
         }
@@ -140,7 +164,9 @@ impl Scheduler {
     pub async fn handle(&mut self, event: &StoreEvent) -> Result<()> {
         match event {
             StoreEvent::TaskStates { run_id, changes } => {
-                let Some(tracker) = self.runs.get_mut(run_id) else { return Ok(()) };
+                let Some(tracker) = self.runs.get_mut(run_id) else {
+                    return Ok(());
+                };
                 let mut finished = Vec::new();
                 for change in changes.iter() {
                     if tracker.apply(change, None) {
@@ -164,9 +190,9 @@ impl Scheduler {
                 }
                 Ok(())
             }
-            StoreEvent::RunState { .. } | StoreEvent::WorkQueued | StoreEvent::RunCancelRequested { .. } => {
-                Ok(())
-            }
+            StoreEvent::RunState { .. }
+            | StoreEvent::WorkQueued
+            | StoreEvent::RunCancelRequested { .. } => Ok(()),
         }
     }
 
@@ -174,12 +200,16 @@ impl Scheduler {
     /// failures decide downstream), writes the decisions in one batch, and ends the run when
     /// every task is final.
     async fn evaluate(&mut self, run_id: &str, candidates: Vec<usize>) -> Result<()> {
-        let Some(tracker) = self.runs.get_mut(run_id) else { return Ok(()) };
+        let Some(tracker) = self.runs.get_mut(run_id) else {
+            return Ok(());
+        };
         let mut batch = DecisionBatch::default();
         let mut work = candidates;
         let mut task_results: Option<serde_json::Map<String, serde_json::Value>> = None;
         while let Some(task) = work.pop() {
-            let Some(slot) = tracker.slots[task] else { continue };
+            let Some(slot) = tracker.slots[task] else {
+                continue;
+            };
             if slot.state != TaskState::Pending {
                 continue;
             }
@@ -198,8 +228,14 @@ impl Scheduler {
                 if task_results.is_none() {
                     task_results = Some(self.store.task_results(run_id).await?);
                 }
-                let context = tracker.run.render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
-                match self.deps.templates.eval_condition(condition, &context.to_value()) {
+                let context = tracker
+                    .run
+                    .render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
+                match self
+                    .deps
+                    .templates
+                    .eval_condition(condition, &context.to_value())
+                {
                     Ok(true) => {}
                     Ok(false) => to = TaskState::Skipped,
                     Err(e) => {
@@ -208,8 +244,18 @@ impl Scheduler {
                     }
                 }
             }
-            batch.push(slot.row_id, &spec.id, slot.try_number, TaskState::Pending, to);
-            let change = TaskStateChange { task_id: spec.id.clone(), try_number: slot.try_number, state: to };
+            batch.push(
+                slot.row_id,
+                &spec.id,
+                slot.try_number,
+                TaskState::Pending,
+                to,
+            );
+            let change = TaskStateChange {
+                task_id: spec.id.clone(),
+                try_number: slot.try_number,
+                state: to,
+            };
             if tracker.apply(&change, None) {
                 work.extend(tracker.workflow.downstream(task));
             }
@@ -219,7 +265,10 @@ impl Scheduler {
             if applied.len() != batch.moves.len() {
                 // Someone else moved some of these rows (a cancel, most likely): the database
                 // is the truth, so start over from it.
-                warn!(run_id, "Task states changed under the scheduler; reloading the run.");
+                warn!(
+                    run_id,
+                    "Task states changed under the scheduler; reloading the run."
+                );
                 self.runs.remove(run_id);
                 return Box::pin(self.adopt(run_id)).await;
             }
@@ -228,20 +277,32 @@ impl Scheduler {
     }
 
     async fn finish_if_done(&mut self, run_id: &str) -> Result<()> {
-        let Some(tracker) = self.runs.get(run_id) else { return Ok(()) };
+        let Some(tracker) = self.runs.get(run_id) else {
+            return Ok(());
+        };
         if tracker.done < tracker.slots.len() {
             return Ok(());
         }
         let failed: Vec<&str> = (0..tracker.slots.len())
-            .filter(|&t| matches!(tracker.outcome(t), Some(Outcome::Failed | Outcome::UpstreamFailed)))
+            .filter(|&t| {
+                matches!(
+                    tracker.outcome(t),
+                    Some(Outcome::Failed | Outcome::UpstreamFailed)
+                )
+            })
             .map(|t| tracker.workflow.tasks[t].id.as_str())
             .collect();
         let (state, error) = if failed.is_empty() {
             (RunState::Success, None)
         } else {
-            (RunState::Failed, Some(format!("tasks did not succeed: {}", failed.join(", "))))
+            (
+                RunState::Failed,
+                Some(format!("tasks did not succeed: {}", failed.join(", "))),
+            )
         };
-        self.store.set_run_state(run_id, RunState::Running, state, error.as_deref()).await?;
+        self.store
+            .set_run_state(run_id, RunState::Running, state, error.as_deref())
+            .await?;
         info!(run_id, %state, "Run ended.");
         self.runs.remove(run_id);
         Ok(())

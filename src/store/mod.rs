@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
-    Statement, Value,
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 use sluice_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc;
@@ -29,7 +28,9 @@ use crate::lifecycle::{InvalidTransition, UnknownName};
 pub enum StoreError {
     #[error("cannot open the database `{url}`: {source}")]
     Connect { url: String, source: DbErr },
-    #[error("`{0}` is not a supported database URL; use sqlite://PATH, sqlite::memory: or postgres://…")]
+    #[error(
+        "`{0}` is not a supported database URL; use sqlite://PATH, sqlite::memory: or postgres://…"
+    )]
     UnsupportedUrl(String),
     #[error("applying database migrations failed: {0}")]
     Migrate(DbErr),
@@ -61,9 +62,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
     /// Task instances changed state (one event per committed batch).
-    TaskStates { run_id: String, changes: Arc<[TaskStateChange]> },
+    TaskStates {
+        run_id: String,
+        changes: Arc<[TaskStateChange]>,
+    },
     /// A run changed state.
-    RunState { run_id: String, state: crate::lifecycle::RunState },
+    RunState {
+        run_id: String,
+        state: crate::lifecycle::RunState,
+    },
     /// There are queued task instances to claim.
     WorkQueued,
     /// A run was asked to stop: workers kill its running tasks.
@@ -81,7 +88,10 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreConfig { url: url.into(), busy_timeout: Duration::from_secs(10) }
+        StoreConfig {
+            url: url.into(),
+            busy_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -95,14 +105,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
 /// Turns what users type (`./sluice.db`, `sqlite://x.db`, `postgres://…`) into a URL sqlx
 /// accepts, with SQLite files created when missing.
 pub fn normalize_url(url: &str) -> Result<String> {
-    if url == "sqlite::memory:" || url.starts_with("postgres://") || url.starts_with("postgresql://")
+    if url == "sqlite::memory:"
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
     {
         return Ok(url.to_owned());
     }
@@ -139,23 +153,33 @@ impl Store {
             // The single connection is kept for the life of the pool: an in-memory database
             // lives exactly as long as its connection.
             options.idle_timeout(None).max_lifetime(None);
-            options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(move |o| {
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(busy_timeout)
-                    .foreign_keys(true)
-                    .pragma("temp_store", "memory")
-                    .statement_cache_capacity(256)
-            });
+            options
+                .max_connections(1)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(move |o| {
+                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(busy_timeout)
+                        .foreign_keys(true)
+                        .pragma("temp_store", "memory")
+                        .statement_cache_capacity(256)
+                });
         } else {
             options.max_connections(16).min_connections(1);
         }
         let db = Database::connect(options)
             .await
-            .map_err(|source| StoreError::Connect { url: config.url.clone(), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
         let backend = db.get_database_backend();
         Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
-        Ok(Store { db, backend, subscribers: Arc::default() })
+        Ok(Store {
+            db,
+            backend,
+            subscribers: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -169,13 +193,16 @@ impl Store {
         rx
     }
 
-    fn lock_subscribers(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<StoreEvent>>> {
+    fn lock_subscribers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<StoreEvent>>> {
         // A panic while holding this lock cannot leave the list inconsistent.
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn publish(&self, event: StoreEvent) {
-        self.lock_subscribers().retain(|tx| tx.send(event.clone()).is_ok());
+        self.lock_subscribers()
+            .retain(|tx| tx.send(event.clone()).is_ok());
     }
 
     /// A statement with `?` placeholders, rewritten to `$1, $2, …` on PostgreSQL.
@@ -231,18 +258,36 @@ mod tests {
 
     #[test]
     fn urls_people_type_are_normalized() {
-        assert_eq!(normalize_url("sluice.db").unwrap(), "sqlite://sluice.db?mode=rwc");
-        assert_eq!(normalize_url("./x/y.db").unwrap(), "sqlite://./x/y.db?mode=rwc");
-        assert_eq!(normalize_url("sqlite://a.db").unwrap(), "sqlite://a.db?mode=rwc");
-        assert_eq!(normalize_url("sqlite:a.db").unwrap(), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            normalize_url("sluice.db").unwrap(),
+            "sqlite://sluice.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("./x/y.db").unwrap(),
+            "sqlite://./x/y.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("sqlite://a.db").unwrap(),
+            "sqlite://a.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("sqlite:a.db").unwrap(),
+            "sqlite://a.db?mode=rwc"
+        );
         assert_eq!(normalize_url("sqlite::memory:").unwrap(), "sqlite::memory:");
         assert_eq!(normalize_url("postgres://h/db").unwrap(), "postgres://h/db");
-        assert!(matches!(normalize_url("mysql://h/db"), Err(StoreError::UnsupportedUrl(_))));
+        assert!(matches!(
+            normalize_url("mysql://h/db"),
+            Err(StoreError::UnsupportedUrl(_))
+        ));
     }
 
     #[test]
     fn postgres_placeholders_are_numbered() {
-        assert_eq!(placeholders(DbBackend::Postgres, "a = ? AND b IN (?, ?)"), "a = $1 AND b IN ($2, $3)");
+        assert_eq!(
+            placeholders(DbBackend::Postgres, "a = ? AND b IN (?, ?)"),
+            "a = $1 AND b IN ($2, $3)"
+        );
         assert_eq!(placeholders(DbBackend::Sqlite, "a = ?"), "a = ?");
     }
 }
@@ -255,7 +300,9 @@ mod store_tests {
     use crate::lifecycle::{RunState, TaskState};
 
     async fn store() -> Store {
-        Store::open(&StoreConfig::new("sqlite::memory:")).await.expect("in-memory store")
+        Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("in-memory store")
     }
 
     fn new_run(id: &str) -> NewRun {
@@ -274,22 +321,47 @@ mod store_tests {
     }
 
     fn task(id: &str) -> NewTaskInstance {
-        NewTaskInstance { task_id: id.into(), try_number: 1, priority: 0, pool: None, not_before: None }
+        NewTaskInstance {
+            task_id: id.into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            not_before: None,
+        }
     }
 
     #[tokio::test]
     async fn run_lifecycle_claim_and_fenced_completion() {
         let store = store().await;
         let mut events = store.subscribe();
-        store.save_workflow_version("wf", "h1", "/x/wf.yaml", "tasks: {}").await.unwrap();
-        store.create_run(&new_run("r1"), &[task("a"), task("b")]).await.unwrap();
-        assert!(store.set_run_state("r1", RunState::Queued, RunState::Running, None).await.unwrap());
+        store
+            .save_workflow_version("wf", "h1", "/x/wf.yaml", "tasks: {}")
+            .await
+            .unwrap();
+        store
+            .create_run(&new_run("r1"), &[task("a"), task("b")])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .set_run_state("r1", RunState::Queued, RunState::Running, None)
+                .await
+                .unwrap()
+        );
         // A guarded move from the wrong state does nothing.
-        assert!(!store.set_run_state("r1", RunState::Queued, RunState::Running, None).await.unwrap());
+        assert!(
+            !store
+                .set_run_state("r1", RunState::Queued, RunState::Running, None)
+                .await
+                .unwrap()
+        );
 
         let tis = store.task_instances("r1").await.unwrap();
         assert_eq!(tis.len(), 2);
-        assert!(tis.iter().all(|t| t.state == TaskState::Pending && t.try_number == 1));
+        assert!(
+            tis.iter()
+                .all(|t| t.state == TaskState::Pending && t.try_number == 1)
+        );
 
         let mut batch = DecisionBatch::default();
         batch.push(tis[0].id, "a", 1, TaskState::Pending, TaskState::Queued);
@@ -297,11 +369,18 @@ mod store_tests {
         let applied = store.apply_decisions("r1", &batch).await.unwrap();
         assert_eq!(applied.len(), 2);
 
-        let claim = Claim { worker: "w1", limit: 10, lease: std::time::Duration::from_secs(30) };
+        let claim = Claim {
+            worker: "w1",
+            limit: 10,
+            lease: std::time::Duration::from_secs(30),
+        };
         let claimed = store.claim(&claim).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].task_id, "a");
-        assert!(store.claim(&claim).await.unwrap().is_empty(), "a claimed row is not claimed twice");
+        assert!(
+            store.claim(&claim).await.unwrap().is_empty(),
+            "a claimed row is not claimed twice"
+        );
 
         let retry = TaskCompletion {
             id: claimed[0].id,
@@ -313,20 +392,37 @@ mod store_tests {
             error: Some("boom".into()),
             outputs: None,
             ended_at: Utc::now(),
-            retry: Some(NewTaskInstance { try_number: 2, not_before: Some(Utc::now()), ..task("a") }),
+            retry: Some(NewTaskInstance {
+                try_number: 2,
+                not_before: Some(Utc::now()),
+                ..task("a")
+            }),
         };
-        assert_eq!(store.complete(std::slice::from_ref(&retry)).await.unwrap(), vec![claimed[0].id]);
+        assert_eq!(
+            store.complete(std::slice::from_ref(&retry)).await.unwrap(),
+            vec![claimed[0].id]
+        );
         // The same try completing again (a late, fenced-off attempt) is rejected.
-        let late = TaskCompletion { state: TaskState::Success, retry: None, ..retry.clone() };
+        let late = TaskCompletion {
+            state: TaskState::Success,
+            retry: None,
+            ..retry.clone()
+        };
         assert!(store.complete(&[late]).await.unwrap().is_empty());
 
         let due = store.next_due().await.unwrap();
         assert!(due.is_some());
-        let queued = store.queue_due(Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+        let queued = store
+            .queue_due(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].1.try_number, 2);
         let claimed = store.claim(&claim).await.unwrap();
-        assert_eq!((claimed[0].task_id.as_str(), claimed[0].try_number), ("a", 2));
+        assert_eq!(
+            (claimed[0].task_id.as_str(), claimed[0].try_number),
+            ("a", 2)
+        );
         let mut outputs = serde_json::Map::new();
         outputs.insert("x".into(), serde_json::json!(1));
         let done = TaskCompletion {
@@ -349,7 +445,11 @@ mod store_tests {
         let mut seen = Vec::new();
         while let Ok(event) = events.try_recv() {
             if let StoreEvent::TaskStates { changes, .. } = event {
-                seen.extend(changes.iter().map(|c| (c.task_id.clone(), c.try_number, c.state)));
+                seen.extend(
+                    changes
+                        .iter()
+                        .map(|c| (c.task_id.clone(), c.try_number, c.state)),
+                );
             }
         }
         assert!(seen.contains(&("a".into(), 2, TaskState::Scheduled)));
@@ -359,22 +459,44 @@ mod store_tests {
     #[tokio::test]
     async fn cancel_stops_what_has_not_started() {
         let store = store().await;
-        store.create_run(&new_run("r2"), &[task("a"), task("b")]).await.unwrap();
+        store
+            .create_run(&new_run("r2"), &[task("a"), task("b")])
+            .await
+            .unwrap();
         assert!(store.cancel_run("r2", "stop").await.unwrap());
         let run = store.run("r2").await.unwrap().unwrap();
         assert_eq!(run.state, RunState::Cancelled);
         assert_eq!(run.error.as_deref(), Some("stop"));
-        assert!(store.task_instances("r2").await.unwrap().iter().all(|t| t.state == TaskState::Cancelled));
-        assert!(!store.cancel_run("r2", "again").await.unwrap(), "an ended run is not cancelled twice");
+        assert!(
+            store
+                .task_instances("r2")
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t.state == TaskState::Cancelled)
+        );
+        assert!(
+            !store.cancel_run("r2", "again").await.unwrap(),
+            "an ended run is not cancelled twice"
+        );
     }
 
     #[tokio::test]
     async fn claims_follow_priority_then_age() {
         let store = store().await;
         let tasks = [
-            NewTaskInstance { priority: 1, ..task("low") },
-            NewTaskInstance { priority: 5, ..task("high") },
-            NewTaskInstance { priority: 1, ..task("low2") },
+            NewTaskInstance {
+                priority: 1,
+                ..task("low")
+            },
+            NewTaskInstance {
+                priority: 5,
+                ..task("high")
+            },
+            NewTaskInstance {
+                priority: 1,
+                ..task("low2")
+            },
         ];
         store.create_run(&new_run("r3"), &tasks).await.unwrap();
         let mut batch = DecisionBatch::default();
@@ -382,7 +504,11 @@ mod store_tests {
             batch.push(ti.id, &ti.task_id, 1, TaskState::Pending, TaskState::Queued);
         }
         store.apply_decisions("r3", &batch).await.unwrap();
-        let claim = Claim { worker: "w", limit: 1, lease: std::time::Duration::from_secs(5) };
+        let claim = Claim {
+            worker: "w",
+            limit: 1,
+            lease: std::time::Duration::from_secs(5),
+        };
         let order: Vec<String> = [
             store.claim(&claim).await.unwrap(),
             store.claim(&claim).await.unwrap(),

@@ -53,7 +53,11 @@ fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
     let params: String = get(row, "params")?;
     let params = match serde_json::from_str(&params)? {
         serde_json::Value::Object(map) => map,
-        other => return Err(StoreError::Corrupt(format!("run params are not an object: {other}"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "run params are not an object: {other}"
+            )));
+        }
     };
     Ok(RunRecord {
         id: get(row, "id")?,
@@ -94,7 +98,13 @@ impl Store {
         txn.execute_raw(self.stmt(
             "INSERT INTO workflow_versions (hash, workflow_id, path, source, created_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-            vec![hash.into(), workflow_id.into(), path.into(), source.into(), now.into()],
+            vec![
+                hash.into(),
+                workflow_id.into(),
+                path.into(),
+                source.into(),
+                now.into(),
+            ],
         ))
         .await?;
         txn.commit().await?;
@@ -110,7 +120,8 @@ impl Store {
                 vec![hash.into()],
             ))
             .await?;
-        row.map(|r| Ok((get(&r, "path")?, get(&r, "source")?))).transpose()
+        row.map(|r| Ok((get(&r, "path")?, get(&r, "source")?)))
+            .transpose()
     }
 
     /// Creates a run in `queued` with one `pending` task instance (try 1) per task, in one
@@ -143,16 +154,20 @@ impl Store {
         .await?;
         insert_task_instances(self, &txn, &run.id, tasks, TaskState::Pending, now).await?;
         txn.commit().await?;
-        self.publish(StoreEvent::RunState { run_id: run.id.clone(), state: RunState::Queued });
+        self.publish(StoreEvent::RunState {
+            run_id: run.id.clone(),
+            state: RunState::Queued,
+        });
         Ok(())
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let row = self
             .db()
-            .query_one_raw(
-                self.stmt(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"), vec![id.into()]),
-            )
+            .query_one_raw(self.stmt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"),
+                vec![id.into()],
+            ))
             .await?;
         row.as_ref().map(run_from_row).transpose()
     }
@@ -170,7 +185,12 @@ impl Store {
         let (sql, values): (&str, Vec<Value>) = if to == RunState::Running {
             (
                 "UPDATE runs SET state = ?, started_at = ? WHERE id = ? AND state = ?",
-                vec![to.as_str().into(), now.into(), id.into(), from.as_str().into()],
+                vec![
+                    to.as_str().into(),
+                    now.into(),
+                    id.into(),
+                    from.as_str().into(),
+                ],
             )
         } else {
             (
@@ -186,9 +206,17 @@ impl Store {
                 ],
             )
         };
-        let moved = self.db().execute_raw(self.stmt(sql, values)).await?.rows_affected() == 1;
+        let moved = self
+            .db()
+            .execute_raw(self.stmt(sql, values))
+            .await?
+            .rows_affected()
+            == 1;
         if moved {
-            self.publish(StoreEvent::RunState { run_id: id.to_owned(), state: to });
+            self.publish(StoreEvent::RunState {
+                run_id: id.to_owned(),
+                state: to,
+            });
         }
         Ok(moved)
     }
@@ -197,7 +225,10 @@ impl Store {
     /// started becomes `cancelled`; running ones are left to their workers, who are told to
     /// stop them. Returns false when the run had already ended.
     pub async fn cancel_run(&self, id: &str, reason: &str) -> Result<bool> {
-        let run = self.run(id).await?.ok_or_else(|| StoreError::RunNotFound(id.to_owned()))?;
+        let run = self
+            .run(id)
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(id.to_owned()))?;
         if run.state.is_final() {
             return Ok(false);
         }
@@ -247,11 +278,19 @@ impl Store {
                 })
             })
             .collect::<Result<_>>()?;
-        self.publish(StoreEvent::RunState { run_id: id.to_owned(), state: RunState::Cancelled });
+        self.publish(StoreEvent::RunState {
+            run_id: id.to_owned(),
+            state: RunState::Cancelled,
+        });
         if !changes.is_empty() {
-            self.publish(StoreEvent::TaskStates { run_id: id.to_owned(), changes: Arc::from(changes) });
+            self.publish(StoreEvent::TaskStates {
+                run_id: id.to_owned(),
+                changes: Arc::from(changes),
+            });
         }
-        self.publish(StoreEvent::RunCancelRequested { run_id: id.to_owned() });
+        self.publish(StoreEvent::RunCancelRequested {
+            run_id: id.to_owned(),
+        });
         Ok(true)
     }
 }

@@ -60,8 +60,16 @@ pub struct DecisionBatch {
 }
 
 impl DecisionBatch {
-    pub fn push(&mut self, row_id: i64, task_id: &str, try_number: u32, from: TaskState, to: TaskState) {
-        self.moves.push((row_id, task_id.to_owned(), try_number, from, to));
+    pub fn push(
+        &mut self,
+        row_id: i64,
+        task_id: &str,
+        try_number: u32,
+        from: TaskState,
+        to: TaskState,
+    ) {
+        self.moves
+            .push((row_id, task_id.to_owned(), try_number, from, to));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,7 +121,11 @@ fn task_from_row(row: &QueryResult) -> Result<TaskInstanceRecord> {
         None => None,
         Some(text) => match serde_json::from_str(&text)? {
             serde_json::Value::Object(map) => Some(map),
-            other => return Err(StoreError::Corrupt(format!("task outputs are not an object: {other}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "task outputs are not an object: {other}"
+                )));
+            }
         },
     };
     Ok(TaskInstanceRecord {
@@ -297,7 +309,11 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         // RETURNING order is unspecified; keep claim order stable for the caller.
         claimed.sort_by_key(|c| c.id);
-        self.publish_by_run(claimed.iter().map(|c| (&c.run_id, &c.task_id, c.try_number, TaskState::Running)));
+        self.publish_by_run(
+            claimed
+                .iter()
+                .map(|c| (&c.run_id, &c.task_id, c.try_number, TaskState::Running)),
+        );
         Ok(claimed)
     }
 
@@ -315,9 +331,8 @@ impl Store {
         let txn = self.db().begin().await?;
         let mut accepted = std::collections::HashSet::new();
         for chunk in completions.chunks(CHUNK) {
-            let mut sql = String::from(
-                "WITH v(id, state, exit_code, error, outputs, ended_at) AS (VALUES ",
-            );
+            let mut sql =
+                String::from("WITH v(id, state, exit_code, error, outputs, ended_at) AS (VALUES ");
             let mut values = Vec::with_capacity(chunk.len() * 6 + 1);
             for (i, c) in chunk.iter().enumerate() {
                 if i > 0 {
@@ -349,15 +364,21 @@ impl Store {
         let mut retries_by_run: HashMap<&str, Vec<NewTaskInstance>> = HashMap::new();
         for c in completions.iter().filter(|c| accepted.contains(&c.id)) {
             if let (TaskState::UpForRetry, Some(retry)) = (c.state, &c.retry) {
-                retries_by_run.entry(&c.run_id).or_default().push(retry.clone());
+                retries_by_run
+                    .entry(&c.run_id)
+                    .or_default()
+                    .push(retry.clone());
             }
         }
         for (run_id, retries) in &retries_by_run {
             insert_task_instances(self, &txn, run_id, retries, TaskState::Scheduled, now).await?;
         }
         txn.commit().await?;
-        let accepted_in_order: Vec<i64> =
-            completions.iter().map(|c| c.id).filter(|id| accepted.contains(id)).collect();
+        let accepted_in_order: Vec<i64> = completions
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| accepted.contains(id))
+            .collect();
         self.publish_by_run(
             completions
                 .iter()
@@ -381,14 +402,21 @@ impl Store {
     ) {
         let mut by_run: Vec<(&String, Vec<TaskStateChange>)> = Vec::new();
         for (run_id, task_id, try_number, state) in changes {
-            let change = TaskStateChange { task_id: task_id.clone(), try_number, state };
+            let change = TaskStateChange {
+                task_id: task_id.clone(),
+                try_number,
+                state,
+            };
             match by_run.iter_mut().find(|(r, _)| *r == run_id) {
                 Some((_, list)) => list.push(change),
                 None => by_run.push((run_id, vec![change])),
             }
         }
         for (run_id, changes) in by_run {
-            self.publish(StoreEvent::TaskStates { run_id: run_id.clone(), changes: Arc::from(changes) });
+            self.publish(StoreEvent::TaskStates {
+                run_id: run_id.clone(),
+                changes: Arc::from(changes),
+            });
         }
     }
 }
@@ -425,7 +453,11 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         if !changes.is_empty() {
-            self.publish_by_run(changes.iter().map(|(run, c)| (run, &c.task_id, c.try_number, c.state)));
+            self.publish_by_run(
+                changes
+                    .iter()
+                    .map(|(run, c)| (run, &c.task_id, c.try_number, c.state)),
+            );
             self.publish(StoreEvent::WorkQueued);
         }
         Ok(changes)
@@ -448,7 +480,10 @@ impl Store {
 
     /// The latest try of every task of a run that has ended, as the template context wants
     /// it: task id → `{"outputs": {...}, "state": "..."}`.
-    pub async fn task_results(&self, run_id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    pub async fn task_results(
+        &self,
+        run_id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
         let mut results = serde_json::Map::new();
         for ti in self.task_instances(run_id).await? {
             // Rows come oldest first, so a later try replaces an earlier one.

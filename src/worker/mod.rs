@@ -49,7 +49,9 @@ impl WorkerConfig {
     /// The default concurrency: tasks mostly wait on processes and the network, so several
     /// per core keep the machine busy without oversubscribing it.
     pub fn default_concurrency() -> usize {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         (cpus * 8).max(8)
     }
 }
@@ -92,7 +94,15 @@ pub struct Worker {
 impl Worker {
     pub fn new(store: Store, config: WorkerConfig, deps: WorkerDeps) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Worker { store, config, deps, runs: HashMap::new(), in_flight: HashMap::new(), tx, rx }
+        Worker {
+            store,
+            config,
+            deps,
+            runs: HashMap::new(),
+            in_flight: HashMap::new(),
+            tx,
+            rx,
+        }
     }
 
     /// Claims and runs work until `shutdown` fires; then stops running tries and records them.
@@ -148,7 +158,11 @@ impl Worker {
         }
         let claimed = self
             .store
-            .claim(&Claim { worker: &self.config.name, limit: free, lease: self.config.lease })
+            .claim(&Claim {
+                worker: &self.config.name,
+                limit: free,
+                lease: self.config.lease,
+            })
             .await?;
         let more = claimed.len() == free;
         for task in claimed {
@@ -164,12 +178,16 @@ impl Worker {
                 // The try cannot even start; record why instead of leaving it running.
                 let message = format!("cannot load the run's workflow: {error}");
                 let _ = self.tx.send(Message::Done(failed(&claimed, message, None)));
-                self.in_flight.insert(claimed.id, (claimed.run_id.clone(), CancellationToken::new()));
+                self.in_flight.insert(
+                    claimed.id,
+                    (claimed.run_id.clone(), CancellationToken::new()),
+                );
                 return;
             }
         };
         let cancel = CancellationToken::new();
-        self.in_flight.insert(claimed.id, (claimed.run_id.clone(), cancel.clone()));
+        self.in_flight
+            .insert(claimed.id, (claimed.run_id.clone(), cancel.clone()));
         let tx = self.tx.clone();
         let deps = self.deps.clone();
         let store = self.store.clone();
@@ -201,10 +219,24 @@ impl Worker {
             .await
             .ok()
             .flatten()
-            .and_then(|(path, _)| std::path::Path::new(&path).parent().map(|p| p.to_path_buf()))
+            .and_then(|(path, _)| {
+                std::path::Path::new(&path)
+                    .parent()
+                    .map(|p| p.to_path_buf())
+            })
             .unwrap_or_else(|| PathBuf::from("."));
-        let index = workflow.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
-        let context = Arc::new(RunContext { run, workflow, index, base_dir });
+        let index = workflow
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        let context = Arc::new(RunContext {
+            run,
+            workflow,
+            index,
+            base_dir,
+        });
         self.runs.insert(run_id.to_owned(), context.clone());
         Ok(context)
     }
@@ -276,12 +308,19 @@ async fn execute(
     tx: &mpsc::UnboundedSender<Message>,
 ) -> TaskCompletion {
     let Some(&index) = run.index.get(&claimed.task_id) else {
-        let message = format!("task `{}` is not in the run's workflow version", claimed.task_id);
+        let message = format!(
+            "task `{}` is not in the run's workflow version",
+            claimed.task_id
+        );
         return failed(claimed, message, None);
     };
     let task = &run.workflow.tasks[index];
     let Some(operator) = Operator::from_name(&task.operator) else {
-        return failed(claimed, format!("unknown operator `{}`", task.operator), None);
+        return failed(
+            claimed,
+            format!("unknown operator `{}`", task.operator),
+            None,
+        );
     };
     let (with, env) = match render(store, deps, run, claimed, task).await {
         Ok(rendered) => rendered,
@@ -345,8 +384,15 @@ async fn execute(
     let outcome = match result {
         Ok(completion) => Ok(completion),
         Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
-            let limit = task.timeout.map(crate::duration::HumanDuration).unwrap_or_default();
-            Err((format!("the task timed out after {limit} and was killed"), None, true))
+            let limit = task
+                .timeout
+                .map(crate::duration::HumanDuration)
+                .unwrap_or_default();
+            Err((
+                format!("the task timed out after {limit} and was killed"),
+                None,
+                true,
+            ))
         }
         Err(OperatorError::Cancelled) => {
             return TaskCompletion {
@@ -383,7 +429,9 @@ fn finish(
         Ok(completion) => {
             let mut outputs = Value::Object(completion.outputs);
             masker.mask_json(&mut outputs);
-            let Value::Object(outputs) = outputs else { unreachable!("masking keeps the shape") };
+            let Value::Object(outputs) = outputs else {
+                unreachable!("masking keeps the shape")
+            };
             TaskCompletion {
                 state: TaskState::Success,
                 exit_code: completion.exit_code,
@@ -426,10 +474,17 @@ async fn render(
 ) -> std::result::Result<(Value, Vec<(String, String)>), String> {
     let templated = has_template(&task.with) || task.env.values().any(|v| contains_template(v));
     if !templated {
-        let env = task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let env = task
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         return Ok((task.with.clone(), env));
     }
-    let results = store.task_results(&claimed.run_id).await.map_err(|e| e.to_string())?;
+    let results = store
+        .task_results(&claimed.run_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut context = run.run.render_context(results, &deps.secrets);
     context.run.try_number = claimed.try_number;
     let context = context.to_value();

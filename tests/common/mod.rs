@@ -21,7 +21,10 @@ pub struct Finished {
 impl Finished {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 }
@@ -42,7 +45,9 @@ pub fn sluice_bin() -> &'static str {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -66,7 +71,9 @@ impl Sandbox {
     /// A `sluice` command running in the sandbox, with no inherited secrets.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(sluice_bin());
-        cmd.current_dir(self.path()).env("SLUICE_DATABASE_URL", self.db()).env_remove("SLUICE_LOG");
+        cmd.current_dir(self.path())
+            .env("SLUICE_DATABASE_URL", self.db())
+            .env_remove("SLUICE_LOG");
         for (key, _) in std::env::vars() {
             if key.starts_with("SLUICE_SECRET_") {
                 cmd.env_remove(key);
@@ -77,7 +84,11 @@ impl Sandbox {
     }
 
     pub fn sluice(&self, args: &[&str]) -> Finished {
-        self.command().args(args).output().expect("run sluice").into()
+        self.command()
+            .args(args)
+            .output()
+            .expect("run sluice")
+            .into()
     }
 
     /// `sluice run FILE --json ARGS…`
@@ -92,7 +103,10 @@ impl Sandbox {
 pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -100,7 +114,10 @@ pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool
 /// Whether a process is still alive (and not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|state| state == "Z"),
+        Ok(stat) => !stat
+            .split_whitespace()
+            .nth(2)
+            .is_some_and(|state| state == "Z"),
         Err(_) => false,
     }
 }
