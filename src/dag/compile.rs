@@ -76,6 +76,12 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// Whether a task id is well formed: `[A-Za-z0-9_-]+` (it appears in templates as
+/// `tasks.<id>` and in URLs, so no dots, spaces or slashes).
+pub fn is_valid_task_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 struct Compiler<'p> {
     path: &'p Path,
     diagnostics: Vec<Diagnostic>,
@@ -447,6 +453,16 @@ impl Compiler<'_> {
         let mut tasks = Vec::with_capacity(entries.len());
         let mut needs_nodes: Vec<Vec<&Node>> = Vec::with_capacity(entries.len());
         for entry in entries {
+            if !is_valid_task_id(&entry.key) {
+                self.error(
+                    entry.key_pos,
+                    format!(
+                        "the task id `{}` may only contain letters, digits, `_` and `-`",
+                        entry.key
+                    ),
+                    None,
+                );
+            }
             let task_node = &entry.value;
             let needs: Vec<&Node> = task_node
                 .get("needs")
