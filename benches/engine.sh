@@ -70,20 +70,30 @@ for i in $(seq 1 40); do sh -c true; done
 FLOOR
 
 db="$work/bench.db"
-hyperfine --style none --warmup 2 --runs 15 --export-json "$work/results.json" \
-  -n "40-task shell chain" --prepare "rm -f $db $db-wal $db-shm" "$sluice run $work/chain40.yaml --database $db" \
-  -n "floor: 40 x sh -c true" "sh $work/floor.sh" \
-  -n "1,000-way shell fan-out" --prepare "rm -f $db $db-wal $db-shm" "$sluice run $work/fanout1000.yaml --database $db" \
-  -n "10,000 parallel noop tasks" --prepare "rm -f $db $db-wal $db-shm" "$sluice run $work/noop10k.yaml --database $db" \
-  -n "validate 1,000 ten-task files" "$sluice validate $work/many" \
-  >&2
+fresh_db="rm -f $db $db-wal $db-shm"
+results=()
 
-python3 - "$work/results.json" <<'PY'
+# bench NAME RUNS COMMAND [PREPARE]: hyperfine's median, min and max for one command.
+bench() {
+  local name=$1 runs=$2 command=$3 prepare=${4:-true}
+  local json="$work/$(echo "$name" | tr -c 'a-z0-9' '_').json"
+  hyperfine --style none --warmup 2 --runs "$runs" --prepare "$prepare" \
+    --export-json "$json" -n "$name" "$command" >&2
+  results+=("$json")
+}
+
+bench "40-task shell chain" 20 "$sluice run $work/chain40.yaml --database $db" "$fresh_db"
+bench "floor: 40 x sh -c true" 20 "sh $work/floor.sh"
+bench "1,000-way shell fan-out" 10 "$sluice run $work/fanout1000.yaml --database $db" "$fresh_db"
+bench "10,000 parallel noop tasks" 10 "$sluice run $work/noop10k.yaml --database $db" "$fresh_db"
+bench "validate 1,000 ten-task files" 10 "$sluice validate $work/many"
+
+python3 - "${results[@]}" <<'PY'
 import json, sys
-results = json.load(open(sys.argv[1]))["results"]
 print("| benchmark | median | min | max |")
 print("|---|---:|---:|---:|")
-for r in results:
+for path in sys.argv[1:]:
+    r = json.load(open(path))["results"][0]
     ms = lambda s: f"{s * 1000:.1f} ms"
     print(f"| {r['command']} | {ms(r['median'])} | {ms(r['min'])} | {ms(r['max'])} |")
 PY

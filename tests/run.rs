@@ -367,3 +367,40 @@ tasks:
         || !process_alive(sleeper),
     );
 }
+
+#[test]
+fn on_failure_hooks_run_after_a_failure_and_only_then() {
+    let sb = Sandbox::new();
+    let marker = sb.path().join("hook-ran");
+    let file = sb.write(
+        "hooks.yaml",
+        &format!(
+            r#"
+params:
+  fail: {{ type: boolean, default: true }}
+tasks:
+  work:
+    operator: shell
+    with: {{ command: "test '{{{{ params.fail }}}}' = false" }}
+on_failure:
+  notify:
+    operator: shell
+    with: {{ command: "echo ran > {marker}" }}
+  after_notify: {{ operator: noop, needs: [notify] }}
+"#,
+            marker = marker.display()
+        ),
+    );
+    let ok = sb.run_json(&file, &["-p", "fail=false"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(!marker.exists(), "on_failure ran for a successful run");
+    assert!(ok.json()["tasks"].get("notify").is_none());
+
+    let failed = sb.run_json(&file, &[]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let json = failed.json();
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["tasks"]["notify"]["state"], "success");
+    assert_eq!(json["tasks"]["after_notify"]["state"], "success");
+    assert_eq!(std::fs::read_to_string(&marker).expect("hook marker").trim(), "ran");
+}

@@ -225,7 +225,7 @@ fn summarize(
         latest.insert(&ti.task_id, ti);
     }
     let mut tasks = serde_json::Map::new();
-    for task in &workflow.tasks {
+    for task in workflow.all_tasks() {
         let Some(ti) = latest.get(task.id.as_str()) else {
             continue;
         };

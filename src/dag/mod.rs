@@ -90,6 +90,20 @@ impl Task {
 }
 
 impl Workflow {
+    /// Every task: `tasks` in file order, then the `on_failure` hooks. A task's position in
+    /// this sequence is its position for `task_at`.
+    pub fn all_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.iter().chain(&self.on_failure)
+    }
+
+    /// The task at a position of `all_tasks`.
+    pub fn task_at(&self, position: usize) -> Option<&Task> {
+        match position.checked_sub(self.tasks.len()) {
+            None => self.tasks.get(position),
+            Some(hook) => self.on_failure.get(hook),
+        }
+    }
+
     pub fn task_index(&self, id: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.id == id)
     }

@@ -15,7 +15,9 @@ use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::Workflow;
 use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
 use crate::secrets::Secrets;
-use crate::store::{DecisionBatch, RunRecord, Store, StoreError, StoreEvent, TaskStateChange};
+use crate::store::{
+    DecisionBatch, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent, TaskStateChange,
+};
 use crate::template::Templates;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +47,60 @@ struct Slot {
 }
 
 /// A run the scheduler drives: the pinned workflow and the state of each task's latest try.
+/// Positions are those of `Workflow::all_tasks`: the main tasks, then the `on_failure` hooks,
+/// whose slots stay empty until the main tasks have failed.
 struct Tracker {
     run: RunRecord,
     workflow: Arc<Workflow>,
     index: HashMap<String, usize>,
+    upstream: Vec<Vec<usize>>,
+    downstream: Vec<Vec<usize>>,
     slots: Vec<Option<Slot>>,
-    /// Tasks whose latest try is final (not up_for_retry).
-    done: usize,
+    /// How many main tasks, and how many hooks, have a final latest try.
+    main_done: usize,
+    hooks_done: usize,
 }
 
 impl Tracker {
+    fn new(run: RunRecord, workflow: Arc<Workflow>) -> Self {
+        let main = workflow.tasks.len();
+        let index: HashMap<String, usize> =
+            workflow.all_tasks().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let total = main + workflow.on_failure.len();
+        let mut upstream = vec![Vec::new(); total];
+        let mut downstream = vec![Vec::new(); total];
+        for (position, task) in workflow.all_tasks().enumerate() {
+            // Main tasks come from the compiled graph; hooks only need other hooks.
+            let ups: Vec<usize> = if position < main {
+                workflow.upstream(position).collect()
+            } else {
+                task.needs
+                    .iter()
+                    .filter_map(|n| index.get(n).copied())
+                    .filter(|&u| u >= main)
+                    .collect()
+            };
+            for &up in &ups {
+                downstream[up].push(position);
+            }
+            upstream[position] = ups;
+        }
+        Tracker {
+            run,
+            workflow,
+            index,
+            upstream,
+            downstream,
+            slots: vec![None; total],
+            main_done: 0,
+            hooks_done: 0,
+        }
+    }
+
+    fn main_len(&self) -> usize {
+        self.workflow.tasks.len()
+    }
+
     fn outcome(&self, task: usize) -> Option<Outcome> {
         self.slots[task].and_then(|s| s.state.outcome())
     }
@@ -82,11 +128,15 @@ impl Tracker {
                 })
             }
         }
-        let now_done = self.outcome(task).is_some();
-        if now_done && !was_done {
-            self.done += 1;
+        let newly_done = !was_done && self.outcome(task).is_some();
+        if newly_done {
+            if task < self.main_len() {
+                self.main_done += 1;
+            } else {
+                self.hooks_done += 1;
+            }
         }
-        now_done && !was_done
+        newly_done
     }
 }
 
@@ -99,11 +149,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(store: Store, deps: SchedulerDeps) -> Self {
-        Scheduler {
-            store,
-            deps,
-            runs: HashMap::new(),
-        }
+        Scheduler { store, deps, runs: HashMap::new() }
     }
 
     /// Whether the scheduler still drives any run.
@@ -122,36 +168,15 @@ impl Scheduler {
         if run.state.is_final() {
             return Ok(());
         }
-        let workflow = self
-            .deps
-            .versions
-            .get(&self.store, &run.version_hash)
-            .await?;
-        let index: HashMap<String, usize> = workflow
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i))
-            .collect();
-        let mut tracker = Tracker {
-            slots: vec![None; workflow.tasks.len()],
-            run,
-            workflow,
-            index,
-            done: 0,
-        };
+        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
+        let mut tracker = Tracker::new(run, workflow);
         for ti in self.store.task_instances(run_id).await? {
-            let change = TaskStateChange {
-                task_id: ti.task_id,
-                try_number: ti.try_number,
-                state: ti.state,
-            };
+            let change =
+                TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
             tracker.apply(&change, Some(ti.id));
         }
         if tracker.run.state == RunState::Queued {
-            self.store
-                .set_run_state(run_id, RunState::Queued, RunState::Running, None)
-                .await?;
+            self.store.set_run_state(run_id, RunState::Queued, RunState::Running, None).await?;
             tracker.run.state = RunState::Running;
             info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
         }
@@ -167,21 +192,14 @@ impl Scheduler {
                 let Some(tracker) = self.runs.get_mut(run_id) else {
                     return Ok(());
                 };
-                let mut finished = Vec::new();
+                let mut downstream = Vec::new();
                 for change in changes.iter() {
                     if tracker.apply(change, None) {
                         if let Some(&task) = tracker.index.get(&change.task_id) {
-                            finished.push(task);
+                            downstream.extend(tracker.downstream[task].iter().copied());
                         }
                     }
                 }
-                if finished.is_empty() {
-                    return Ok(());
-                }
-                let downstream: Vec<usize> = finished
-                    .iter()
-                    .flat_map(|&t| tracker.workflow.downstream(t).collect::<Vec<_>>())
-                    .collect();
                 self.evaluate(run_id, downstream).await
             }
             StoreEvent::RunState { run_id, state } if state.is_final() => {
@@ -207,17 +225,15 @@ impl Scheduler {
         let mut work = candidates;
         let mut task_results: Option<serde_json::Map<String, serde_json::Value>> = None;
         while let Some(task) = work.pop() {
-            let Some(slot) = tracker.slots[task] else {
-                continue;
-            };
+            let Some(slot) = tracker.slots[task] else { continue };
             if slot.state != TaskState::Pending {
                 continue;
             }
             let mut summary = UpstreamSummary::default();
-            for up in tracker.workflow.upstream(task) {
+            for &up in &tracker.upstream[task] {
                 summary.add(tracker.outcome(up));
             }
-            let spec = &tracker.workflow.tasks[task];
+            let Some(spec) = tracker.workflow.task_at(task) else { continue };
             let mut to = match spec.trigger_rule.decide(&summary) {
                 Decision::Wait => continue,
                 Decision::Run => TaskState::Queued,
@@ -231,11 +247,7 @@ impl Scheduler {
                 let context = tracker
                     .run
                     .render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
-                match self
-                    .deps
-                    .templates
-                    .eval_condition(condition, &context.to_value())
-                {
+                match self.deps.templates.eval_condition(condition, &context.to_value()) {
                     Ok(true) => {}
                     Ok(false) => to = TaskState::Skipped,
                     Err(e) => {
@@ -244,20 +256,11 @@ impl Scheduler {
                     }
                 }
             }
-            batch.push(
-                slot.row_id,
-                &spec.id,
-                slot.try_number,
-                TaskState::Pending,
-                to,
-            );
-            let change = TaskStateChange {
-                task_id: spec.id.clone(),
-                try_number: slot.try_number,
-                state: to,
-            };
+            batch.push(slot.row_id, &spec.id, slot.try_number, TaskState::Pending, to);
+            let change =
+                TaskStateChange { task_id: spec.id.clone(), try_number: slot.try_number, state: to };
             if tracker.apply(&change, None) {
-                work.extend(tracker.workflow.downstream(task));
+                work.extend(tracker.downstream[task].iter().copied());
             }
         }
         if !batch.is_empty() {
@@ -265,10 +268,7 @@ impl Scheduler {
             if applied.len() != batch.moves.len() {
                 // Someone else moved some of these rows (a cancel, most likely): the database
                 // is the truth, so start over from it.
-                warn!(
-                    run_id,
-                    "Task states changed under the scheduler; reloading the run."
-                );
+                warn!(run_id, "Task states changed under the scheduler; reloading the run.");
                 self.runs.remove(run_id);
                 return Box::pin(self.adopt(run_id)).await;
             }
@@ -276,36 +276,67 @@ impl Scheduler {
         self.finish_if_done(run_id).await
     }
 
+    /// Ends the run once every task is final: success, or, when a main task failed, the
+    /// `on_failure` hooks first and then failed.
     async fn finish_if_done(&mut self, run_id: &str) -> Result<()> {
         let Some(tracker) = self.runs.get(run_id) else {
             return Ok(());
         };
-        if tracker.done < tracker.slots.len() {
+        let main = tracker.main_len();
+        if tracker.main_done < main {
             return Ok(());
         }
-        let failed: Vec<&str> = (0..tracker.slots.len())
+        let failed: Vec<String> = (0..main)
             .filter(|&t| {
-                matches!(
-                    tracker.outcome(t),
-                    Some(Outcome::Failed | Outcome::UpstreamFailed)
-                )
+                matches!(tracker.outcome(t), Some(Outcome::Failed | Outcome::UpstreamFailed))
             })
-            .map(|t| tracker.workflow.tasks[t].id.as_str())
+            .map(|t| tracker.workflow.tasks[t].id.clone())
             .collect();
+        let hooks = tracker.workflow.on_failure.len();
+        if !failed.is_empty() && hooks > 0 {
+            if tracker.slots[main..].iter().all(Option::is_none) {
+                return Box::pin(self.start_hooks(run_id)).await;
+            }
+            if tracker.hooks_done < hooks {
+                return Ok(());
+            }
+        }
         let (state, error) = if failed.is_empty() {
             (RunState::Success, None)
         } else {
-            (
-                RunState::Failed,
-                Some(format!("tasks did not succeed: {}", failed.join(", "))),
-            )
+            (RunState::Failed, Some(format!("tasks did not succeed: {}", failed.join(", "))))
         };
-        self.store
-            .set_run_state(run_id, RunState::Running, state, error.as_deref())
-            .await?;
+        self.store.set_run_state(run_id, RunState::Running, state, error.as_deref()).await?;
         info!(run_id, %state, "Run ended.");
         self.runs.remove(run_id);
         Ok(())
+    }
+
+    /// Creates the `on_failure` hooks' task instances and dispatches the ready ones.
+    async fn start_hooks(&mut self, run_id: &str) -> Result<()> {
+        let Some(tracker) = self.runs.get_mut(run_id) else {
+            return Ok(());
+        };
+        let hooks: Vec<NewTaskInstance> = tracker
+            .workflow
+            .on_failure
+            .iter()
+            .map(|t| NewTaskInstance {
+                task_id: t.id.clone(),
+                try_number: 1,
+                priority: t.priority,
+                pool: t.pool.clone(),
+                not_before: None,
+            })
+            .collect();
+        info!(run_id, hooks = hooks.len(), "Run failed; running its on_failure tasks.");
+        for ti in self.store.add_task_instances(run_id, &hooks).await? {
+            let change =
+                TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
+            tracker.apply(&change, Some(ti.id));
+        }
+        let positions: Vec<usize> = (tracker.main_len()..tracker.slots.len()).collect();
+        self.evaluate(run_id, positions).await
     }
 
     /// Queues retries whose delay is over and returns when the next one is due.

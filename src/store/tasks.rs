@@ -185,6 +185,23 @@ pub(super) async fn insert_task_instances<C: ConnectionTrait>(
 }
 
 impl Store {
+    /// Adds `pending` task instances to an existing run (the `on_failure` hooks) and returns
+    /// them as stored.
+    pub async fn add_task_instances(
+        &self,
+        run_id: &str,
+        tasks: &[NewTaskInstance],
+    ) -> Result<Vec<TaskInstanceRecord>> {
+        let txn = self.db().begin().await?;
+        insert_task_instances(self, &txn, run_id, tasks, TaskState::Pending, Utc::now()).await?;
+        txn.commit().await?;
+        let wanted: std::collections::HashSet<(&str, u32)> =
+            tasks.iter().map(|t| (t.task_id.as_str(), t.try_number)).collect();
+        let mut added = self.task_instances(run_id).await?;
+        added.retain(|ti| wanted.contains(&(ti.task_id.as_str(), ti.try_number)));
+        Ok(added)
+    }
+
     /// Every task instance of a run (all tries), oldest first.
     pub async fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstanceRecord>> {
         let rows = self

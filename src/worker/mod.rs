@@ -226,8 +226,7 @@ impl Worker {
             })
             .unwrap_or_else(|| PathBuf::from("."));
         let index = workflow
-            .tasks
-            .iter()
+            .all_tasks()
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
@@ -314,7 +313,10 @@ async fn execute(
         );
         return failed(claimed, message, None);
     };
-    let task = &run.workflow.tasks[index];
+    let Some(task) = run.workflow.task_at(index) else {
+        let message = format!("task `{}` is not in the run's workflow version", claimed.task_id);
+        return failed(claimed, message, None);
+    };
     let Some(operator) = Operator::from_name(&task.operator) else {
         return failed(
             claimed,
