@@ -18,7 +18,8 @@ mod tasks;
 pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
 pub use tasks::{
-    Claim, ClaimedTask, DecisionBatch, NewTaskInstance, TaskCompletion, TaskInstanceRecord,
+    Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
+    TaskInstanceRecord,
     TaskStateChange,
 };
 

@@ -515,3 +515,63 @@ impl Store {
         Ok(results)
     }
 }
+
+/// A try whose worker is gone, as recovery sees it.
+#[derive(Debug, Clone)]
+pub struct OrphanedTry {
+    pub id: i64,
+    pub run_id: String,
+    pub task_id: String,
+    pub try_number: u32,
+    pub worker: Option<String>,
+}
+
+impl Store {
+    /// Renews the lease of the given running tries held by `worker` (the heartbeat). Runs
+    /// outside any claim transaction; returns how many leases were renewed.
+    pub async fn renew_leases(&self, worker: &str, ids: &[i64], lease: Duration) -> Result<u64> {
+        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let mut renewed = 0;
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE task_instances SET lease_expires_at = ? \
+                 WHERE state = ? AND worker = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<Value> =
+                vec![until.into(), TaskState::Running.as_str().into(), worker.into()];
+            values.extend(chunk.iter().map(|&id| Value::from(id)));
+            renewed += self.db().execute_raw(self.stmt(&sql, values)).await?.rows_affected();
+        }
+        Ok(renewed)
+    }
+
+    /// Running tries whose lease expired before `now`, or, with `now = None`, every running
+    /// try (on SQLite `serve` is the only process, so at start-up none of them has a worker).
+    pub async fn orphaned_tries(&self, now: Option<DateTime<Utc>>) -> Result<Vec<OrphanedTry>> {
+        let (sql, values): (&str, Vec<Value>) = match now {
+            Some(now) => (
+                "SELECT id, run_id, task_id, try_number, worker FROM task_instances \
+                 WHERE state = ? AND lease_expires_at < ? ORDER BY id",
+                vec![TaskState::Running.as_str().into(), now.into()],
+            ),
+            None => (
+                "SELECT id, run_id, task_id, try_number, worker FROM task_instances \
+                 WHERE state = ? ORDER BY id",
+                vec![TaskState::Running.as_str().into()],
+            ),
+        };
+        let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrphanedTry {
+                    id: get(r, "id")?,
+                    run_id: get(r, "run_id")?,
+                    task_id: get(r, "task_id")?,
+                    try_number: get::<i32>(r, "try_number")? as u32,
+                    worker: get(r, "worker")?,
+                })
+            })
+            .collect()
+    }
+}

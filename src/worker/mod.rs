@@ -112,6 +112,9 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> Result<()> {
         let mut maybe_work = true;
+        // Leases are renewed well before they run out, so one late tick does not lose them.
+        let mut heartbeat = tokio::time::interval(self.config.lease / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if maybe_work && !shutdown.is_cancelled() {
                 maybe_work = self.claim_and_start().await?;
@@ -134,6 +137,10 @@ impl Worker {
                         Some(_) => {}
                         None => return Ok(()),
                     }
+                }
+                _ = heartbeat.tick(), if !self.in_flight.is_empty() => {
+                    let ids: Vec<i64> = self.in_flight.keys().copied().collect();
+                    self.store.renew_leases(&self.config.name, &ids, self.config.lease).await?;
                 }
                 _ = shutdown.cancelled(), if !self.in_flight.is_empty() || !maybe_work => {
                     for (_, token) in self.in_flight.values() {
