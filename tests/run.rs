@@ -402,5 +402,10 @@ on_failure:
     assert_eq!(json["state"], "failed");
     assert_eq!(json["tasks"]["notify"]["state"], "success");
     assert_eq!(json["tasks"]["after_notify"]["state"], "success");
-    assert_eq!(std::fs::read_to_string(&marker).expect("hook marker").trim(), "ran");
+    assert_eq!(
+        std::fs::read_to_string(&marker)
+            .expect("hook marker")
+            .trim(),
+        "ran"
+    );
 }

@@ -13,6 +13,7 @@ use crate::diagnostic::Diagnostic;
 use crate::operators::Operator;
 use crate::spec::check::TEMPLATED;
 
+pub mod launch;
 pub mod versions;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,20 +9,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{DatabaseArgs, EXIT_USAGE};
 use crate::catalog;
+use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::catalog::versions::Versions;
 use crate::dag::Workflow;
 use crate::lifecycle::{RunState, TaskState};
 use crate::params;
 use crate::scheduler::{LoopConfig, Scheduler, SchedulerDeps};
 use crate::secrets::Secrets;
-use crate::store::{NewRun, NewTaskInstance, Store, StoreEvent, TaskInstanceRecord};
+use crate::store::{Store, StoreEvent, TaskInstanceRecord};
 use crate::template::Templates;
 use crate::worker::{Worker, WorkerConfig, WorkerDeps};
 
@@ -53,7 +53,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let run_params = match parse_params(&workflow, &args.params) {
+    let given = match parse_params(&workflow, &args.params) {
         Ok(p) => p,
         Err(problems) => {
             for p in problems {
@@ -66,47 +66,25 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let masker = Arc::new(secrets.masker());
     let store = Store::open(&args.database.config()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
-    store
-        .save_workflow_version(
-            &workflow.id,
-            &workflow.source_hash,
-            &path.to_string_lossy(),
-            &workflow.source,
-        )
-        .await?;
     let versions = Arc::new(Versions::new());
     versions.insert(workflow.clone());
-
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let now = Utc::now();
-    let new_run = NewRun {
-        id: run_id.clone(),
-        workflow_id: workflow.id.clone(),
-        version_hash: workflow.source_hash.clone(),
-        trigger: "manual".into(),
-        triggered_by: std::env::var("USER").ok(),
-        params: run_params,
-        logical_date: now,
-        data_interval_start: now,
-        data_interval_end: now,
-    };
-    let tasks: Vec<NewTaskInstance> = workflow
-        .tasks
-        .iter()
-        .map(|t| NewTaskInstance {
-            task_id: t.id.clone(),
-            try_number: 1,
-            priority: t.priority,
-            pool: t.pool.clone(),
-            not_before: None,
-        })
-        .collect();
 
     // Subscribe before the run exists, so no event about it is missed.
     let scheduler_events = store.subscribe();
     let worker_events = store.subscribe();
     let progress_events = store.subscribe();
-    store.create_run(&new_run, &tasks).await?;
+    let mut request = RunRequest::now("manual", given);
+    request.triggered_by = std::env::var("USER").ok();
+    let run_id = match launch(&store, &workflow, &path.to_string_lossy(), request).await {
+        Ok(id) => id,
+        Err(LaunchError::Params(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     let templates = Arc::new(Templates::new());
     let mut scheduler = Scheduler::new(
@@ -192,6 +170,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Parses `-p KEY=VALUE` items by the declared param types (checking happens in `launch`).
 fn parse_params(
     workflow: &Workflow,
     raw: &[String],
@@ -207,9 +186,7 @@ fn parse_params(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let given = params::parse_cli(&workflow.params, &pairs)
-        .map_err(|ps| ps.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    params::resolve(&workflow.params, &given)
+    params::parse_cli(&workflow.params, &pairs)
         .map_err(|ps| ps.iter().map(ToString::to_string).collect())
 }
 

@@ -79,7 +79,10 @@ pub fn is_valid_id(id: &str) -> bool {
 /// Whether a task id is well formed: `[A-Za-z0-9_-]+` (it appears in templates as
 /// `tasks.<id>` and in URLs, so no dots, spaces or slashes).
 pub fn is_valid_task_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 struct Compiler<'p> {

@@ -64,8 +64,11 @@ struct Tracker {
 impl Tracker {
     fn new(run: RunRecord, workflow: Arc<Workflow>) -> Self {
         let main = workflow.tasks.len();
-        let index: HashMap<String, usize> =
-            workflow.all_tasks().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let index: HashMap<String, usize> = workflow
+            .all_tasks()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let total = main + workflow.on_failure.len();
         let mut upstream = vec![Vec::new(); total];
         let mut downstream = vec![Vec::new(); total];
@@ -149,7 +152,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(store: Store, deps: SchedulerDeps) -> Self {
-        Scheduler { store, deps, runs: HashMap::new() }
+        Scheduler {
+            store,
+            deps,
+            runs: HashMap::new(),
+        }
     }
 
     /// Whether the scheduler still drives any run.
@@ -168,15 +175,24 @@ impl Scheduler {
         if run.state.is_final() {
             return Ok(());
         }
-        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
+        let workflow = self
+            .deps
+            .versions
+            .get(&self.store, &run.version_hash)
+            .await?;
         let mut tracker = Tracker::new(run, workflow);
         for ti in self.store.task_instances(run_id).await? {
-            let change =
-                TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
+            let change = TaskStateChange {
+                task_id: ti.task_id,
+                try_number: ti.try_number,
+                state: ti.state,
+            };
             tracker.apply(&change, Some(ti.id));
         }
         if tracker.run.state == RunState::Queued {
-            self.store.set_run_state(run_id, RunState::Queued, RunState::Running, None).await?;
+            self.store
+                .set_run_state(run_id, RunState::Queued, RunState::Running, None)
+                .await?;
             tracker.run.state = RunState::Running;
             info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
         }
@@ -225,7 +241,9 @@ impl Scheduler {
         let mut work = candidates;
         let mut task_results: Option<serde_json::Map<String, serde_json::Value>> = None;
         while let Some(task) = work.pop() {
-            let Some(slot) = tracker.slots[task] else { continue };
+            let Some(slot) = tracker.slots[task] else {
+                continue;
+            };
             if slot.state != TaskState::Pending {
                 continue;
             }
@@ -233,7 +251,9 @@ impl Scheduler {
             for &up in &tracker.upstream[task] {
                 summary.add(tracker.outcome(up));
             }
-            let Some(spec) = tracker.workflow.task_at(task) else { continue };
+            let Some(spec) = tracker.workflow.task_at(task) else {
+                continue;
+            };
             let mut to = match spec.trigger_rule.decide(&summary) {
                 Decision::Wait => continue,
                 Decision::Run => TaskState::Queued,
@@ -247,7 +267,11 @@ impl Scheduler {
                 let context = tracker
                     .run
                     .render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
-                match self.deps.templates.eval_condition(condition, &context.to_value()) {
+                match self
+                    .deps
+                    .templates
+                    .eval_condition(condition, &context.to_value())
+                {
                     Ok(true) => {}
                     Ok(false) => to = TaskState::Skipped,
                     Err(e) => {
@@ -256,9 +280,18 @@ impl Scheduler {
                     }
                 }
             }
-            batch.push(slot.row_id, &spec.id, slot.try_number, TaskState::Pending, to);
-            let change =
-                TaskStateChange { task_id: spec.id.clone(), try_number: slot.try_number, state: to };
+            batch.push(
+                slot.row_id,
+                &spec.id,
+                slot.try_number,
+                TaskState::Pending,
+                to,
+            );
+            let change = TaskStateChange {
+                task_id: spec.id.clone(),
+                try_number: slot.try_number,
+                state: to,
+            };
             if tracker.apply(&change, None) {
                 work.extend(tracker.downstream[task].iter().copied());
             }
@@ -268,7 +301,10 @@ impl Scheduler {
             if applied.len() != batch.moves.len() {
                 // Someone else moved some of these rows (a cancel, most likely): the database
                 // is the truth, so start over from it.
-                warn!(run_id, "Task states changed under the scheduler; reloading the run.");
+                warn!(
+                    run_id,
+                    "Task states changed under the scheduler; reloading the run."
+                );
                 self.runs.remove(run_id);
                 return Box::pin(self.adopt(run_id)).await;
             }
@@ -288,7 +324,10 @@ impl Scheduler {
         }
         let failed: Vec<String> = (0..main)
             .filter(|&t| {
-                matches!(tracker.outcome(t), Some(Outcome::Failed | Outcome::UpstreamFailed))
+                matches!(
+                    tracker.outcome(t),
+                    Some(Outcome::Failed | Outcome::UpstreamFailed)
+                )
             })
             .map(|t| tracker.workflow.tasks[t].id.clone())
             .collect();
@@ -304,9 +343,14 @@ impl Scheduler {
         let (state, error) = if failed.is_empty() {
             (RunState::Success, None)
         } else {
-            (RunState::Failed, Some(format!("tasks did not succeed: {}", failed.join(", "))))
+            (
+                RunState::Failed,
+                Some(format!("tasks did not succeed: {}", failed.join(", "))),
+            )
         };
-        self.store.set_run_state(run_id, RunState::Running, state, error.as_deref()).await?;
+        self.store
+            .set_run_state(run_id, RunState::Running, state, error.as_deref())
+            .await?;
         info!(run_id, %state, "Run ended.");
         self.runs.remove(run_id);
         Ok(())
@@ -329,10 +373,17 @@ impl Scheduler {
                 not_before: None,
             })
             .collect();
-        info!(run_id, hooks = hooks.len(), "Run failed; running its on_failure tasks.");
+        info!(
+            run_id,
+            hooks = hooks.len(),
+            "Run failed; running its on_failure tasks."
+        );
         for ti in self.store.add_task_instances(run_id, &hooks).await? {
-            let change =
-                TaskStateChange { task_id: ti.task_id, try_number: ti.try_number, state: ti.state };
+            let change = TaskStateChange {
+                task_id: ti.task_id,
+                try_number: ti.try_number,
+                state: ti.state,
+            };
             tracker.apply(&change, Some(ti.id));
         }
         let positions: Vec<usize> = (tracker.main_len()..tracker.slots.len()).collect();

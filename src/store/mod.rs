@@ -19,8 +19,7 @@ pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
 pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
-    TaskInstanceRecord,
-    TaskStateChange,
+    TaskInstanceRecord, TaskStateChange,
 };
 
 use crate::lifecycle::{InvalidTransition, UnknownName};

@@ -195,8 +195,10 @@ impl Store {
         let txn = self.db().begin().await?;
         insert_task_instances(self, &txn, run_id, tasks, TaskState::Pending, Utc::now()).await?;
         txn.commit().await?;
-        let wanted: std::collections::HashSet<(&str, u32)> =
-            tasks.iter().map(|t| (t.task_id.as_str(), t.try_number)).collect();
+        let wanted: std::collections::HashSet<(&str, u32)> = tasks
+            .iter()
+            .map(|t| (t.task_id.as_str(), t.try_number))
+            .collect();
         let mut added = self.task_instances(run_id).await?;
         added.retain(|ti| wanted.contains(&(ti.task_id.as_str(), ti.try_number)));
         Ok(added)
@@ -538,10 +540,17 @@ impl Store {
                  WHERE state = ? AND worker = ? AND id IN ({})",
                 marks(chunk.len())
             );
-            let mut values: Vec<Value> =
-                vec![until.into(), TaskState::Running.as_str().into(), worker.into()];
+            let mut values: Vec<Value> = vec![
+                until.into(),
+                TaskState::Running.as_str().into(),
+                worker.into(),
+            ];
             values.extend(chunk.iter().map(|&id| Value::from(id)));
-            renewed += self.db().execute_raw(self.stmt(&sql, values)).await?.rows_affected();
+            renewed += self
+                .db()
+                .execute_raw(self.stmt(&sql, values))
+                .await?
+                .rows_affected();
         }
         Ok(renewed)
     }

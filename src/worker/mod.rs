@@ -321,7 +321,10 @@ async fn execute(
         return failed(claimed, message, None);
     };
     let Some(task) = run.workflow.task_at(index) else {
-        let message = format!("task `{}` is not in the run's workflow version", claimed.task_id);
+        let message = format!(
+            "task `{}` is not in the run's workflow version",
+            claimed.task_id
+        );
         return failed(claimed, message, None);
     };
     let Some(operator) = Operator::from_name(&task.operator) else {

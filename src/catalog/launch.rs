@@ -1,0 +1,83 @@
+//! Turning a request for a run into a stored run: params checked against their declarations,
+//! the workflow version pinned, one pending task instance per task. Every way a run starts
+//! (the `run` command, the API, cron, triggers) goes through `launch`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::dag::Workflow;
+use crate::params::{self, ParamProblem};
+use crate::store::{NewRun, NewTaskInstance, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("the run's params are invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Params(Vec<ParamProblem>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What starts a run, and with what.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Param values as given; checked and completed with defaults.
+    pub params: Map<String, Value>,
+    /// `manual`, `api`, `schedule`, `backfill`, `workflow`, `github`.
+    pub trigger: String,
+    pub triggered_by: Option<String>,
+    /// The logical date and data interval (start, end); `now` for unscheduled runs.
+    pub logical_date: DateTime<Utc>,
+    pub data_interval: (DateTime<Utc>, DateTime<Utc>),
+}
+
+impl RunRequest {
+    /// A run for right now, with no data interval of its own.
+    pub fn now(trigger: &str, params: Map<String, Value>) -> Self {
+        let now = Utc::now();
+        RunRequest {
+            params,
+            trigger: trigger.to_owned(),
+            triggered_by: None,
+            logical_date: now,
+            data_interval: (now, now),
+        }
+    }
+}
+
+/// Creates a queued run of `workflow` (whose source was read from `path`) and returns its id.
+pub async fn launch(
+    store: &Store,
+    workflow: &Workflow,
+    path: &str,
+    request: RunRequest,
+) -> Result<String, LaunchError> {
+    let params = params::resolve(&workflow.params, &request.params).map_err(LaunchError::Params)?;
+    store
+        .save_workflow_version(&workflow.id, &workflow.source_hash, path, &workflow.source)
+        .await?;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let run = NewRun {
+        id: run_id.clone(),
+        workflow_id: workflow.id.clone(),
+        version_hash: workflow.source_hash.clone(),
+        trigger: request.trigger,
+        triggered_by: request.triggered_by,
+        params,
+        logical_date: request.logical_date,
+        data_interval_start: request.data_interval.0,
+        data_interval_end: request.data_interval.1,
+    };
+    let tasks: Vec<NewTaskInstance> = workflow
+        .tasks
+        .iter()
+        .map(|t| NewTaskInstance {
+            task_id: t.id.clone(),
+            try_number: 1,
+            priority: t.priority,
+            pool: t.pool.clone(),
+            not_before: None,
+        })
+        .collect();
+    store.create_run(&run, &tasks).await?;
+    Ok(run_id)
+}
