@@ -3,6 +3,7 @@
 //! by `scheduler` and `worker`. See ARCHITECTURE.md for the map.
 
 // Layer 1: pure building blocks.
+pub mod config;
 pub mod diagnostic;
 pub mod duration;
 pub mod lifecycle;

@@ -3,6 +3,7 @@
 //! state change (a `StoreEvent`) makes its downstream tasks ready at once; retries are queued
 //! by a timer set to the next due time, never by polling. It meets workers only in `store`.
 
+pub mod cron;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,0 +1,564 @@
+//! The process configuration: `sluice.toml`, read and merged with what flags and environment
+//! variables gave, in that order of precedence: flags > environment > file > built-in defaults.
+//! The CLI resolves flags against environment variables (clap's `env`) and hands the result
+//! here as `Overrides`; this module reads the file and applies the defaults. No other IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_FILE: &str = "sluice.toml";
+/// The database used when nothing names one: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE: &str = "sluice.db";
+/// The workflows folder used when nothing names one.
+pub const DEFAULT_WORKFLOWS: &str = "workflows";
+/// The UI/API address: loopback only, so a fresh install is not reachable from the network.
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// A configuration that cannot be used. Messages name the file and, where the TOML parser
+/// knows it, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the configuration file {} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("`concurrency` must be at least 1")]
+    ZeroConcurrency,
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// How diagnostics are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "`{other}` is not a log format; use `human` or `json`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// The merged configuration every command runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// A SQLite file path, `sqlite://…`, `sqlite::memory:` or `postgres://…`.
+    pub database: String,
+    /// The folder of workflow files.
+    pub workflows: PathBuf,
+    /// Where `sluice serve` listens for the UI and API.
+    pub bind: SocketAddr,
+    /// How many task instances run at once in one process; `None` lets the worker decide.
+    pub concurrency: Option<usize>,
+    /// Bearer tokens accepted by `/api/v1`.
+    pub api_tokens: Vec<String>,
+    /// Named pools and their slot counts.
+    pub pools: BTreeMap<String, u32>,
+    pub log_format: LogFormat,
+    /// `vars` in templates.
+    pub variables: serde_json::Map<String, Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: DEFAULT_DATABASE.to_owned(),
+            workflows: PathBuf::from(DEFAULT_WORKFLOWS),
+            bind: DEFAULT_BIND,
+            concurrency: None,
+            api_tokens: Vec::new(),
+            pools: BTreeMap::new(),
+            log_format: LogFormat::Human,
+            variables: serde_json::Map::new(),
+        }
+    }
+}
+
+/// What flags and environment variables gave; `None` leaves the file's value (or the default).
+/// Pools and variables have no flags: they only come from the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub database: Option<String>,
+    pub workflows: Option<PathBuf>,
+    pub bind: Option<SocketAddr>,
+    pub concurrency: Option<usize>,
+    /// Replaces the file's list rather than adding to it, so a token can be revoked by
+    /// environment alone.
+    pub api_tokens: Option<Vec<String>>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// `sluice.toml` exactly as written. Unknown keys are errors so that a typo (`concurency`)
+/// is reported instead of silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database: Option<String>,
+    workflows: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    concurrency: Option<usize>,
+    log_format: Option<LogFormat>,
+    api: Option<ApiSection>,
+    #[serde(default)]
+    pools: BTreeMap<String, u32>,
+    #[serde(default)]
+    vars: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    tokens: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Reads the configuration file and applies `overrides` on top of it. With `path` `None`,
+    /// `./sluice.toml` is read when it exists and defaults are used otherwise; a path given
+    /// explicitly must exist.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config> {
+        let file = match path {
+            Some(path) => Some(read(path)?),
+            None => {
+                let default = Path::new(DEFAULT_FILE);
+                if default.is_file() {
+                    Some(read(default)?)
+                } else {
+                    None
+                }
+            }
+        };
+        let mut config = Config::default();
+        if let Some((path, file)) = file {
+            config.apply_file(&path, file)?;
+        }
+        config.apply_overrides(overrides);
+        if config.concurrency == Some(0) {
+            return Err(ConfigError::ZeroConcurrency);
+        }
+        Ok(config)
+    }
+
+    /// Parses `text` as the content of the file at `path` (which is used for messages and to
+    /// resolve relative paths) and applies `overrides`. `load` without the reading.
+    pub fn from_toml(text: &str, path: &Path, overrides: Overrides) -> Result<Config> {
+        let file = parse(text, path)?;
+        let mut config = Config::default();
+        config.apply_file(path, file)?;
+        config.apply_overrides(overrides);
+        if config.concurrency == Some(0) {
+            return Err(ConfigError::ZeroConcurrency);
+        }
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path, file: FileConfig) -> Result<()> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        // Relative paths in the file mean "next to the file", so a project's sluice.toml works
+        // from any working directory.
+        let folder = path.parent().unwrap_or(Path::new(""));
+        if let Some(database) = file.database {
+            self.database = resolve_database(&database, folder);
+        }
+        if let Some(workflows) = file.workflows {
+            self.workflows = folder.join(workflows);
+        }
+        if let Some(bind) = file.bind {
+            self.bind = bind;
+        }
+        if file.concurrency.is_some() {
+            self.concurrency = file.concurrency;
+        }
+        if let Some(format) = file.log_format {
+            self.log_format = format;
+        }
+        if let Some(tokens) = file.api.and_then(|api| api.tokens) {
+            // An empty token would let an empty `Authorization: Bearer ` header in.
+            if tokens.iter().any(|t| t.trim().is_empty()) {
+                return Err(invalid("`api.tokens` contains an empty token".to_owned()));
+            }
+            self.api_tokens = tokens;
+        }
+        if let Some((name, _)) = file.pools.iter().find(|(_, slots)| **slots == 0) {
+            return Err(invalid(format!(
+                "pool `{name}` has 0 slots; a pool needs at least 1 (remove it to not limit)"
+            )));
+        }
+        self.pools = file.pools;
+        self.variables = file.vars;
+        for value in self.variables.values_mut() {
+            plain_datetimes(value);
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, overrides: Overrides) {
+        if let Some(database) = overrides.database {
+            self.database = database;
+        }
+        if let Some(workflows) = overrides.workflows {
+            self.workflows = workflows;
+        }
+        if let Some(bind) = overrides.bind {
+            self.bind = bind;
+        }
+        if overrides.concurrency.is_some() {
+            self.concurrency = overrides.concurrency;
+        }
+        if let Some(tokens) = overrides.api_tokens {
+            // `SLUICE_API_TOKEN=a,b,` splits into an empty last entry: ignore it rather than
+            // accept an empty token.
+            self.api_tokens = tokens
+                .into_iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+        }
+        if let Some(format) = overrides.log_format {
+            self.log_format = format;
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<(PathBuf, FileConfig)> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::Missing {
+                path: path.to_owned(),
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })?;
+    Ok((path.to_owned(), parse(&text, path)?))
+}
+
+fn parse(text: &str, path: &Path) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|error| {
+        let (line, column) = error
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: error.message().trim_end().to_owned(),
+        }
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// A database setting from the file with a relative SQLite path made relative to `folder`.
+/// Server URLs and the in-memory database are left alone.
+fn resolve_database(database: &str, folder: &Path) -> String {
+    if database == "sqlite::memory:" || database.starts_with("postgres") {
+        return database.to_owned();
+    }
+    let (scheme, rest) = if let Some(rest) = database.strip_prefix("sqlite://") {
+        ("sqlite://", rest)
+    } else if let Some(rest) = database.strip_prefix("sqlite:") {
+        ("sqlite:", rest)
+    } else if database.contains("://") {
+        // Not ours to interpret; `store` reports unsupported URLs.
+        return database.to_owned();
+    } else {
+        ("", database)
+    };
+    let (file, query) = match rest.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (rest, None),
+    };
+    if file.is_empty() || Path::new(file).is_absolute() {
+        return database.to_owned();
+    }
+    let mut resolved = format!("{scheme}{}", folder.join(file).display());
+    if let Some(query) = query {
+        resolved.push('?');
+        resolved.push_str(query);
+    }
+    resolved
+}
+
+/// TOML dates and times arrive through serde as a one-key map with the toml crate's private
+/// marker key; templates should see the text as written instead (`2026-11-01`).
+fn plain_datetimes(value: &mut Value) {
+    const MARKER: &str = "$__toml_private_datetime";
+    match value {
+        Value::Object(map) => {
+            if map.len() == 1
+                && let Some(Value::String(text)) = map.get(MARKER)
+            {
+                *value = Value::String(text.clone());
+                return;
+            }
+            map.values_mut().for_each(plain_datetimes);
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_datetimes),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FULL: &str = r#"
+database = "state/sluice.db"
+workflows = "flows"
+bind = "0.0.0.0:9000"
+concurrency = 4
+log_format = "json"
+
+[api]
+tokens = ["file-token"]
+
+[pools]
+gpu = 2
+openai = 8
+
+[vars]
+region = "eu"
+limits = { daily = 100 }
+since = 2026-11-01
+"#;
+
+    fn from_toml(text: &str, overrides: Overrides) -> Result<Config> {
+        Config::from_toml(text, Path::new("/etc/sluice/sluice.toml"), overrides)
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // An empty file is the same as none. Defaults are not moved next to the file: only
+        // paths written in it are.
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "").expect("write");
+        let config = Config::load(Some(&path), Overrides::default()).expect("loads");
+        assert_eq!(config, Config::default());
+        let config = Config::default();
+        assert_eq!(config.database, "sluice.db");
+        assert_eq!(config.workflows, PathBuf::from("workflows"));
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.log_format, LogFormat::Human);
+        assert_eq!(config.concurrency, None);
+    }
+
+    #[test]
+    fn the_file_beats_defaults() {
+        let config = from_toml(FULL, Overrides::default()).expect("valid");
+        assert_eq!(config.database, "/etc/sluice/state/sluice.db");
+        assert_eq!(config.workflows, PathBuf::from("/etc/sluice/flows"));
+        assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.concurrency, Some(4));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.api_tokens, ["file-token"]);
+        assert_eq!(config.pools.get("gpu"), Some(&2));
+        assert_eq!(config.pools.get("openai"), Some(&8));
+        assert_eq!(
+            Value::Object(config.variables),
+            json!({ "region": "eu", "limits": { "daily": 100 }, "since": "2026-11-01" })
+        );
+    }
+
+    #[test]
+    fn flags_and_environment_beat_the_file() {
+        let overrides = Overrides {
+            database: Some("postgres://db/sluice".to_owned()),
+            workflows: Some(PathBuf::from("elsewhere")),
+            bind: Some("127.0.0.1:9999".parse().expect("an address")),
+            concurrency: Some(32),
+            api_tokens: Some(vec![
+                "env-a".to_owned(),
+                " env-b ".to_owned(),
+                String::new(),
+            ]),
+            log_format: Some(LogFormat::Human),
+        };
+        let config = from_toml(FULL, overrides).expect("valid");
+        assert_eq!(config.database, "postgres://db/sluice");
+        // Values from flags are relative to the working directory, as users expect on a
+        // command line; only the file's own paths are resolved against its folder.
+        assert_eq!(config.workflows, PathBuf::from("elsewhere"));
+        assert_eq!(config.bind.to_string(), "127.0.0.1:9999");
+        assert_eq!(config.concurrency, Some(32));
+        assert_eq!(config.api_tokens, ["env-a", "env-b"]);
+        assert_eq!(config.log_format, LogFormat::Human);
+        // What has no flag still comes from the file.
+        assert_eq!(config.pools.get("gpu"), Some(&2));
+        // An override left empty keeps the file's value.
+        let config = from_toml(
+            FULL,
+            Overrides {
+                concurrency: Some(2),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(config.concurrency, Some(2));
+        assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_key_file_and_position() {
+        let error = from_toml(
+            "database = \"x.db\"\nconcurency = 4\n",
+            Overrides::default(),
+        )
+        .expect_err("a typo");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("/etc/sluice/sluice.toml:2:1: unknown field `concurency`"),
+            "{message}"
+        );
+        assert!(message.contains("`concurrency`"), "{message}");
+        let error = from_toml("[api]\ntoken = [\"t\"]\n", Overrides::default())
+            .expect_err("a typo in a table");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("/etc/sluice/sluice.toml:2:1: unknown field `token`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_file_that_is_missing_is_an_error() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("nope.toml");
+        let error = Config::load(Some(&path), Overrides::default()).expect_err("missing");
+        assert!(matches!(error, ConfigError::Missing { .. }));
+        assert_eq!(
+            error.to_string(),
+            format!("the configuration file {} does not exist", path.display())
+        );
+    }
+
+    #[test]
+    fn a_bad_bind_address_is_reported_where_it_is() {
+        let error = from_toml("\nbind = \"localhost\"\n", Overrides::default())
+            .expect_err("not an IP address and port");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("/etc/sluice/sluice.toml:2:8: invalid socket address"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_files_folder() {
+        let folder = Path::new("/srv/project");
+        assert_eq!(
+            resolve_database("sluice.db", folder),
+            "/srv/project/sluice.db"
+        );
+        assert_eq!(
+            resolve_database("sqlite://data/s.db?mode=ro", folder),
+            "sqlite:///srv/project/data/s.db?mode=ro"
+        );
+        assert_eq!(
+            resolve_database("sqlite:s.db", folder),
+            "sqlite:/srv/project/s.db"
+        );
+        for unchanged in [
+            "/var/lib/sluice.db",
+            "sqlite:///var/lib/sluice.db",
+            "sqlite::memory:",
+            "postgres://user@db/sluice",
+        ] {
+            assert_eq!(resolve_database(unchanged, folder), unchanged);
+        }
+        // Through load: a file in a sub-folder, read from elsewhere.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let sub = dir.path().join("conf");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let path = sub.join("sluice.toml");
+        std::fs::write(&path, "workflows = \"../flows\"\ndatabase = \"s.db\"\n").expect("write");
+        let config = Config::load(Some(&path), Overrides::default()).expect("loads");
+        assert_eq!(config.workflows, sub.join("../flows"));
+        assert_eq!(config.database, sub.join("s.db").display().to_string());
+        // Absolute paths are kept as written.
+        let config = from_toml("workflows = \"/opt/flows\"\n", Overrides::default()).expect("ok");
+        assert_eq!(config.workflows, PathBuf::from("/opt/flows"));
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_rejected() {
+        let zero = from_toml("concurrency = 0\n", Overrides::default()).expect_err("zero");
+        assert!(matches!(zero, ConfigError::ZeroConcurrency));
+        let pool = from_toml("[pools]\ngpu = 0\n", Overrides::default()).expect_err("empty pool");
+        assert!(
+            pool.to_string().contains("pool `gpu` has 0 slots"),
+            "{pool}"
+        );
+        let token = from_toml("[api]\ntokens = [\"\"]\n", Overrides::default()).expect_err("empty");
+        assert!(token.to_string().contains("empty token"), "{token}");
+        let format = from_toml("log_format = \"xml\"\n", Overrides::default()).expect_err("xml");
+        assert!(
+            format.to_string().contains("unknown variant `xml`"),
+            "{format}"
+        );
+        let syntax = from_toml("bind = \n", Overrides::default()).expect_err("no value");
+        assert!(
+            syntax.to_string().starts_with("/etc/sluice/sluice.toml:1:"),
+            "{syntax}"
+        );
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
+}
