@@ -208,6 +208,19 @@ impl TaskState {
         )
     }
 
+    /// How far along a try is: each transition moves to a higher rank, so a subscriber that
+    /// hears of two states of one try, in whatever order, keeps the higher one.
+    pub fn rank(self) -> u8 {
+        use TaskState::*;
+        match self {
+            Pending => 0,
+            Scheduled => 1,
+            Queued => 2,
+            Running => 3,
+            Success | Failed | UpForRetry | Skipped | UpstreamFailed | Cancelled => 4,
+        }
+    }
+
     /// The task-instance transition table.
     pub fn can_move_to(self, to: TaskState) -> bool {
         use TaskState::*;
@@ -458,6 +471,15 @@ mod tests {
                 assert_eq!(from.can_move_to(*to), tos.contains(to), "{from} -> {to}");
             }
             assert_eq!(from.is_final(), tos.is_empty(), "{from} finality");
+            for to in *tos {
+                // A worker handing a claim back (running -> queued) is the one step down.
+                if (*from, *to) != (Running, Queued) {
+                    assert!(
+                        to.rank() > from.rank(),
+                        "{from} -> {to} must move up in rank"
+                    );
+                }
+            }
         }
     }
 

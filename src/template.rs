@@ -73,6 +73,17 @@ impl Templates {
             env.set_syntax(syntax);
         }
         env.add_filter("fromjson", fromjson);
+        // Shell commands, URLs and JSON bodies expect `true`/`false`, as GitHub Actions
+        // renders them, not Python's `True`/`False`.
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                let text = if value.is_true() { "true" } else { "false" };
+                return out.write_str(text).map_err(|_| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "cannot write output")
+                });
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         Templates { env }
     }
 
@@ -719,6 +730,20 @@ mod tests {
             err.message
         );
         assert!(t.eval_condition("{{ params.nope > 1 }}", &ctx).is_err());
+    }
+
+    #[test]
+    fn booleans_render_lowercase_in_text() {
+        let t = Templates::new();
+        let ctx = minijinja::context! { yes => true, no => false };
+        assert_eq!(
+            t.render_str("{{ yes }}/{{ no }}", &ctx).unwrap(),
+            "true/false"
+        );
+        assert_eq!(
+            t.render_native("{{ no }}", &ctx).unwrap(),
+            Value::Bool(false)
+        );
     }
 
     #[test]

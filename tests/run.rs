@@ -213,16 +213,20 @@ fn secrets_are_masked_in_logs_outputs_and_errors() {
 tasks:
   leak:
     operator: shell
+    env:
+      TOKEN: "{{ secrets.API_TOKEN }}"
     with:
       command: |
         echo "token is {{ secrets.API_TOKEN }}"
-        echo "env token is $SLUICE_SECRET_API_TOKEN"
+        echo "env token is $TOKEN"
         echo "token={{ secrets.API_TOKEN }}" >> "$SLUICE_OUTPUT"
   fail:
     operator: shell
     needs: [leak]
+    env:
+      TOKEN: "{{ secrets.API_TOKEN }}"
     with:
-      command: "echo \"bad token $SLUICE_SECRET_API_TOKEN\" >&2; exit 1"
+      command: "echo \"bad token $TOKEN\" >&2; exit 1"
 "#,
     );
     let out = sb

@@ -117,6 +117,14 @@ impl Tracker {
         let was_done = self.outcome(task).is_some();
         match &mut self.slots[task] {
             Some(slot) if slot.try_number > change.try_number => return false,
+            // Events from different writers can arrive out of commit order (the scheduler's
+            // own "queued" after the worker's "success"): a try never moves back.
+            Some(slot)
+                if slot.try_number == change.try_number
+                    && slot.state.rank() >= change.state.rank() =>
+            {
+                return false;
+            }
             Some(slot) => {
                 if slot.try_number < change.try_number {
                     slot.row_id = row_id.unwrap_or(0);
@@ -211,10 +219,10 @@ impl Scheduler {
                 };
                 let mut downstream = Vec::new();
                 for change in changes.iter() {
-                    if tracker.apply(change, None) {
-                        if let Some(&task) = tracker.index.get(&change.task_id) {
-                            downstream.extend(tracker.downstream[task].iter().copied());
-                        }
+                    if tracker.apply(change, None)
+                        && let Some(&task) = tracker.index.get(&change.task_id)
+                    {
+                        downstream.extend(tracker.downstream[task].iter().copied());
                     }
                 }
                 self.evaluate(run_id, downstream).await

@@ -526,7 +526,11 @@ mod store_tests {
         let store = store().await;
         let line = |n: usize| NewLogLine {
             run_id: "r".into(),
-            task_id: if n % 2 == 0 { "a".into() } else { "b".into() },
+            task_id: if n.is_multiple_of(2) {
+                "a".into()
+            } else {
+                "b".into()
+            },
             try_number: 1,
             stream: "stdout",
             line: format!("line {n}"),

@@ -142,7 +142,7 @@ impl Worker {
                     let ids: Vec<i64> = self.in_flight.keys().copied().collect();
                     self.store.renew_leases(&self.config.name, &ids, self.config.lease).await?;
                 }
-                _ = shutdown.cancelled(), if !self.in_flight.is_empty() || !maybe_work => {
+                _ = shutdown.cancelled() => {
                     for (_, token) in self.in_flight.values() {
                         token.cancel();
                     }
@@ -521,5 +521,50 @@ fn has_template(value: &Value) -> bool {
         Value::Array(items) => items.iter().any(has_template),
         Value::Object(map) => map.values().any(has_template),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn deps() -> WorkerDeps {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let secrets = Arc::new(Secrets::from_pairs([]));
+        WorkerDeps {
+            versions: Arc::new(Versions::new()),
+            templates: Arc::new(Templates::new()),
+            masker: Arc::new(secrets.masker()),
+            secrets,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Regression: a worker that had just looked for work ignored shutdown and never returned.
+    #[tokio::test]
+    async fn shutdown_returns_when_idle_after_looking_for_work() {
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let config = WorkerConfig {
+            name: "w".into(),
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            scratch_root: std::env::temp_dir(),
+        };
+        let worker = Worker::new(store.clone(), config, deps());
+        let stop = CancellationToken::new();
+        let events = store.subscribe();
+        let handle = tokio::spawn(worker.run(events, stop.clone()));
+        store.publish(StoreEvent::WorkQueued);
+        stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), handle).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "the worker did not stop: {result:?}"
+        );
     }
 }
