@@ -10,6 +10,9 @@
 //!     running --> success
 //!     running --> failed
 //!     running --> cancelled
+//!     success --> queued: a task is cleared
+//!     failed --> queued: a task is cleared
+//!     cancelled --> queued: a task is cleared
 //! ```
 //!
 //! A task instance is one try of one task in one run (one database row per try):
@@ -47,11 +50,13 @@ pub enum RunState {
     /// At least one task has been dispatched. The scheduler moves it to a final state once every
     /// task instance is final.
     Running,
-    /// Every task ended in `success` or `skipped`. Final.
+    /// Every task ended in `success` or `skipped`. Final, until a task of the run is
+    /// cleared: then it is queued again.
     Success,
-    /// Some task ended in `failed` or `upstream_failed`. Final.
+    /// Some task ended in `failed` or `upstream_failed`. Final, until a task is cleared.
     Failed,
-    /// Cancelled by a user or a signal; running tasks were killed. Final.
+    /// Cancelled by a user or a signal; running tasks were killed. Final, until a task is
+    /// cleared.
     Cancelled,
 }
 
@@ -182,6 +187,8 @@ impl RunState {
                 | (Running, Success)
                 | (Running, Failed)
                 | (Running, Cancelled)
+                // Clearing a task of an ended run puts the run back in the queue.
+                | (Success | Failed | Cancelled, Queued)
         )
     }
 
@@ -489,16 +496,17 @@ mod tests {
         let allowed: &[(RunState, &[RunState])] = &[
             (Queued, &[Running, Cancelled, Failed]),
             (Running, &[Success, Failed, Cancelled]),
-            (Success, &[]),
-            (Failed, &[]),
-            (Cancelled, &[]),
+            (Success, &[Queued]),
+            (Failed, &[Queued]),
+            (Cancelled, &[Queued]),
         ];
         assert_eq!(allowed.len(), RunState::ALL.len());
         for (from, tos) in allowed {
             for to in RunState::ALL {
                 assert_eq!(from.can_move_to(*to), tos.contains(to), "{from} -> {to}");
             }
-            assert_eq!(from.is_final(), tos.is_empty());
+            // Final states leave only through a clear, back to the queue.
+            assert_eq!(from.is_final(), tos == &[Queued]);
         }
         assert!(Running.check_move(Queued).is_err());
     }

@@ -14,6 +14,7 @@ use crate::operators::Operator;
 use crate::spec::check::TEMPLATED;
 
 pub mod launch;
+pub mod live;
 pub mod versions;
 
 #[derive(Debug, thiserror::Error)]

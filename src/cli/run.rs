@@ -20,7 +20,7 @@ use crate::catalog::versions::Versions;
 use crate::dag::Workflow;
 use crate::lifecycle::{RunState, TaskState};
 use crate::params;
-use crate::scheduler::{LoopConfig, Scheduler, SchedulerDeps};
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerDeps};
 use crate::secrets::Secrets;
 use crate::store::{Store, StoreEvent, TaskInstanceRecord};
 use crate::template::Templates;
@@ -94,16 +94,14 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
             templates: templates.clone(),
             secrets: secrets.clone(),
         },
+        SchedulerConfig {
+            adopt_new_runs: false,
+            exit_when_idle: true,
+        },
     );
     scheduler.adopt(&run_id).await?;
     let stop_scheduler = CancellationToken::new();
-    let scheduler_task = tokio::spawn(scheduler.run(
-        scheduler_events,
-        stop_scheduler.clone(),
-        LoopConfig {
-            exit_when_idle: true,
-        },
-    ));
+    let scheduler_task = tokio::spawn(scheduler.run(scheduler_events, stop_scheduler.clone()));
 
     let scratch_root = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
     let worker = Worker::new(

@@ -12,6 +12,8 @@ use crate::params::ParamDecl;
 
 mod compile;
 
+pub mod intervals;
+
 pub use compile::{DEFAULT_RETRY_DELAY, compile, is_valid_id};
 
 /// A checked workflow. Tasks are in file order (the display order); `graph` has one node per

@@ -3,7 +3,6 @@
 //! state change (a `StoreEvent`) makes its downstream tasks ready at once; retries are queued
 //! by a timer set to the next due time, never by polling. It meets workers only in `store`.
 
-pub mod cron;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -156,14 +155,16 @@ impl Tracker {
 pub struct Scheduler {
     store: Store,
     deps: SchedulerDeps,
+    config: SchedulerConfig,
     runs: HashMap<String, Tracker>,
 }
 
 impl Scheduler {
-    pub fn new(store: Store, deps: SchedulerDeps) -> Self {
+    pub fn new(store: Store, deps: SchedulerDeps, config: SchedulerConfig) -> Self {
         Scheduler {
             store,
             deps,
+            config,
             runs: HashMap::new(),
         }
     }
@@ -217,6 +218,12 @@ impl Scheduler {
                 let Some(tracker) = self.runs.get_mut(run_id) else {
                     return Ok(());
                 };
+                if changes.iter().any(|c| c.state == TaskState::Pending) {
+                    // New tries were created outside the scheduler (a task was cleared):
+                    // start over from the database, which has their row ids.
+                    self.runs.remove(run_id);
+                    return self.adopt(run_id).await;
+                }
                 let mut downstream = Vec::new();
                 for change in changes.iter() {
                     if tracker.apply(change, None)
@@ -232,6 +239,13 @@ impl Scheduler {
                     debug!(run_id, %state, "Run left the scheduler.");
                 }
                 Ok(())
+            }
+            // A run created (or cleared) elsewhere: the API, cron, a trigger.
+            StoreEvent::RunState {
+                run_id,
+                state: RunState::Queued,
+            } if self.config.adopt_new_runs && !self.runs.contains_key(run_id) => {
+                self.adopt(run_id).await
             }
             StoreEvent::RunState { .. }
             | StoreEvent::WorkQueued
@@ -411,11 +425,10 @@ impl Scheduler {
         mut self,
         mut events: mpsc::UnboundedReceiver<StoreEvent>,
         shutdown: CancellationToken,
-        config: LoopConfig,
     ) -> Result<()> {
         let mut next_due = self.queue_due().await?;
         loop {
-            if config.exit_when_idle && self.is_idle() {
+            if self.config.exit_when_idle && self.is_idle() {
                 return Ok(());
             }
             let sleep_for = next_due
@@ -444,9 +457,11 @@ impl Scheduler {
     }
 }
 
-/// How the scheduler loop ends.
+/// What the scheduler takes on, and when its loop ends.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LoopConfig {
+pub struct SchedulerConfig {
+    /// Drive runs created elsewhere (by the API, cron, triggers) as soon as they are queued.
+    pub adopt_new_runs: bool,
     /// Stop once every adopted run has ended (the `run` command drives a single run).
     pub exit_when_idle: bool,
 }
