@@ -38,7 +38,7 @@ pub struct RunArgs {
     /// Print one JSON object describing the run on stdout when it ends.
     #[arg(long)]
     pub json: bool,
-    /// How many tasks may run at once (default: 8 per CPU).
+    /// How many tasks may run at once (default: 16 per CPU, at least 32).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
 }

@@ -1,7 +1,7 @@
 //! `shell`: runs a command with `sh -c` (or a script file) in its own process group, streams
 //! its stdout and stderr to the task log, and reads its outputs from the file `$SLUICE_OUTPUT`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -149,7 +149,14 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         )));
     }
 
-    let mut command = Command::new(&config.shell);
+    let overrides_path =
+        ctx.env.iter().any(|(k, _)| k == "PATH") || config.env.contains_key("PATH");
+    let program = if overrides_path {
+        PathBuf::from(&config.shell)
+    } else {
+        resolve(&config.shell)
+    };
+    let mut command = Command::new(program);
     match &config.program {
         Program::Command(line) => {
             ctx.log
@@ -285,6 +292,34 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         outputs,
         exit_code: Some(0),
     })
+}
+
+/// The shell's absolute path, looked up on `PATH` once per name.
+///
+/// With a bare name and a changed environment, the standard library cannot use `posix_spawn`
+/// and falls back to fork + exec, trying every `PATH` entry in the child; forking a large
+/// multi-threaded process costs far more than the spawn itself. An absolute path keeps the
+/// fast path.
+fn resolve(shell: &str) -> PathBuf {
+    static RESOLVED: std::sync::OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    if shell.contains('/') {
+        return PathBuf::from(shell);
+    }
+    let cache = RESOLVED.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(shell.to_owned())
+        .or_insert_with(|| {
+            std::env::var_os("PATH")
+                .and_then(|paths| {
+                    std::env::split_paths(&paths)
+                        .map(|dir| dir.join(shell))
+                        .find(|p| p.is_file())
+                })
+                .unwrap_or_else(|| PathBuf::from(shell))
+        })
+        .clone()
 }
 
 /// Finishes reading stdout and stderr, within [`DRAIN_DEADLINE`].

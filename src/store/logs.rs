@@ -27,30 +27,39 @@ pub struct LogRecord {
     pub logged_at: DateTime<Utc>,
 }
 
+/// Inserts log lines with multi-row statements, on the connection or transaction given.
+pub(super) async fn insert_logs<C: ConnectionTrait>(
+    store: &Store,
+    conn: &C,
+    lines: &[NewLogLine],
+) -> Result<()> {
+    for chunk in lines.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO task_logs (run_id, task_id, try_number, stream, line, logged_at) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (i, l) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?)");
+            values.extend([
+                Value::from(l.run_id.as_str()),
+                l.task_id.as_str().into(),
+                (l.try_number as i32).into(),
+                l.stream.into(),
+                l.line.as_str().into(),
+                l.logged_at.into(),
+            ]);
+        }
+        conn.execute_raw(store.stmt(&sql, values)).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn append_logs(&self, lines: &[NewLogLine]) -> Result<()> {
-        for chunk in lines.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO task_logs (run_id, task_id, try_number, stream, line, logged_at) VALUES ",
-            );
-            let mut values = Vec::with_capacity(chunk.len() * 6);
-            for (i, l) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("(?, ?, ?, ?, ?, ?)");
-                values.extend([
-                    Value::from(l.run_id.as_str()),
-                    l.task_id.as_str().into(),
-                    (l.try_number as i32).into(),
-                    l.stream.into(),
-                    l.line.as_str().into(),
-                    l.logged_at.into(),
-                ]);
-            }
-            self.db().execute_raw(self.stmt(&sql, values)).await?;
-        }
-        Ok(())
+        insert_logs(self, self.db(), lines).await
     }
 
     /// The log lines of a run, optionally of one task, in the order they were written.

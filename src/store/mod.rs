@@ -399,7 +399,10 @@ mod store_tests {
             }),
         };
         assert_eq!(
-            store.complete(std::slice::from_ref(&retry)).await.unwrap(),
+            store
+                .complete(&[], std::slice::from_ref(&retry))
+                .await
+                .unwrap(),
             vec![claimed[0].id]
         );
         // The same try completing again (a late, fenced-off attempt) is rejected.
@@ -408,7 +411,7 @@ mod store_tests {
             retry: None,
             ..retry.clone()
         };
-        assert!(store.complete(&[late]).await.unwrap().is_empty());
+        assert!(store.complete(&[], &[late]).await.unwrap().is_empty());
 
         let due = store.next_due().await.unwrap();
         assert!(due.is_some());
@@ -435,7 +438,7 @@ mod store_tests {
             retry: None,
             ..retry
         };
-        store.complete(&[done]).await.unwrap();
+        store.complete(&[], &[done]).await.unwrap();
 
         let results = store.task_results("r1").await.unwrap();
         assert_eq!(results["a"]["outputs"]["x"], 1);

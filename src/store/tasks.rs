@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait, Value};
 
+use super::logs::{NewLogLine, insert_logs};
 use super::{CHUNK, Result, Store, StoreError, StoreEvent, get, marks};
 use crate::lifecycle::TaskState;
 
@@ -339,15 +340,19 @@ impl Store {
     /// Records the end of tries, in one transaction. A completion is accepted only if its row
     /// is still `running` (fencing: a try that recovery already gave up on cannot overwrite
     /// what replaced it). Returns the ids of the accepted completions.
-    pub async fn complete(&self, completions: &[TaskCompletion]) -> Result<Vec<i64>> {
-        if completions.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The log lines the tries wrote last are inserted in the same transaction, before the
+    /// completions: one commit per batch, and logs are never behind the state they explain.
+    pub async fn complete(
+        &self,
+        logs: &[NewLogLine],
+        completions: &[TaskCompletion],
+    ) -> Result<Vec<i64>> {
         for c in completions {
             TaskState::Running.check_move(c.state)?;
         }
         let now = Utc::now();
         let txn = self.db().begin().await?;
+        insert_logs(self, &txn, logs).await?;
         let mut accepted = std::collections::HashSet::new();
         for chunk in completions.chunks(CHUNK) {
             let mut sql =

@@ -268,11 +268,10 @@ impl Worker {
             }
             next = self.rx.try_recv().ok();
         }
-        if !logs.is_empty() {
+        if completions.is_empty() {
             self.store.append_logs(&logs).await?;
-        }
-        if !completions.is_empty() {
-            let accepted = self.store.complete(&completions).await?;
+        } else {
+            let accepted = self.store.complete(&logs, &completions).await?;
             if accepted.len() != completions.len() {
                 warn!(
                     rejected = completions.len() - accepted.len(),
