@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::DatabaseArgs;
+use super::{DatabaseArgs, Settings};
+use crate::config::Overrides;
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -17,8 +18,12 @@ pub struct LogsArgs {
     pub database: DatabaseArgs,
 }
 
-pub async fn execute(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.database.config()).await?;
+pub async fn execute(config: Option<&std::path::Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(
+        config,
+        Overrides { database: args.database.url.clone(), ..Overrides::default() },
+    )?;
+    let store = Store::open(&settings.store()).await?;
     if store.run(&args.run_id).await?.is_none() {
         eprintln!("error: no run with id `{}`", args.run_id);
         return Ok(ExitCode::FAILURE);

@@ -1,15 +1,18 @@
 //! The command line: argument parsing, wiring of the layers, exit codes. The only place that
 //! uses `anyhow`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{Config, LogFormat, Overrides};
 use crate::store::StoreConfig;
 
 pub mod logs;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod validate;
 
 /// Exit code for invalid input (bad arguments, invalid workflow file, invalid params).
@@ -18,12 +21,17 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "Workflow orchestration for LLMOps.")]
 struct Cli {
+    /// The configuration file (default: `./sluice.toml` when it exists).
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the scheduler, workers and the HTTP API until stopped.
+    Serve(serve::ServeArgs),
     /// Check workflow files and report every problem with file:line:col.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the workflow format, every operator's `with` included.
@@ -35,21 +43,26 @@ enum Command {
 }
 
 /// Where the database is.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct DatabaseArgs {
-    /// `sqlite://PATH` (created if missing), `sqlite::memory:` or a plain file path.
-    #[arg(
-        long = "database",
-        env = "SLUICE_DATABASE_URL",
-        default_value = "sluice.db",
-        value_name = "URL"
-    )]
-    pub url: String,
+    /// `sqlite://PATH` (created if missing), `sqlite::memory:`, `postgres://…` or a plain file
+    /// path [default: sluice.db]
+    #[arg(long = "database", env = "SLUICE_DATABASE_URL", value_name = "URL")]
+    pub url: Option<String>,
 }
 
-impl DatabaseArgs {
-    pub fn config(&self) -> StoreConfig {
-        StoreConfig::new(&self.url)
+/// The settings of one command: its flags and environment over the configuration file.
+pub struct Settings {
+    pub config: Config,
+}
+
+impl Settings {
+    pub fn load(config_path: Option<&std::path::Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        Ok(Settings { config: Config::load(config_path, overrides)? })
+    }
+
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig::new(&self.config.database)
     }
 }
 
@@ -65,23 +78,27 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     // reqwest is built without a default TLS provider; without this it panics on first use.
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .ok();
-    init_tracing();
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let config = cli.config.as_deref();
     let result = match cli.command {
-        Command::Validate(args) => validate::execute(args),
+        Command::Serve(args) => serve::execute(config, args),
+        Command::Validate(args) => {
+            init_tracing(LogFormat::Human);
+            validate::execute(args)
+        }
         Command::Schema(args) => schema::execute(args),
-        Command::Run(args) => block_on(run::execute(args)),
-        Command::Logs(args) => block_on(logs::execute(args)),
+        Command::Run(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(run::execute(config, args))
+        }
+        Command::Logs(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(logs::execute(config, args))
+        }
     };
     match result {
         Ok(code) => code,
@@ -92,19 +109,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(future)
+/// One-off commands run on one thread: they mostly wait on the database and child
+/// processes, and staying on one thread avoids cross-thread wake-ups on every event.
+fn one_thread<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
 }
 
 /// Diagnostics go to stderr; quiet unless `SLUICE_LOG` (an env-filter) asks for more.
-fn init_tracing() {
+pub(crate) fn init_tracing(format: LogFormat) {
+    init_tracing_with(format, "warn");
+}
+
+pub(crate) fn init_tracing_with(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{DatabaseArgs, EXIT_USAGE};
+use super::{DatabaseArgs, EXIT_USAGE, Settings};
+use crate::config::Overrides;
 use crate::catalog;
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::catalog::versions::Versions;
@@ -43,7 +44,11 @@ pub struct RunArgs {
     pub concurrency: Option<usize>,
 }
 
-pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(
+        config,
+        Overrides { database: args.database.url.clone(), ..Overrides::default() },
+    )?;
     let workflow = match catalog::load_file(&args.file) {
         Ok(workflow) => Arc::new(workflow),
         Err(diagnostics) => {
@@ -64,7 +69,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let secrets = Arc::new(Secrets::from_env());
     let masker = Arc::new(secrets.masker());
-    let store = Store::open(&args.database.config()).await?;
+    let store = Store::open(&settings.store()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let versions = Arc::new(Versions::new());
     versions.insert(workflow.clone());
@@ -114,6 +119,8 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .max(1),
             lease: Duration::from_secs(60),
             scratch_root: scratch_root.clone(),
+            // Tries still running here belong to a cancelled run: stop them at once.
+            shutdown_grace: Duration::ZERO,
         },
         WorkerDeps {
             versions,

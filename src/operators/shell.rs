@@ -217,6 +217,8 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     let mut group = ProcessGroup {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()),
     };
+    // Where recovery finds the group if Sluice dies before the task ends.
+    let _pid_file = PidFile::write(scratch_file(ctx, "pid"), group.pgid);
 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(OperatorError::failed(
@@ -369,6 +371,67 @@ fn check_status(status: ExitStatus, stderr_tail: VecDeque<String>, ctx: &OpConte
 
 /// Creates the scratch folder and an empty `$SLUICE_OUTPUT` file, named after task and try so
 /// retries never read a previous attempt's outputs.
+/// `<scratch>/<task>.try<N>.<kind>`: named after task and try, so retries never see a
+/// previous attempt's files.
+fn scratch_file(ctx: &OpContext, kind: &str) -> PathBuf {
+    scratch_path(&ctx.scratch_dir, &ctx.task, ctx.try_number, kind)
+}
+
+fn scratch_path(scratch_dir: &Path, task: &str, try_number: u32, kind: &str) -> PathBuf {
+    let task: String = task
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    scratch_dir.join(format!("{task}.try{try_number}.{kind}"))
+}
+
+/// The file holding a running try's process group id; removed when the try ends.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf, pgid: Option<i32>) -> PidFile {
+        if let Some(pgid) = pgid {
+            // Best effort: without it, only a crash in the next microseconds loses track.
+            let _ = std::fs::write(&path, pgid.to_string());
+        }
+        PidFile(path)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Kills what is left of a try's processes after Sluice itself died (`kill -9`, a crash):
+/// the group named in the try's pid file, if it still exists and still belongs to that try
+/// (its environment names the run, task and try, so a reused pid is never hit). Returns
+/// whether a group was killed.
+pub fn kill_orphaned_group(scratch_dir: &Path, run_id: &str, task: &str, try_number: u32) -> bool {
+    let pid_file = scratch_path(scratch_dir, task, try_number, "pid");
+    let Some(pgid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    let Ok(environ) = std::fs::read(format!("/proc/{pgid}/environ")) else {
+        return false;
+    };
+    let expected = [
+        format!("SLUICE_RUN_ID={run_id}"),
+        format!("SLUICE_TASK_ID={task}"),
+        format!("SLUICE_TRY_NUMBER={try_number}"),
+    ];
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    if !expected.iter().all(|e| vars.contains(&e.as_bytes())) {
+        return false;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the negative pid addresses the
+    // group, which was just checked to be this try's.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) == 0 }
+}
+
 fn create_output_file(ctx: &OpContext) -> Result<PathBuf> {
     // Plain std calls: two fast syscalls on a local folder, cheaper than a trip through
     // tokio's blocking pool.
@@ -378,20 +441,7 @@ fn create_output_file(ctx: &OpContext) -> Result<PathBuf> {
             ctx.scratch_dir.display()
         ))
     })?;
-    let task: String = ctx
-        .task
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = ctx
-        .scratch_dir
-        .join(format!("{task}.try{}.output", ctx.try_number));
+    let path = scratch_file(ctx, "output");
     std::fs::File::create(&path).map_err(|e| {
         OperatorError::failed(format!(
             "could not create the output file {}: {e}",

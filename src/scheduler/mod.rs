@@ -3,6 +3,9 @@
 //! state change (a `StoreEvent`) makes its downstream tasks ready at once; retries are queued
 //! by a timer set to the next due time, never by polling. It meets workers only in `store`.
 
+pub mod cron;
+pub mod recovery;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::catalog::versions::{VersionError, Versions};
-use crate::dag::Workflow;
+use crate::dag::{Workflow, intervals};
 use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
 use crate::secrets::Secrets;
 use crate::store::{
@@ -240,13 +243,17 @@ impl Scheduler {
                 }
                 Ok(())
             }
-            // A run created (or cleared) elsewhere: the API, cron, a trigger.
-            StoreEvent::RunState {
-                run_id,
-                state: RunState::Queued,
-            } if self.config.adopt_new_runs && !self.runs.contains_key(run_id) => {
-                self.adopt(run_id).await
+            // A run created (or cleared) elsewhere: the API, cron, a trigger. It starts when
+            // its workflow's `max_active_runs` allows.
+            StoreEvent::RunState { run_id, state: RunState::Queued }
+                if self.config.adopt_new_runs && !self.runs.contains_key(run_id) =>
+            {
+                match self.store.run(run_id).await? {
+                    Some(run) => self.start_queued(&run.workflow_id).await,
+                    None => Ok(()),
+                }
             }
+
             StoreEvent::RunState { .. }
             | StoreEvent::WorkQueued
             | StoreEvent::RunCancelRequested { .. } => Ok(()),
@@ -375,7 +382,58 @@ impl Scheduler {
             .set_run_state(run_id, RunState::Running, state, error.as_deref())
             .await?;
         info!(run_id, %state, "Run ended.");
-        self.runs.remove(run_id);
+        if let Some(ended) = self.runs.remove(run_id)
+            && self.config.adopt_new_runs
+        {
+            self.start_queued(&ended.run.workflow_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a workflow's queued runs, oldest first, while fewer than its `max_active_runs`
+    /// are running.
+    async fn start_queued(&mut self, workflow_id: &str) -> Result<()> {
+        let queued: Vec<String> = self
+            .store
+            .run_ids_in_state(Some(workflow_id), RunState::Queued)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let Some(oldest) = queued.first() else {
+            return Ok(());
+        };
+        let running = self.store.run_ids_in_state(Some(workflow_id), RunState::Running).await?;
+        let Some(run) = self.store.run(oldest).await? else {
+            return Ok(());
+        };
+        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
+        let startable = intervals::runs_to_start(workflow.max_active_runs, running.len(), &queued);
+        for id in startable {
+            Box::pin(self.adopt(&id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes over every run that has not ended, as `serve` does at start-up (after
+    /// `recovery::recover`): running runs at once, queued ones as `max_active_runs` allows.
+    pub async fn resume(&mut self) -> Result<()> {
+        for (id, _) in self.store.run_ids_in_state(None, RunState::Running).await? {
+            self.adopt(&id).await?;
+        }
+        let mut workflows: Vec<String> = self
+            .store
+            .run_ids_in_state(None, RunState::Queued)
+            .await?
+            .into_iter()
+            .map(|(_, workflow)| workflow)
+            .collect();
+        workflows.dedup();
+        workflows.sort();
+        workflows.dedup();
+        for workflow in workflows {
+            self.start_queued(&workflow).await?;
+        }
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 mod logs;
 mod runs;
+mod schedules;
 mod tasks;
 
 pub use logs::{LogRecord, NewLogLine};

@@ -589,3 +589,26 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Puts running tries back in the queue, same try (a worker shutting down). Only rows
+    /// still running move.
+    pub async fn hand_back(&self, ids: &[i64]) -> Result<u64> {
+        let mut moved = 0;
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE task_instances SET state = ?, worker = NULL, started_at = NULL, \
+                 lease_expires_at = NULL, queued_at = ? WHERE state = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<Value> = vec![
+                TaskState::Queued.as_str().into(),
+                Utc::now().into(),
+                TaskState::Running.as_str().into(),
+            ];
+            values.extend(chunk.iter().map(|&id| Value::from(id)));
+            moved += self.db().execute_raw(self.stmt(&sql, values)).await?.rows_affected();
+        }
+        Ok(moved)
+    }
+}

@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Where operators get per-try scratch folders.
     pub scratch_root: PathBuf,
+    /// On shutdown, how long running tries may take to finish before they are stopped and
+    /// handed back to the queue (to run again, same try, after a restart).
+    pub shutdown_grace: Duration,
 }
 
 impl WorkerConfig {
@@ -89,6 +92,11 @@ pub struct Worker {
     in_flight: HashMap<i64, (String, CancellationToken)>,
     tx: mpsc::UnboundedSender<Message>,
     rx: mpsc::UnboundedReceiver<Message>,
+    /// Shutting down: tries stopped from now on go back to the queue instead of ending.
+    handing_back: bool,
+    /// Runs cancelled while this worker ran some of their tries: those tries end cancelled,
+    /// even during a shutdown.
+    cancelled_runs: std::collections::HashSet<String>,
 }
 
 impl Worker {
@@ -102,6 +110,8 @@ impl Worker {
             in_flight: HashMap::new(),
             tx,
             rx,
+            handing_back: false,
+            cancelled_runs: Default::default(),
         }
     }
 
@@ -133,6 +143,10 @@ impl Worker {
                         Some(StoreEvent::RunCancelRequested { run_id }) => self.stop_run(&run_id),
                         Some(StoreEvent::RunState { run_id, state }) if state.is_final() => {
                             self.runs.remove(&run_id);
+                            // Scratch files (outputs, pid files) are only needed while tries run.
+                            if !self.in_flight.values().any(|(owner, _)| *owner == run_id) {
+                                let _ = std::fs::remove_dir_all(self.config.scratch_root.join(&run_id));
+                            }
                         }
                         Some(_) => {}
                         None => return Ok(()),
@@ -142,18 +156,37 @@ impl Worker {
                     let ids: Vec<i64> = self.in_flight.keys().copied().collect();
                     self.store.renew_leases(&self.config.name, &ids, self.config.lease).await?;
                 }
-                _ = shutdown.cancelled() => {
-                    for (_, token) in self.in_flight.values() {
-                        token.cancel();
-                    }
-                    while !self.in_flight.is_empty() {
-                        let Some(message) = self.rx.recv().await else { break };
-                        self.write(message).await?;
-                    }
-                    return Ok(());
-                }
+                _ = shutdown.cancelled() => return self.stop().await,
             }
         }
+    }
+
+    /// Lets running tries finish within the grace period, then stops the rest and hands them
+    /// back to the queue.
+    async fn stop(mut self) -> Result<()> {
+        let grace = tokio::time::sleep(self.config.shutdown_grace);
+        tokio::pin!(grace);
+        while !self.in_flight.is_empty() {
+            tokio::select! {
+                message = self.rx.recv() => {
+                    let Some(message) = message else { return Ok(()) };
+                    self.write(message).await?;
+                }
+                _ = &mut grace => break,
+            }
+        }
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        self.handing_back = true;
+        for (_, token) in self.in_flight.values() {
+            token.cancel();
+        }
+        while !self.in_flight.is_empty() {
+            let Some(message) = self.rx.recv().await else { break };
+            self.write(message).await?;
+        }
+        Ok(())
     }
 
     /// Claims as many task instances as there are free slots and starts them. Returns whether
@@ -251,6 +284,7 @@ impl Worker {
         for (owner, token) in self.in_flight.values() {
             if owner == run_id {
                 token.cancel();
+                self.cancelled_runs.insert(run_id.to_owned());
             }
         }
     }
@@ -268,6 +302,18 @@ impl Worker {
             }
             next = self.rx.try_recv().ok();
         }
+        if self.handing_back {
+            // Stopped by the shutdown, not by the run: back to the queue, same try.
+            let (back, rest): (Vec<_>, Vec<_>) = completions.into_iter().partition(|c| {
+                c.state == TaskState::Cancelled && !self.cancelled_runs.contains(&c.run_id)
+            });
+            completions = rest;
+            let ids: Vec<i64> = back.iter().map(|c| c.id).collect();
+            self.store.hand_back(&ids).await?;
+            for id in ids {
+                self.in_flight.remove(&id);
+            }
+        }
         if completions.is_empty() {
             self.store.append_logs(&logs).await?;
         } else {
@@ -281,6 +327,10 @@ impl Worker {
             for completion in &completions {
                 self.in_flight.remove(&completion.id);
             }
+        }
+        if !self.cancelled_runs.is_empty() {
+            let in_flight = &self.in_flight;
+            self.cancelled_runs.retain(|run| in_flight.values().any(|(owner, _)| owner == run));
         }
         Ok(())
     }
@@ -553,6 +603,7 @@ mod tests {
             concurrency: 4,
             lease: Duration::from_secs(30),
             scratch_root: std::env::temp_dir(),
+            shutdown_grace: Duration::ZERO,
         };
         let worker = Worker::new(store.clone(), config, deps());
         let stop = CancellationToken::new();

@@ -1,0 +1,329 @@
+//! `sluice serve` end to end: the real binary on a free port, driven over HTTP. Triggers,
+//! reloads of edited and broken files, cron, crash recovery after `kill -9`, and shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{Sandbox, wait_for};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token";
+
+/// A running `sluice serve` and the address it listens on.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(sb: &Sandbox) -> Server {
+        let mut child = sb
+            .command()
+            .args(["serve", "--workflows", "workflows", "--bind", "127.0.0.1:0"])
+            .env("SLUICE_API_TOKEN", TOKEN)
+            .env("SLUICE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sluice serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("serving on http://").nth(1) {
+                        let _ = tx.send(rest.trim().trim_end_matches('"').to_owned());
+                    }
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let address = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not start:\n{}", lines.lock().unwrap().join("\n"));
+            }
+        };
+        Server { child, base: format!("http://{address}"), stderr: lines }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on a child we spawned, with a valid signal number.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("serve did not stop after SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    reqwest::Client::new()
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls a run until it has ended, and returns it.
+async fn wait_run(base: &str, run_id: &str, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (status, run) = get(base, &format!("/api/v1/runs/{run_id}")).await;
+        if status == 200 && matches!(run["state"].as_str(), Some("success" | "failed" | "cancelled")) {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run {run_id} did not end: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write_workflow(sb: &Sandbox, name: &str, content: &str) {
+    sb.write(&format!("workflows/{name}.yaml"), content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_through_the_api_and_follow_the_run() {
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "greet",
+        r#"
+params:
+  name: { type: string, default: world }
+tasks:
+  hello:
+    operator: shell
+    with: { command: "echo \"greeting=hello {{ params.name }}\" >> $SLUICE_OUTPUT" }
+  done: { operator: noop, needs: [hello] }
+"#,
+    );
+    let server = Server::start(&sb);
+    let (status, health) = get(&server.base, "/healthz").await;
+    assert_eq!(status, 200, "{health}");
+
+    let (status, created) =
+        post(&server.base, "/api/v1/workflows/greet/runs", json!({"params": {"name": "Ada"}})).await;
+    assert_eq!(status, 201, "{created}");
+    let run_id = created["run_id"].as_str().expect("run id").to_owned();
+    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}");
+    assert_eq!(run["tasks"]["hello"]["outputs"]["greeting"], "hello Ada");
+    assert_eq!(run["params"]["name"], "Ada");
+
+    let (status, problems) =
+        post(&server.base, "/api/v1/workflows/greet/runs", json!({"params": {"nmae": "x"}})).await;
+    assert_eq!(status, 422, "{problems}");
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_broken_and_fixed_files_reload_without_a_restart() {
+    let sb = Sandbox::new();
+    let v1 = "tasks:\n  one: { operator: noop }\n";
+    let v2 = "tasks:\n  one: { operator: noop }\n  two: { operator: noop, needs: [one] }\n";
+    let broken = "tasks:\n  one: { operator: noop, needs: [missing] }\n";
+    write_workflow(&sb, "flow", v1);
+    let server = Server::start(&sb);
+    let tasks = |wf: &Value| wf["tasks"].as_array().map_or(0, Vec::len);
+
+    let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+    assert_eq!(tasks(&wf), 1, "{wf}");
+
+    write_workflow(&sb, "flow", v2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+        if tasks(&wf) == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the edit was not picked up: {wf}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    write_workflow(&sb, "flow", broken);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, errors) = get(&server.base, "/api/v1/import-errors").await;
+        if errors.to_string().contains("missing") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no import error: {errors}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last good version keeps running.
+    let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+    assert_eq!(tasks(&wf), 2, "{wf}");
+    let (status, created) = post(&server.base, "/api/v1/workflows/flow/runs", json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let run = wait_run(&server.base, created["run_id"].as_str().expect("id"), Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success");
+
+    write_workflow(&sb, "flow", v1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, errors) = get(&server.base, "/api/v1/import-errors").await;
+        let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+        if !errors.to_string().contains("missing") && tasks(&wf) == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the fix was not picked up: {errors}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_creates_scheduled_runs() {
+    let sb = Sandbox::new();
+    // Six fields: every second.
+    write_workflow(&sb, "tick", "schedule: \"* * * * * *\"\ntasks:\n  t: { operator: noop }\n");
+    let server = Server::start(&sb);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, runs) = get(&server.base, "/api/v1/runs?workflow=tick&state=success").await;
+        let list = runs["runs"].as_array().cloned().unwrap_or_default();
+        if list.len() >= 2 {
+            assert!(list.iter().all(|r| r["trigger"] == "schedule"), "{runs}");
+            let dates: std::collections::HashSet<&str> =
+                list.iter().filter_map(|r| r["logical_date"].as_str()).collect();
+            assert_eq!(dates.len(), list.len(), "each logical date runs once: {runs}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no scheduled runs: {runs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// kill -9 while a task runs: after a restart, finished tasks are not run again, the
+/// interrupted one is retried, and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_restart_finishes_the_run() {
+    let sb = Sandbox::new();
+    let marks = sb.path().join("marks");
+    let gate = sb.path().join("gate");
+    write_workflow(
+        &sb,
+        "crash",
+        &format!(
+            r#"
+tasks:
+  first:
+    operator: shell
+    with: {{ command: "echo first >> {marks}" }}
+  slow:
+    operator: shell
+    needs: [first]
+    retries: 1
+    retry_delay: 0s
+    with: {{ command: "echo slow $SLUICE_TRY_NUMBER >> {marks}; while [ ! -e {gate} ]; do sleep 0.05; done" }}
+  last:
+    operator: shell
+    needs: [slow]
+    with: {{ command: "echo last >> {marks}" }}
+"#,
+            marks = marks.display(),
+            gate = gate.display()
+        ),
+    );
+    let server = Server::start(&sb);
+    let (status, created) = post(&server.base, "/api/v1/workflows/crash/runs", json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let run_id = created["run_id"].as_str().expect("id").to_owned();
+    wait_for("the slow task to start", Duration::from_secs(20), || count_lines(&marks) >= 2);
+    server.kill9();
+
+    // The gate opens before the restart, so the retried try finishes at once.
+    std::fs::write(&gate, "open").expect("gate");
+    let server = Server::start(&sb);
+    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}\n{}", server.logs());
+    assert_eq!(run["tasks"]["slow"]["try_number"], 2);
+    let lines = std::fs::read_to_string(&marks).expect("marks");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines, ["first", "slow 1", "slow 2", "last"], "every task ran once, the interrupted one twice");
+}
+
+/// With no retries left, the interrupted task fails with a clear error and the run fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
+    let sb = Sandbox::new();
+    let started = sb.path().join("started");
+    let gate = sb.path().join("gate");
+    write_workflow(
+        &sb,
+        "fragile",
+        &format!(
+            "tasks:\n  stuck:\n    operator: shell\n    with: {{ command: \"touch {}; while [ ! -e {} ]; do sleep 0.05; done\" }}\n",
+            started.display(),
+            gate.display()
+        ),
+    );
+    let server = Server::start(&sb);
+    let (_, created) = post(&server.base, "/api/v1/workflows/fragile/runs", json!({})).await;
+    let run_id = created["run_id"].as_str().expect("id").to_owned();
+    wait_for("the task to start", Duration::from_secs(20), || started.exists());
+    server.kill9();
+    // Lets the cut-off task's process end.
+    std::fs::write(&gate, "open").expect("gate");
+    let server = Server::start(&sb);
+    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let (_, detail) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;
+    let text = detail.to_string();
+    assert!(text.contains("stopped before it finished"), "{text}");
+}
