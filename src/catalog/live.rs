@@ -244,7 +244,7 @@ mod tests {
 
         std::fs::write(&file, BROKEN).expect("write");
         let report = catalog.reload();
-        assert_eq!(report.failed, [file.clone()]);
+        assert_eq!(report.failed, std::slice::from_ref(&file));
         let kept = catalog.get("wf").expect("last good version kept");
         assert!(kept.stale);
         assert_eq!(kept.workflow.tasks.len(), 2);
