@@ -11,10 +11,12 @@ use sea_orm::{
 use sluice_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc;
 
+mod listing;
 mod logs;
 mod runs;
 mod tasks;
 
+pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
 pub use tasks::{
