@@ -22,6 +22,7 @@ pub mod operators;
 pub mod catalog;
 // Layer 8: the runtime.
 pub mod scheduler;
+pub mod server;
 pub mod worker;
 // Layer 9: the command line.
 pub mod cli;

@@ -11,11 +11,13 @@ use sea_orm::{
 use sluice_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc;
 
+mod listing;
 mod logs;
 mod runs;
 mod schedules;
 mod tasks;
 
+pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
 pub use tasks::{

@@ -46,10 +46,10 @@ pub struct RunRecord {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
-const RUN_COLUMNS: &str = "id, workflow_id, version_hash, state, trigger, triggered_by, params, \
+pub(super) const RUN_COLUMNS: &str = "id, workflow_id, version_hash, state, trigger, triggered_by, params, \
     logical_date, data_interval_start, data_interval_end, error, created_at, started_at, ended_at";
 
-fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
+pub(super) fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
     let params: String = get(row, "params")?;
     let params = match serde_json::from_str(&params)? {
         serde_json::Value::Object(map) => map,

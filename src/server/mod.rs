@@ -1,0 +1,277 @@
+//! The HTTP side of `sluice serve`: the JSON API under `/api/v1` (bearer tokens, OpenAPI
+//! document) and the operations endpoints (`/healthz`, `/metrics`). `router` is a plain
+//! function of the shared state, so tests drive it with `oneshot` and no socket.
+//!
+//! The server never imports `scheduler` or `worker`: it writes requests into `store` (a queued
+//! run, cleared tries, a cancelled run) and they react to the store's events.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use tracing::error;
+use utoipa::ToSchema;
+
+use crate::catalog::live::Catalog;
+use crate::store::{Store, StoreError};
+
+mod api;
+mod auth;
+pub mod metrics;
+mod openapi;
+mod ops;
+
+/// The largest request body accepted; anything bigger is answered with 413. Run params are
+/// small documents, so a megabyte leaves room without letting one request fill memory.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    /// Accepted bearer tokens. Empty means reads are open and every change is refused.
+    pub api_tokens: Arc<[String]>,
+    /// The Prometheus recorder's handle, rendered by `/metrics` after the database gauges.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// State with the given tokens; empty tokens are dropped so a stray comma in
+    /// `SLUICE_API_TOKEN` never makes the empty string a valid credential.
+    pub fn new(
+        store: Store,
+        catalog: Arc<Catalog>,
+        api_tokens: &[String],
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
+        AppState {
+            store,
+            catalog,
+            api_tokens: api_tokens
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            metrics,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the tokens.
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("api_tokens", &self.api_tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every route the router serves. The router's OpenAPI document is generated from the
+/// handlers, and a test checks that it lists exactly these routes, so a route cannot be added
+/// without being listed here (and so without the auth test covering it).
+pub fn routes() -> &'static [(Method, &'static str)] {
+    ROUTES
+}
+
+static ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/healthz"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/api/v1/openapi.json"),
+    (Method::GET, "/api/v1/workflows"),
+    (Method::GET, "/api/v1/workflows/{id}"),
+    (Method::POST, "/api/v1/workflows/{id}/pause"),
+    (Method::POST, "/api/v1/workflows/{id}/unpause"),
+    (Method::POST, "/api/v1/workflows/{id}/runs"),
+    (Method::POST, "/api/v1/workflows/{id}/backfill"),
+    (Method::POST, "/api/v1/backfills/{id}/cancel"),
+    (Method::GET, "/api/v1/runs"),
+    (Method::GET, "/api/v1/runs/{id}"),
+    (Method::POST, "/api/v1/runs/{id}/cancel"),
+    (Method::POST, "/api/v1/runs/{id}/tasks/{task}/clear"),
+    (Method::GET, "/api/v1/runs/{id}/tasks/{task}/logs"),
+    (Method::GET, "/api/v1/import-errors"),
+];
+
+/// The whole HTTP surface: API routes behind the token check, operations routes open.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = openapi::api_router().split_for_parts();
+    let (ops, ops_doc) = openapi::ops_router().split_for_parts();
+    let mut doc = doc;
+    doc.merge(ops_doc);
+    let api = api
+        .merge(openapi::document_route(doc))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    ops.merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("there is no such route; see /api/v1/openapi.json".into())
+}
+
+async fn method_not_allowed() -> Error {
+    Error::Rejected {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "this route does not accept that method; see /api/v1/openapi.json".into(),
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    error!("A request handler panicked.");
+    Error::Internal("a request handler panicked".into()).into_response()
+}
+
+/// Every error the API answers with, rendered as `{"error": "...", "details": [...]}`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but its content is not acceptable (422).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    /// An extractor refused the request (malformed JSON, body too large, wrong method…).
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
+    /// A failure on our side; the cause is logged, the caller sees a plain message.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A sentence saying what went wrong.
+    pub error: String,
+    /// The individual problems, when there are several (one per invalid param, for example).
+    pub details: Vec<String>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, message, details) = match self {
+            Error::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, Vec::new()),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, m, Vec::new()),
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, m, Vec::new()),
+            Error::Invalid { message, details } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, message, details)
+            }
+            Error::Conflict(m) => (StatusCode::CONFLICT, m, Vec::new()),
+            Error::Rejected { status, message } => (status, message, Vec::new()),
+            Error::Store(StoreError::RunNotFound(id)) => (
+                StatusCode::NOT_FOUND,
+                format!("there is no run with id `{id}`"),
+                Vec::new(),
+            ),
+            Error::Internal(cause) => {
+                error!(cause = %cause, "A request failed on the server side.");
+                internal()
+            }
+            Error::Store(cause) => {
+                error!(cause = %cause, "A request failed in the database.");
+                internal()
+            }
+        };
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                error: message,
+                details,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn internal() -> (StatusCode, String, Vec<String>) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server could not complete the request; the cause is in its log".into(),
+        Vec::new(),
+    )
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match &rejection {
+            // A syntax error is a malformed request; a well-formed document of the wrong shape
+            // keeps axum's 422.
+            JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
+            _ => rejection.status(),
+        };
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the request body is larger than the limit of {BODY_LIMIT} bytes")
+        } else {
+            rejection.body_text()
+        };
+        Error::Rejected { status, message }
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Error::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Error::BadRequest(rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose refusals are this API's JSON errors.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose refusals are this API's JSON errors.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` whose refusals are this API's JSON errors.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);

@@ -1,0 +1,90 @@
+//! The OpenAPI document, generated from the handlers' annotations and types: the routers here
+//! register each handler together with its description, so the document cannot miss a route.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, api, ops};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Sluice API", description = "Workflows, runs, task logs and backfills."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "workflows", description = "Workflow files in the catalog"),
+        (name = "runs", description = "Runs, their tasks and logs"),
+        (name = "operations", description = "Health and metrics, open without a token"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/api/v1` routes, behind the token check once split.
+pub(super) fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::list_workflows))
+        .routes(routes!(api::get_workflow))
+        .routes(routes!(api::pause))
+        .routes(routes!(api::unpause))
+        .routes(routes!(api::trigger))
+        .routes(routes!(api::backfill))
+        .routes(routes!(api::cancel_backfill))
+        .routes(routes!(api::list_runs))
+        .routes(routes!(api::get_run))
+        .routes(routes!(api::cancel_run))
+        .routes(routes!(api::clear_task))
+        .routes(routes!(api::task_logs))
+        .routes(routes!(api::import_errors))
+}
+
+/// The operations routes, open to everyone.
+pub(super) fn ops_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+}
+
+/// Serves the document itself; it is rendered once, when the router is built.
+pub(super) fn document_route(doc: OpenApi) -> Router<AppState> {
+    let body: Arc<str> = match doc.to_pretty_json() {
+        Ok(json) => json.into(),
+        Err(e) => {
+            tracing::error!(error = %e, "The OpenAPI document could not be rendered.");
+            "{}".into()
+        }
+    };
+    Router::new().route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
