@@ -417,18 +417,21 @@ async fn finish_run(h: &Harness, run_id: &str) {
     let mut outputs = serde_json::Map::new();
     outputs.insert("score".into(), json!(0.9));
     store
-        .complete(&[TaskCompletion {
-            id: claimed[0].id,
-            run_id: run_id.to_owned(),
-            task_id: "a".into(),
-            try_number: 1,
-            state: TaskState::Success,
-            exit_code: Some(0),
-            error: None,
-            outputs: Some(outputs),
-            ended_at: Utc::now(),
-            retry: None,
-        }])
+        .complete(
+            &[],
+            &[TaskCompletion {
+                id: claimed[0].id,
+                run_id: run_id.to_owned(),
+                task_id: "a".into(),
+                try_number: 1,
+                state: TaskState::Success,
+                exit_code: Some(0),
+                error: None,
+                outputs: Some(outputs),
+                ended_at: Utc::now(),
+                retry: None,
+            }],
+        )
         .await
         .expect("db");
     assert!(

@@ -21,7 +21,10 @@ pub struct LogsArgs {
 pub async fn execute(config: Option<&std::path::Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(
         config,
-        Overrides { database: args.database.url.clone(), ..Overrides::default() },
+        Overrides {
+            database: args.database.url.clone(),
+            ..Overrides::default()
+        },
     )?;
     let store = Store::open(&settings.store()).await?;
     if store.run(&args.run_id).await?.is_none() {

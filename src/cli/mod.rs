@@ -57,8 +57,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn load(config_path: Option<&std::path::Path>, overrides: Overrides) -> anyhow::Result<Self> {
-        Ok(Settings { config: Config::load(config_path, overrides)? })
+    pub fn load(
+        config_path: Option<&std::path::Path>,
+        overrides: Overrides,
+    ) -> anyhow::Result<Self> {
+        Ok(Settings {
+            config: Config::load(config_path, overrides)?,
+        })
     }
 
     pub fn store(&self) -> StoreConfig {
@@ -78,11 +83,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     // reqwest is built without a default TLS provider; without this it panics on first use.
-    rustls::crypto::ring::default_provider().install_default().ok();
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Serve(args) => serve::execute(config, args),
@@ -112,7 +123,10 @@ pub fn main() -> ExitCode {
 /// One-off commands run on one thread: they mostly wait on the database and child
 /// processes, and staying on one thread avoids cross-thread wake-ups on every event.
 fn one_thread<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 /// Diagnostics go to stderr; quiet unless `SLUICE_LOG` (an env-filter) asks for more.
@@ -123,7 +137,9 @@ pub(crate) fn init_tracing(format: LogFormat) {
 pub(crate) fn init_tracing_with(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

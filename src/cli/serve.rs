@@ -43,7 +43,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Bearer tokens the API accepts, comma-separated.
-    #[arg(long = "api-token", env = "SLUICE_API_TOKEN", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-token",
+        env = "SLUICE_API_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_tokens: Option<Vec<String>>,
 }
 
@@ -58,9 +63,12 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
         workflows: args.workflows,
         bind: args.bind,
         concurrency: args.concurrency,
-        api_tokens: args
-            .api_tokens
-            .map(|tokens| tokens.into_iter().filter(|t| !t.trim().is_empty()).collect()),
+        api_tokens: args.api_tokens.map(|tokens| {
+            tokens
+                .into_iter()
+                .filter(|t| !t.trim().is_empty())
+                .collect()
+        }),
         log_format: args.log_format,
     };
     let settings = Settings::load(config, overrides)?;
@@ -106,7 +114,10 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let recovered =
         recovery::recover(&store, &versions, Orphans::AllRunning, Some(&scratch_root)).await?;
     if recovered > 0 {
-        info!(recovered, "Recovered tries that were running when Sluice last stopped.");
+        info!(
+            recovered,
+            "Recovered tries that were running when Sluice last stopped."
+        );
     }
 
     let shutdown = CancellationToken::new();
@@ -114,21 +125,33 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 
     let mut scheduler = Scheduler::new(
         store.clone(),
-        SchedulerDeps { versions: versions.clone(), templates: templates.clone(), secrets: secrets.clone() },
-        SchedulerConfig { adopt_new_runs: true, exit_when_idle: false },
+        SchedulerDeps {
+            versions: versions.clone(),
+            templates: templates.clone(),
+            secrets: secrets.clone(),
+        },
+        SchedulerConfig {
+            adopt_new_runs: true,
+            exit_when_idle: false,
+        },
     );
     let scheduler_events = store.subscribe();
     scheduler.resume().await?;
     let scheduler_task = tokio::spawn(scheduler.run(scheduler_events, shutdown.clone()));
 
     let cron = CronService::new(store.clone(), catalog.clone(), CronConfig::default());
-    let cron_task = tokio::spawn(cron.run(catalog_changed.clone(), shutdown.clone()));
+    let cron_task =
+        tokio::spawn(cron.run(catalog_changed.clone(), store.subscribe(), shutdown.clone()));
 
     let watch_task = {
         let changed = catalog_changed.clone();
-        tokio::spawn(catalog.clone().watch(WATCH_INTERVAL, shutdown.clone(), move |_| {
-            changed.notify_one()
-        }))
+        tokio::spawn(
+            catalog
+                .clone()
+                .watch(WATCH_INTERVAL, shutdown.clone(), move |_| {
+                    changed.notify_one()
+                }),
+        )
     };
 
     let stop_worker = CancellationToken::new();
@@ -136,7 +159,9 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         store.clone(),
         WorkerConfig {
             name: worker_name(),
-            concurrency: config.concurrency.unwrap_or_else(WorkerConfig::default_concurrency),
+            concurrency: config
+                .concurrency
+                .unwrap_or_else(WorkerConfig::default_concurrency),
             lease: Duration::from_secs(60),
             scratch_root,
             shutdown_grace: SHUTDOWN_GRACE,
@@ -151,7 +176,12 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     );
     let worker_task = tokio::spawn(worker.run(store.subscribe(), stop_worker.clone()));
 
-    let state = AppState::new(store.clone(), catalog.clone(), versions, &config, metrics, catalog_changed);
+    let state = AppState::new(
+        store.clone(),
+        catalog.clone(),
+        &config.api_tokens,
+        Some(metrics),
+    );
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -168,13 +198,22 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     info!("Shutting down: finishing what is running.");
     shutdown.cancel();
     let mut clean = true;
-    if let Err(e) = http_task.await.context("the HTTP server stopped unexpectedly")? {
+    if let Err(e) = http_task
+        .await
+        .context("the HTTP server stopped unexpectedly")?
+    {
         error!(error = %e, "The HTTP server failed.");
         clean = false;
     }
     for (name, result) in [
-        ("scheduler", scheduler_task.await.map(|r| r.map_err(anyhow::Error::from))),
-        ("cron service", cron_task.await.map(|r| r.map_err(anyhow::Error::from))),
+        (
+            "scheduler",
+            scheduler_task.await.map(|r| r.map_err(anyhow::Error::from)),
+        ),
+        (
+            "cron service",
+            cron_task.await.map(|r| r.map_err(anyhow::Error::from)),
+        ),
     ] {
         match result {
             Ok(Ok(())) => {}
@@ -191,9 +230,15 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let _ = watch_task.await;
     // Workers stop last: tries finish within the grace period or go back to the queue.
     stop_worker.cancel();
-    worker_task.await.context("the worker stopped unexpectedly")??;
+    worker_task
+        .await
+        .context("the worker stopped unexpectedly")??;
     info!("Sluice stopped.");
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn worker_name() -> String {

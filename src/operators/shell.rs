@@ -380,7 +380,13 @@ fn scratch_file(ctx: &OpContext, kind: &str) -> PathBuf {
 fn scratch_path(scratch_dir: &Path, task: &str, try_number: u32, kind: &str) -> PathBuf {
     let task: String = task
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     scratch_dir.join(format!("{task}.try{try_number}.{kind}"))
 }
@@ -410,7 +416,9 @@ impl Drop for PidFile {
 /// whether a group was killed.
 pub fn kill_orphaned_group(scratch_dir: &Path, run_id: &str, task: &str, try_number: u32) -> bool {
     let pid_file = scratch_path(scratch_dir, task, try_number, "pid");
-    let Some(pgid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok())
+    let Some(pgid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
     else {
         return false;
     };

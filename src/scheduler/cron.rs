@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -14,7 +14,7 @@ use super::{Result, SchedulerError};
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::catalog::live::Catalog;
 use crate::dag::intervals;
-use crate::store::Store;
+use crate::store::{Store, StoreEvent};
 
 /// Cron service settings.
 #[derive(Debug, Clone)]
@@ -26,7 +26,9 @@ pub struct CronConfig {
 
 impl Default for CronConfig {
     fn default() -> Self {
-        CronConfig { max_runs_per_pass: 100 }
+        CronConfig {
+            max_runs_per_pass: 100,
+        }
     }
 }
 
@@ -48,7 +50,11 @@ pub struct CronService {
 
 impl CronService {
     pub fn new(store: Store, catalog: Arc<Catalog>, config: CronConfig) -> Self {
-        CronService { store, catalog, config }
+        CronService {
+            store,
+            catalog,
+            config,
+        }
     }
 
     /// Creates every scheduled run due at `now` for unpaused workflows.
@@ -58,10 +64,13 @@ impl CronService {
         let mut pass = Pass::default();
         for (id, entry) in &snapshot.workflows {
             let workflow = &entry.workflow;
-            if workflow.schedule.is_none() || paused.contains(id) {
+            if workflow.schedule.is_none() {
                 continue;
             }
             let mut last = self.store.last_logical_date(id, "schedule").await?;
+            if paused.contains(id) {
+                continue;
+            }
             let due = intervals::due_intervals(workflow, last, now, self.config.max_runs_per_pass);
             for interval in due {
                 if self.store.run_exists_for(id, interval.start).await? {
@@ -102,9 +111,14 @@ impl CronService {
         Ok(pass)
     }
 
-    /// Runs passes until `shutdown`: at each computed wake-up time, and whenever `changed`
-    /// is notified (the catalog reloaded, a workflow was paused or unpaused).
-    pub async fn run(self, changed: Arc<Notify>, shutdown: CancellationToken) -> Result<()> {
+    /// Runs passes until `shutdown`: at each computed wake-up time, whenever `changed` is
+    /// notified (the catalog reloaded), and when a workflow is paused or unpaused.
+    pub async fn run(
+        self,
+        changed: Arc<Notify>,
+        mut events: mpsc::UnboundedReceiver<StoreEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
         loop {
             let pass = self.run_once(Utc::now()).await?;
             // A wake-up already past means more runs are due (a capped catchup): go again.
@@ -112,10 +126,20 @@ impl CronService {
                 Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
                 None => Duration::from_secs(24 * 3600),
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = changed.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
+            let wake = tokio::time::sleep(sleep_for);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = changed.notified() => break,
+                    _ = &mut wake => break,
+                    event = events.recv() => match event {
+                        Some(StoreEvent::Paused { .. }) => break,
+                        // Other events say nothing about schedules.
+                        Some(_) => {}
+                        None => return Ok(()),
+                    },
+                }
             }
         }
     }

@@ -245,9 +245,10 @@ impl Scheduler {
             }
             // A run created (or cleared) elsewhere: the API, cron, a trigger. It starts when
             // its workflow's `max_active_runs` allows.
-            StoreEvent::RunState { run_id, state: RunState::Queued }
-                if self.config.adopt_new_runs && !self.runs.contains_key(run_id) =>
-            {
+            StoreEvent::RunState {
+                run_id,
+                state: RunState::Queued,
+            } if self.config.adopt_new_runs && !self.runs.contains_key(run_id) => {
                 match self.store.run(run_id).await? {
                     Some(run) => self.start_queued(&run.workflow_id).await,
                     None => Ok(()),
@@ -256,7 +257,8 @@ impl Scheduler {
 
             StoreEvent::RunState { .. }
             | StoreEvent::WorkQueued
-            | StoreEvent::RunCancelRequested { .. } => Ok(()),
+            | StoreEvent::RunCancelRequested { .. }
+            | StoreEvent::Paused { .. } => Ok(()),
         }
     }
 
@@ -403,11 +405,18 @@ impl Scheduler {
         let Some(oldest) = queued.first() else {
             return Ok(());
         };
-        let running = self.store.run_ids_in_state(Some(workflow_id), RunState::Running).await?;
+        let running = self
+            .store
+            .run_ids_in_state(Some(workflow_id), RunState::Running)
+            .await?;
         let Some(run) = self.store.run(oldest).await? else {
             return Ok(());
         };
-        let workflow = self.deps.versions.get(&self.store, &run.version_hash).await?;
+        let workflow = self
+            .deps
+            .versions
+            .get(&self.store, &run.version_hash)
+            .await?;
         let startable = intervals::runs_to_start(workflow.max_active_runs, running.len(), &queued);
         for id in startable {
             Box::pin(self.adopt(&id)).await?;

@@ -44,8 +44,12 @@ pub async fn recover(
     if let Some(root) = scratch_root {
         for orphan in &orphans {
             let scratch = root.join(&orphan.run_id);
-            if shell::kill_orphaned_group(&scratch, &orphan.run_id, &orphan.task_id, orphan.try_number)
-            {
+            if shell::kill_orphaned_group(
+                &scratch,
+                &orphan.run_id,
+                &orphan.task_id,
+                orphan.try_number,
+            ) {
                 info!(run_id = %orphan.run_id, task = %orphan.task_id, "Killed the processes a cut-off try left running.");
             }
         }
@@ -92,7 +96,10 @@ async fn completion_for(
     // The run's own workflow version says how many retries the task has.
     let task = match store.run(&orphan.run_id).await? {
         Some(run) => match versions.get(store, &run.version_hash).await {
-            Ok(workflow) => workflow.all_tasks().find(|t| t.id == orphan.task_id).cloned(),
+            Ok(workflow) => workflow
+                .all_tasks()
+                .find(|t| t.id == orphan.task_id)
+                .cloned(),
             Err(e) => {
                 warn!(run_id = %orphan.run_id, error = %e, "Cannot load the run's workflow; failing the try.");
                 None
@@ -104,7 +111,8 @@ async fn completion_for(
         && orphan.try_number <= task.retries
     {
         let next_try = orphan.try_number + 1;
-        let delay = chrono::Duration::from_std(task.retry_delay_before(next_try)).unwrap_or_default();
+        let delay =
+            chrono::Duration::from_std(task.retry_delay_before(next_try)).unwrap_or_default();
         completion.state = TaskState::UpForRetry;
         completion.retry = Some(NewTaskInstance {
             task_id: task.id.clone(),

@@ -186,6 +186,10 @@ impl Store {
                 vec![workflow_id.into(), paused.into(), now.into(), now.into()],
             ))
             .await?;
+        self.publish(StoreEvent::Paused {
+            workflow_id: workflow_id.to_owned(),
+            paused,
+        });
         Ok(())
     }
 

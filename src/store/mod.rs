@@ -78,6 +78,8 @@ pub enum StoreEvent {
     WorkQueued,
     /// A run was asked to stop: workers kill its running tasks.
     RunCancelRequested { run_id: String },
+    /// A workflow was paused or unpaused.
+    Paused { workflow_id: String, paused: bool },
 }
 
 /// Settings for opening a database.

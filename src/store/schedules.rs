@@ -67,6 +67,8 @@ impl Store {
                     .await?
             }
         };
-        rows.iter().map(|r| Ok((get(r, "id")?, get(r, "workflow_id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((get(r, "id")?, get(r, "workflow_id")?)))
+            .collect()
     }
 }

@@ -607,7 +607,11 @@ impl Store {
                 TaskState::Running.as_str().into(),
             ];
             values.extend(chunk.iter().map(|&id| Value::from(id)));
-            moved += self.db().execute_raw(self.stmt(&sql, values)).await?.rows_affected();
+            moved += self
+                .db()
+                .execute_raw(self.stmt(&sql, values))
+                .await?
+                .rows_affected();
         }
         Ok(moved)
     }

@@ -183,7 +183,9 @@ impl Worker {
             token.cancel();
         }
         while !self.in_flight.is_empty() {
-            let Some(message) = self.rx.recv().await else { break };
+            let Some(message) = self.rx.recv().await else {
+                break;
+            };
             self.write(message).await?;
         }
         Ok(())
@@ -330,7 +332,8 @@ impl Worker {
         }
         if !self.cancelled_runs.is_empty() {
             let in_flight = &self.in_flight;
-            self.cancelled_runs.retain(|run| in_flight.values().any(|(owner, _)| owner == run));
+            self.cancelled_runs
+                .retain(|run| in_flight.values().any(|(owner, _)| owner == run));
         }
         Ok(())
     }
@@ -441,7 +444,10 @@ async fn execute(
     if let Some(timer) = timer {
         timer.abort();
     }
-    debug!(task = %claimed.task_id, elapsed_ms = started.elapsed().as_millis() as u64, "Try ended.");
+    let elapsed = started.elapsed();
+    metrics::histogram!("sluice_task_duration_seconds", "operator" => operator.name())
+        .record(elapsed.as_secs_f64());
+    debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
     let outcome = match result {
         Ok(completion) => Ok(completion),
         Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
