@@ -364,26 +364,37 @@ tasks:
 async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
     let sb = Sandbox::new();
     let started = sb.path().join("started");
-    let gate = sb.path().join("gate");
     write_workflow(
         &sb,
         "fragile",
         &format!(
-            "tasks:\n  stuck:\n    operator: shell\n    with: {{ command: \"touch {}; while [ ! -e {} ]; do sleep 0.05; done\" }}\n",
-            started.display(),
-            gate.display()
+            "tasks:\n  stuck:\n    operator: shell\n    with: {{ command: \"echo $$ > {}; while true; do sleep 0.05; done\" }}\n",
+            started.display()
         ),
     );
     let server = Server::start(&sb);
     let (_, created) = post(&server.base, "/api/v1/workflows/fragile/runs", json!({})).await;
     let run_id = created["run_id"].as_str().expect("id").to_owned();
     wait_for("the task to start", Duration::from_secs(20), || {
-        started.exists()
+        std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))
     });
+    let pid: u32 = std::fs::read_to_string(&started)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
     server.kill9();
-    // Lets the cut-off task's process end.
-    std::fs::write(&gate, "open").expect("gate");
+    assert!(
+        common::process_alive(pid),
+        "kill -9 of serve does not reach the task's process group"
+    );
     let server = Server::start(&sb);
+    // Recovery kills what the cut-off try left running.
+    wait_for(
+        "the cut-off try's process to be killed",
+        Duration::from_secs(10),
+        || !common::process_alive(pid),
+    );
     let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "failed", "{run}");
     let (_, detail) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;

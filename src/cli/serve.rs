@@ -109,10 +109,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 
     // SQLite has one process, this one: whatever was running when it last stopped was cut
     // off, so it is recovered now instead of waiting for leases to expire.
-    // Stable across restarts, so recovery finds the pid files of tries cut off last time.
-    let scratch_root = std::env::temp_dir().join("sluice-scratch");
-    let recovered =
-        recovery::recover(&store, &versions, Orphans::AllRunning, Some(&scratch_root)).await?;
+    let recovered = recovery::recover(&store, &versions, Orphans::AllRunning).await?;
     if recovered > 0 {
         info!(
             recovered,
@@ -163,7 +160,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
                 .concurrency
                 .unwrap_or_else(WorkerConfig::default_concurrency),
             lease: Duration::from_secs(60),
-            scratch_root,
+            scratch_root: std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id())),
             shutdown_grace: SHUTDOWN_GRACE,
         },
         WorkerDeps {

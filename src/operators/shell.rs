@@ -135,7 +135,7 @@ impl JsonSchema for Text {
 }
 
 pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
-    let output_path = create_output_file(ctx)?;
+    let output_path = output_path(ctx)?;
     let cwd = match &config.cwd {
         Some(cwd) => ctx.base_dir.join(cwd),
         None => ctx.base_dir.clone(),
@@ -217,8 +217,6 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     let mut group = ProcessGroup {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()),
     };
-    // Where recovery finds the group if Sluice dies before the task ends.
-    let _pid_file = PidFile::write(scratch_file(ctx, "pid"), group.pgid);
 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(OperatorError::failed(
@@ -391,56 +389,49 @@ fn scratch_path(scratch_dir: &Path, task: &str, try_number: u32, kind: &str) -> 
     scratch_dir.join(format!("{task}.try{try_number}.{kind}"))
 }
 
-/// The file holding a running try's process group id; removed when the try ends.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn write(path: PathBuf, pgid: Option<i32>) -> PidFile {
-        if let Some(pgid) = pgid {
-            // Best effort: without it, only a crash in the next microseconds loses track.
-            let _ = std::fs::write(&path, pgid.to_string());
-        }
-        PidFile(path)
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Kills what is left of a try's processes after Sluice itself died (`kill -9`, a crash):
-/// the group named in the try's pid file, if it still exists and still belongs to that try
-/// (its environment names the run, task and try, so a reused pid is never hit). Returns
-/// whether a group was killed.
-pub fn kill_orphaned_group(scratch_dir: &Path, run_id: &str, task: &str, try_number: u32) -> bool {
-    let pid_file = scratch_path(scratch_dir, task, try_number, "pid");
-    let Some(pgid) = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return false;
-    };
-    let _ = std::fs::remove_file(&pid_file);
-    let Ok(environ) = std::fs::read(format!("/proc/{pgid}/environ")) else {
-        return false;
-    };
+/// Kills what is left of a try's processes after Sluice itself died (`kill -9`, a crash).
+/// Every process a `shell` try starts carries `SLUICE_RUN_ID`, `SLUICE_TASK_ID` and
+/// `SLUICE_TRY_NUMBER` in its environment, so the try's process groups are found in `/proc`
+/// without any bookkeeping on the hot path, and a reused pid is never hit. Returns how many
+/// process groups were killed.
+pub fn kill_orphaned_processes(run_id: &str, task: &str, try_number: u32) -> usize {
     let expected = [
         format!("SLUICE_RUN_ID={run_id}"),
         format!("SLUICE_TASK_ID={task}"),
         format!("SLUICE_TRY_NUMBER={try_number}"),
     ];
-    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    if !expected.iter().all(|e| vars.contains(&e.as_bytes())) {
-        return false;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if expected.iter().all(|e| vars.contains(&e.as_bytes())) {
+            // SAFETY: getpgid(2) only reads the process table.
+            let pgid = unsafe { libc::getpgid(pid) };
+            if pgid > 1 {
+                groups.insert(pgid);
+            }
+        }
     }
-    // SAFETY: kill(2) has no memory-safety preconditions; the negative pid addresses the
-    // group, which was just checked to be this try's.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) == 0 }
+    groups
+        .into_iter()
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is the try's own.
+        .filter(|pgid| unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0)
+        .count()
 }
 
-fn create_output_file(ctx: &OpContext) -> Result<PathBuf> {
+fn output_path(ctx: &OpContext) -> Result<PathBuf> {
     // Plain std calls: two fast syscalls on a local folder, cheaper than a trip through
     // tokio's blocking pool.
     std::fs::create_dir_all(&ctx.scratch_dir).map_err(|e| {
@@ -450,21 +441,31 @@ fn create_output_file(ctx: &OpContext) -> Result<PathBuf> {
         ))
     })?;
     let path = scratch_file(ctx, "output");
-    std::fs::File::create(&path).map_err(|e| {
-        OperatorError::failed(format!(
-            "could not create the output file {}: {e}",
-            path.display()
-        ))
-    })?;
+    // Not created up front: a file per task costs more than the task itself on some file
+    // systems, and `>> "$SLUICE_OUTPUT"` creates it; a missing file means no outputs. A file
+    // left by an earlier run of this same try (handed back at a shutdown) is removed.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(OperatorError::failed(format!(
+                "could not clear the output file {}: {e}",
+                path.display()
+            )));
+        }
+    }
     Ok(path)
 }
 
 fn read_outputs(path: &Path) -> Result<Outputs> {
     let fail =
         |what: String| OperatorError::failed(format!("$SLUICE_OUTPUT ({}) {what}", path.display()));
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(format!("could not be read: {e}")))?
-        .len();
+    let size = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        // The command wrote no outputs (the file is created by the first `>>`).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outputs::new()),
+        Err(e) => return Err(fail(format!("could not be read: {e}"))),
+    };
     if size > MAX_OUTPUT_FILE_BYTES {
         return Err(fail(format!(
             "is {size} bytes; outputs are limited to {MAX_OUTPUT_FILE_BYTES} bytes — write large \

@@ -3,8 +3,6 @@
 //! otherwise failed with an error that says what happened. Tasks that had finished are never
 //! touched, so they never run again.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
@@ -15,7 +13,7 @@ use crate::operators::shell;
 use crate::store::{NewTaskInstance, OrphanedTry, Store, TaskCompletion};
 
 /// Which running tries recovery takes over.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Orphans {
     /// Every running try: right for SQLite, where `serve` is the only process, so at start-up
     /// nothing can still be running.
@@ -25,15 +23,10 @@ pub enum Orphans {
 }
 
 /// Ends orphaned tries: up for retry (the next try is scheduled after the task's retry
-/// delay) or failed. With `scratch_root` (the workers' scratch folder on this machine), what
-/// is left of their processes is killed first, so a retry never overlaps the cut-off try.
-/// Returns how many tries were recovered.
-pub async fn recover(
-    store: &Store,
-    versions: &Versions,
-    which: Orphans,
-    scratch_root: Option<&Path>,
-) -> Result<usize> {
+/// delay) or failed. With `Orphans::AllRunning` (the tries ran on this machine), what is left
+/// of their processes is killed first, so a retry never overlaps the cut-off try. Returns how
+/// many tries were recovered.
+pub async fn recover(store: &Store, versions: &Versions, which: Orphans) -> Result<usize> {
     let orphans = match which {
         Orphans::AllRunning => store.orphaned_tries(None).await?,
         Orphans::LeaseExpiredBefore(now) => store.orphaned_tries(Some(now)).await?,
@@ -41,16 +34,17 @@ pub async fn recover(
     if orphans.is_empty() {
         return Ok(0);
     }
-    if let Some(root) = scratch_root {
+    if which == Orphans::AllRunning {
         for orphan in &orphans {
-            let scratch = root.join(&orphan.run_id);
-            if shell::kill_orphaned_group(
-                &scratch,
-                &orphan.run_id,
-                &orphan.task_id,
-                orphan.try_number,
-            ) {
-                info!(run_id = %orphan.run_id, task = %orphan.task_id, "Killed the processes a cut-off try left running.");
+            let killed =
+                shell::kill_orphaned_processes(&orphan.run_id, &orphan.task_id, orphan.try_number);
+            if killed > 0 {
+                info!(
+                    run_id = %orphan.run_id,
+                    task = %orphan.task_id,
+                    killed,
+                    "Killed the processes a cut-off try left running."
+                );
             }
         }
     }
