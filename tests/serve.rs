@@ -401,3 +401,118 @@ async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
     let text = detail.to_string();
     assert!(text.contains("stopped before it finished"), "{text}");
 }
+
+fn sluice_client(sb: &Sandbox, server: &Server, args: &[&str]) -> common::Finished {
+    let mut cmd = sb.command();
+    cmd.args(args)
+        .env("SLUICE_SERVER", &server.base)
+        .env("SLUICE_API_TOKEN", TOKEN);
+    cmd.output().expect("run sluice").into()
+}
+
+/// `sluice trigger`, `sluice runs` and `sluice backfill` against a live server; backfilled
+/// runs of a `max_active_runs: 1` workflow never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_clients_and_max_active_runs() {
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "daily",
+        r#"
+schedule: "@daily"
+start_date: 2026-01-01
+max_active_runs: 1
+params:
+  note: { type: string, default: none }
+  n: { type: integer, default: 1 }
+tasks:
+  work:
+    operator: shell
+    with: { command: "echo day={{ ds }} n={{ params.n }} >> $SLUICE_OUTPUT; sleep 0.1" }
+"#,
+    );
+    // Paused, so the cron service leaves the backfill's dates to the backfill.
+    let server = Server::start(&sb);
+    let (status, _) = post(&server.base, "/api/v1/workflows/daily/pause", json!({})).await;
+    assert_eq!(status, 200);
+
+    let triggered = sluice_client(&sb, &server, &["trigger", "daily", "-p", "n=7", "--wait"]);
+    assert_eq!(triggered.code, 0, "{}", triggered.stderr);
+    let run_id = triggered.stdout.trim().to_owned();
+    let (_, run) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(
+        run["params"]["n"], 7,
+        "-p values are typed by the workflow's params: {run}"
+    );
+
+    let listed = sluice_client(&sb, &server, &["runs", "--workflow", "daily", "--json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains(&run_id), "{}", listed.stdout);
+
+    let backfill = sluice_client(
+        &sb,
+        &server,
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-04",
+        ],
+    );
+    assert_eq!(backfill.code, 0, "{}", backfill.stderr);
+    assert!(
+        backfill.stdout.contains("created 4 runs"),
+        "{}",
+        backfill.stdout
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let runs = loop {
+        let (_, page) = get(
+            &server.base,
+            "/api/v1/runs?workflow=daily&state=success&limit=10",
+        )
+        .await;
+        let runs: Vec<Value> = page["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["trigger"] == "backfill")
+            .cloned()
+            .collect();
+        if runs.len() == 4 {
+            break runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backfill did not finish: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut spans: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_str().unwrap_or_default().to_owned(),
+                r["ended_at"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "runs overlapped under max_active_runs 1: {spans:?}"
+        );
+    }
+    let days: std::collections::BTreeSet<String> = runs
+        .iter()
+        .filter_map(|r| r["logical_date"].as_str().map(|d| d[..10].to_owned()))
+        .collect();
+    assert_eq!(
+        days.into_iter().collect::<Vec<_>>(),
+        ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    );
+}

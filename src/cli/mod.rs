@@ -9,10 +9,14 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat, Overrides};
 use crate::store::StoreConfig;
 
+pub mod backfill;
+mod client;
 pub mod logs;
 pub mod run;
+pub mod runs;
 pub mod schema;
 pub mod serve;
+pub mod trigger;
 pub mod validate;
 
 /// Exit code for invalid input (bad arguments, invalid workflow file, invalid params).
@@ -40,6 +44,12 @@ enum Command {
     Run(run::RunArgs),
     /// Print the stored logs of a run.
     Logs(logs::LogsArgs),
+    /// Start a run through the API of a running server.
+    Trigger(trigger::TriggerArgs),
+    /// List recent runs through the API of a running server.
+    Runs(runs::RunsArgs),
+    /// Create (or cancel) the scheduled runs of a date range through the API.
+    Backfill(backfill::BackfillArgs),
 }
 
 /// Where the database is.
@@ -110,6 +120,9 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Human);
             one_thread(logs::execute(config, args))
         }
+        Command::Trigger(args) => one_thread(trigger::execute(config, args)),
+        Command::Runs(args) => one_thread(runs::execute(config, args)),
+        Command::Backfill(args) => one_thread(backfill::execute(config, args)),
     };
     match result {
         Ok(code) => code,
