@@ -22,11 +22,16 @@ struct Server {
 
 impl Server {
     fn start(sb: &Sandbox) -> Server {
+        Server::start_with(sb, &[])
+    }
+
+    fn start_with(sb: &Sandbox, env: &[(&str, &str)]) -> Server {
         let mut child = sb
             .command()
             .args(["serve", "--workflows", "workflows", "--bind", "127.0.0.1:0"])
             .env("SLUICE_API_TOKEN", TOKEN)
             .env("SLUICE_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -514,5 +519,50 @@ tasks:
     assert_eq!(
         days.into_iter().collect::<Vec<_>>(),
         ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    );
+}
+
+/// SIGTERM while a task runs: the task is stopped after the grace period and handed back;
+/// the next start runs it again (same try) and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_running_tasks_back() {
+    let sb = Sandbox::new();
+    let marks = sb.path().join("marks");
+    let gate = sb.path().join("gate");
+    write_workflow(
+        &sb,
+        "long",
+        &format!(
+            "tasks:\n  wait_gate:\n    operator: shell\n    with: {{ command: \"echo start >> {marks}; while [ ! -e {gate} ]; do sleep 0.05; done\" }}\n",
+            marks = marks.display(),
+            gate = gate.display()
+        ),
+    );
+    let server = Server::start_with(&sb, &[("SLUICE_SHUTDOWN_GRACE", "1s")]);
+    let (_, created) = post(&server.base, "/api/v1/workflows/long/runs", json!({})).await;
+    let run_id = created["run_id"].as_str().expect("id").to_owned();
+    wait_for("the task to start", Duration::from_secs(20), || {
+        count_lines(&marks) >= 1
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(server.terminate(), Some(0), "a clean shutdown exits 0");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+
+    std::fs::write(&gate, "open").expect("gate");
+    let server = Server::start(&sb);
+    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}");
+    assert_eq!(
+        run["tasks"]["wait_gate"]["try_number"], 1,
+        "a handed-back try runs again as the same try"
+    );
+    assert_eq!(
+        count_lines(&marks),
+        2,
+        "the task started again after the restart"
     );
 }

@@ -17,6 +17,7 @@ use super::{DatabaseArgs, Settings, init_tracing_with};
 use crate::catalog::live::Catalog;
 use crate::catalog::versions::Versions;
 use crate::config::{LogFormat, Overrides};
+use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerDeps};
@@ -42,6 +43,15 @@ pub struct ServeArgs {
     /// `human` or `json` log lines on stderr [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How long running tasks may take to finish on shutdown before they are stopped and
+    /// handed back to the queue.
+    #[arg(
+        long,
+        env = "SLUICE_SHUTDOWN_GRACE",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub shutdown_grace: HumanDuration,
     /// Bearer tokens the API accepts, comma-separated.
     #[arg(
         long = "api-token",
@@ -54,10 +64,9 @@ pub struct ServeArgs {
 
 /// How often the workflows folder is checked for changed files.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-/// How long running tries may finish on shutdown before they are handed back.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown_grace = args.shutdown_grace.0;
     let overrides = Overrides {
         database: args.database.url,
         workflows: args.workflows,
@@ -76,10 +85,10 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(settings))
+        .block_on(serve(settings, shutdown_grace))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<ExitCode> {
     let config = settings.config.clone();
     let metrics = server::metrics::install();
     let store = Store::open(&settings.store()).await?;
@@ -161,7 +170,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(WorkerConfig::default_concurrency),
             lease: Duration::from_secs(60),
             scratch_root: std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id())),
-            shutdown_grace: SHUTDOWN_GRACE,
+            shutdown_grace,
         },
         WorkerDeps {
             versions: versions.clone(),
