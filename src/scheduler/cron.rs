@@ -144,3 +144,128 @@ impl CronService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::StoreConfig;
+
+    async fn service(workflow: &str) -> (CronService, Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("wf.yaml"), workflow).expect("write");
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let catalog = Arc::new(Catalog::open(dir.path()));
+        assert!(
+            catalog.snapshot().import_errors.is_empty(),
+            "{:?}",
+            catalog.snapshot().import_errors
+        );
+        let service = CronService::new(
+            store.clone(),
+            catalog,
+            CronConfig {
+                max_runs_per_pass: 10,
+            },
+        );
+        (service, store, dir)
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("valid date")
+    }
+
+    #[tokio::test]
+    async fn catchup_creates_each_missed_interval_once() {
+        let (cron, store, _dir) = service(
+            "schedule: \"0 2 * * *\"\nstart_date: 2026-11-01\ncatchup: true\ntasks:\n  t: { operator: noop }\n",
+        )
+        .await;
+        let now = utc(2026, 11, 4, 12, 0);
+        let pass = cron.run_once(now).await.unwrap();
+        // Intervals [11-01 02:00, 11-02 02:00) … [11-03 02:00, 11-04 02:00) have ended.
+        assert_eq!(pass.created.len(), 3);
+        assert_eq!(pass.next_wakeup, Some(utc(2026, 11, 5, 2, 0)));
+        assert_eq!(
+            store.last_logical_date("wf", "schedule").await.unwrap(),
+            Some(utc(2026, 11, 3, 2, 0))
+        );
+        // The same moment again creates nothing: each logical date runs once.
+        assert!(cron.run_once(now).await.unwrap().created.is_empty());
+        let lag = pass.created.last().map(|c| c.2).unwrap();
+        assert_eq!(lag, now - utc(2026, 11, 4, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn without_catchup_only_the_latest_interval_runs() {
+        let (cron, _store, _dir) = service(
+            "schedule: \"@hourly\"\nstart_date: 2026-11-01\ntasks:\n  t: { operator: noop }\n",
+        )
+        .await;
+        let pass = cron.run_once(utc(2026, 11, 4, 12, 30)).await.unwrap();
+        assert_eq!(pass.created.len(), 1);
+        assert_eq!(pass.next_wakeup, Some(utc(2026, 11, 4, 13, 0)));
+    }
+
+    #[tokio::test]
+    async fn paused_workflows_and_past_end_dates_create_nothing() {
+        let (cron, store, _dir) = service(
+            "schedule: \"@daily\"\nstart_date: 2026-11-01\ncatchup: true\ntasks:\n  t: { operator: noop }\n",
+        )
+        .await;
+        store.set_paused("wf", true).await.unwrap();
+        assert!(
+            cron.run_once(utc(2026, 11, 4, 0, 0))
+                .await
+                .unwrap()
+                .created
+                .is_empty()
+        );
+        store.set_paused("wf", false).await.unwrap();
+        assert_eq!(
+            cron.run_once(utc(2026, 11, 4, 0, 0))
+                .await
+                .unwrap()
+                .created
+                .len(),
+            3
+        );
+
+        let (ended, _store, _dir) = service(
+            "schedule: \"@daily\"\nstart_date: 2026-11-01\nend_date: 2026-11-02\ncatchup: true\ntasks:\n  t: { operator: noop }\n",
+        )
+        .await;
+        let pass = ended.run_once(utc(2026, 11, 10, 0, 0)).await.unwrap();
+        assert_eq!(pass.created.len(), 2, "11-01 and 11-02 only");
+        assert_eq!(pass.next_wakeup, None);
+    }
+
+    #[tokio::test]
+    async fn a_dst_change_neither_skips_nor_doubles_a_day() {
+        // Europe/Berlin springs forward on 2026-03-29: 02:30 does not exist that day.
+        let (cron, store, _dir) = service(
+            "schedule: \"30 2 * * *\"\ntimezone: Europe/Berlin\nstart_date: 2026-03-27\ncatchup: true\ntasks:\n  t: { operator: noop }\n",
+        )
+        .await;
+        let pass = cron.run_once(utc(2026, 3, 31, 12, 0)).await.unwrap();
+        assert_eq!(
+            pass.created.len(),
+            4,
+            "27→28, 28→29, 29→30, 30→31: {:?}",
+            pass.created
+        );
+        let ids: Vec<String> = pass.created.iter().map(|c| c.1.clone()).collect();
+        let mut dates = Vec::new();
+        for id in ids {
+            dates.push(store.run(&id).await.unwrap().expect("run").logical_date);
+        }
+        dates.sort();
+        dates.dedup();
+        assert_eq!(dates.len(), 4, "one run per day");
+    }
+}
