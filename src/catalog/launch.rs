@@ -70,13 +70,7 @@ pub async fn launch(
     let tasks: Vec<NewTaskInstance> = workflow
         .tasks
         .iter()
-        .map(|t| NewTaskInstance {
-            task_id: t.id.clone(),
-            try_number: 1,
-            priority: t.priority,
-            pool: t.pool.clone(),
-            not_before: None,
-        })
+        .map(NewTaskInstance::first_try)
         .collect();
     store.create_run(&run, &tasks).await?;
     Ok(run_id)

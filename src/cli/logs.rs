@@ -3,8 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{DatabaseArgs, Settings};
-use crate::config::Overrides;
+use super::DatabaseArgs;
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -19,13 +18,7 @@ pub struct LogsArgs {
 }
 
 pub async fn execute(config: Option<&std::path::Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(
-        config,
-        Overrides {
-            database: args.database.url.clone(),
-            ..Overrides::default()
-        },
-    )?;
+    let settings = args.database.settings(config)?;
     let store = Store::open(&settings.store()).await?;
     if store.run(&args.run_id).await?.is_none() {
         eprintln!("error: no run with id `{}`", args.run_id);

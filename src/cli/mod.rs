@@ -61,6 +61,19 @@ pub struct DatabaseArgs {
     pub url: Option<String>,
 }
 
+impl DatabaseArgs {
+    /// The settings of a command whose only setting flag is `--database`.
+    pub fn settings(&self, config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Settings::load(
+            config,
+            Overrides {
+                database: self.url.clone(),
+                ..Overrides::default()
+            },
+        )
+    }
+}
+
 /// The settings of one command: its flags and environment over the configuration file.
 pub struct Settings {
     pub config: Config,

@@ -13,11 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{DatabaseArgs, EXIT_USAGE, Settings};
+use super::{DatabaseArgs, EXIT_USAGE};
 use crate::catalog;
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::catalog::versions::Versions;
-use crate::config::Overrides;
 use crate::dag::Workflow;
 use crate::lifecycle::{RunState, TaskState};
 use crate::params;
@@ -45,13 +44,7 @@ pub struct RunArgs {
 }
 
 pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(
-        config,
-        Overrides {
-            database: args.database.url.clone(),
-            ..Overrides::default()
-        },
-    )?;
+    let settings = args.database.settings(config)?;
     let workflow = match catalog::load_file(&args.file) {
         Ok(workflow) => Arc::new(workflow),
         Err(diagnostics) => {

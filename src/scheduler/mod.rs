@@ -19,7 +19,8 @@ use crate::dag::{Workflow, intervals};
 use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
 use crate::secrets::Secrets;
 use crate::store::{
-    DecisionBatch, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent, TaskStateChange,
+    DecisionBatch, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent, TaskInstanceRecord,
+    TaskStateChange,
 };
 use crate::template::Templates;
 
@@ -100,6 +101,18 @@ impl Tracker {
             slots: vec![None; total],
             main_done: 0,
             hooks_done: 0,
+        }
+    }
+
+    /// Takes in task instances as stored (with their row ids).
+    fn load(&mut self, instances: Vec<TaskInstanceRecord>) {
+        for ti in instances {
+            let change = TaskStateChange {
+                task_id: ti.task_id,
+                try_number: ti.try_number,
+                state: ti.state,
+            };
+            self.apply(&change, Some(ti.id));
         }
     }
 
@@ -194,14 +207,7 @@ impl Scheduler {
             .get(&self.store, &run.version_hash)
             .await?;
         let mut tracker = Tracker::new(run, workflow);
-        for ti in self.store.task_instances(run_id).await? {
-            let change = TaskStateChange {
-                task_id: ti.task_id,
-                try_number: ti.try_number,
-                state: ti.state,
-            };
-            tracker.apply(&change, Some(ti.id));
-        }
+        tracker.load(self.store.task_instances(run_id).await?);
         if tracker.run.state == RunState::Queued {
             self.store
                 .set_run_state(run_id, RunState::Queued, RunState::Running, None)
@@ -455,27 +461,14 @@ impl Scheduler {
             .workflow
             .on_failure
             .iter()
-            .map(|t| NewTaskInstance {
-                task_id: t.id.clone(),
-                try_number: 1,
-                priority: t.priority,
-                pool: t.pool.clone(),
-                not_before: None,
-            })
+            .map(NewTaskInstance::first_try)
             .collect();
         info!(
             run_id,
             hooks = hooks.len(),
             "Run failed; running its on_failure tasks."
         );
-        for ti in self.store.add_task_instances(run_id, &hooks).await? {
-            let change = TaskStateChange {
-                task_id: ti.task_id,
-                try_number: ti.try_number,
-                state: ti.state,
-            };
-            tracker.apply(&change, Some(ti.id));
-        }
+        tracker.load(self.store.add_task_instances(run_id, &hooks).await?);
         let positions: Vec<usize> = (tracker.main_len()..tracker.slots.len()).collect();
         self.evaluate(run_id, positions).await
     }

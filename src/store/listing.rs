@@ -347,18 +347,7 @@ impl Store {
                 ],
             ))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogRecord {
-                    id: get(r, "id")?,
-                    task_id: get(r, "task_id")?,
-                    try_number: get::<i32>(r, "try_number")? as u32,
-                    stream: get(r, "stream")?,
-                    line: get(r, "line")?,
-                    logged_at: get(r, "logged_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::logs::log_from_row).collect()
     }
 
     /// How many runs are in each state: every state in declaration order, zero included.

@@ -27,6 +27,18 @@ pub struct LogRecord {
     pub logged_at: DateTime<Utc>,
 }
 
+/// A `task_logs` row (selected as `id, task_id, try_number, stream, line, logged_at`).
+pub(super) fn log_from_row(r: &sea_orm::QueryResult) -> Result<LogRecord> {
+    Ok(LogRecord {
+        id: get(r, "id")?,
+        task_id: get(r, "task_id")?,
+        try_number: get::<i32>(r, "try_number")? as u32,
+        stream: get(r, "stream")?,
+        line: get(r, "line")?,
+        logged_at: get(r, "logged_at")?,
+    })
+}
+
 /// Inserts log lines with multi-row statements, on the connection or transaction given.
 pub(super) async fn insert_logs<C: ConnectionTrait>(
     store: &Store,
@@ -77,17 +89,6 @@ impl Store {
             ),
         };
         let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogRecord {
-                    id: get(r, "id")?,
-                    task_id: get(r, "task_id")?,
-                    try_number: get::<i32>(r, "try_number")? as u32,
-                    stream: get(r, "stream")?,
-                    line: get(r, "line")?,
-                    logged_at: get(r, "logged_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(log_from_row).collect()
     }
 }

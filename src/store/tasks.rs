@@ -24,6 +24,19 @@ pub struct NewTaskInstance {
     pub not_before: Option<DateTime<Utc>>,
 }
 
+impl NewTaskInstance {
+    /// The first try of a task, as a run creates it.
+    pub fn first_try(task: &crate::dag::Task) -> Self {
+        NewTaskInstance {
+            task_id: task.id.clone(),
+            try_number: 1,
+            priority: task.priority,
+            pool: task.pool.clone(),
+            not_before: None,
+        }
+    }
+}
+
 /// One task instance as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskInstanceRecord {
