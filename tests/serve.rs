@@ -566,3 +566,45 @@ async fn sigterm_hands_running_tasks_back() {
         "the task started again after the restart"
     );
 }
+
+/// kill -9 at several points of a chain: after each restart, every task that had finished is
+/// not run again, an interrupted one runs again, and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_never_reruns_finished_tasks() {
+    let sb = Sandbox::new();
+    let marks = sb.path().join("marks");
+    let mut tasks = String::from("defaults: { retries: 3, retry_delay: 0s }\ntasks:\n");
+    for i in 1..=6 {
+        let needs = if i > 1 {
+            format!(", needs: [t{}]", i - 1)
+        } else {
+            String::new()
+        };
+        // Each task marks its start, dawdles, then marks its end.
+        tasks.push_str(&format!(
+            "  t{i}: {{ operator: shell{needs}, with: {{ command: \"echo start t{i} >> {m}; sleep 1; echo end t{i} >> {m}\" }} }}\n",
+            m = marks.display()
+        ));
+    }
+    write_workflow(&sb, "chain", &tasks);
+    let mut server = Server::start(&sb);
+    let (_, created) = post(&server.base, "/api/v1/workflows/chain/runs", json!({})).await;
+    let run_id = created["run_id"].as_str().expect("id").to_owned();
+    for kill_at in [2, 5, 8] {
+        // Kill while a task is between its start and end marks.
+        wait_for("the chain to progress", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&marks).unwrap_or_default();
+            text.lines().count() >= kill_at
+                && text.lines().last().is_some_and(|l| l.starts_with("start"))
+        });
+        server.kill9();
+        server = Server::start(&sb);
+    }
+    let run = wait_run(&server.base, &run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "success", "{run}");
+    let text = std::fs::read_to_string(&marks).expect("marks");
+    for i in 1..=6 {
+        let ends = text.lines().filter(|l| *l == format!("end t{i}")).count();
+        assert_eq!(ends, 1, "t{i} finished exactly once:\n{text}");
+    }
+}
