@@ -94,6 +94,8 @@ pub struct ClaimedTask {
     pub run_id: String,
     pub task_id: String,
     pub try_number: u32,
+    /// When the try first started; a rescheduled try (a sensor) keeps its first start.
+    pub started_at: DateTime<Utc>,
 }
 
 /// The end of one try, as a worker reports it.
@@ -297,10 +299,11 @@ impl Store {
             _ => "",
         };
         let sql = format!(
-            "UPDATE task_instances SET state = ?, worker = ?, started_at = ?, lease_expires_at = ? \
+            "UPDATE task_instances SET state = ?, worker = ?, \
+             started_at = COALESCE(started_at, ?), lease_expires_at = ? \
              WHERE id IN (SELECT id FROM task_instances WHERE state = ? \
              ORDER BY priority DESC, id LIMIT ?{lock}) \
-             RETURNING id, run_id, task_id, try_number"
+             RETURNING id, run_id, task_id, try_number, started_at"
         );
         let rows = self
             .db()
@@ -324,6 +327,7 @@ impl Store {
                     run_id: get(r, "run_id")?,
                     task_id: get(r, "task_id")?,
                     try_number: get::<i32>(r, "try_number")? as u32,
+                    started_at: get::<Option<DateTime<Utc>>>(r, "started_at")?.unwrap_or(now),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -417,6 +421,44 @@ impl Store {
                 }),
         );
         Ok(accepted_in_order)
+    }
+
+    /// Puts running tries back to `scheduled` until their `not_before` (a sensor that is not
+    /// done yet), same try, keeping `started_at`. Only rows still running move; the moves are
+    /// published, which also sets the scheduler's timer for them.
+    pub async fn reschedule(&self, tries: &[(i64, DateTime<Utc>)]) -> Result<u64> {
+        TaskState::Running.check_move(TaskState::Scheduled)?;
+        let mut moved = Vec::new();
+        // One statement per try: each has its own time, and sensors are few and slow.
+        for (id, not_before) in tries {
+            let row = self
+                .db()
+                .query_one_raw(self.stmt(
+                    "UPDATE task_instances SET state = ?, not_before = ?, worker = NULL, \
+                     lease_expires_at = NULL WHERE id = ? AND state = ? \
+                     RETURNING run_id, task_id, try_number",
+                    vec![
+                        TaskState::Scheduled.as_str().into(),
+                        (*not_before).into(),
+                        (*id).into(),
+                        TaskState::Running.as_str().into(),
+                    ],
+                ))
+                .await?;
+            if let Some(row) = row {
+                moved.push((
+                    get::<String>(&row, "run_id")?,
+                    get::<String>(&row, "task_id")?,
+                    get::<i32>(&row, "try_number")? as u32,
+                ));
+            }
+        }
+        self.publish_by_run(
+            moved
+                .iter()
+                .map(|(run, task, try_number)| (run, task, *try_number, TaskState::Scheduled)),
+        );
+        Ok(moved.len() as u64)
     }
 
     /// Tells subscribers about changes, one event per run.
