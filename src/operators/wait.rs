@@ -242,6 +242,11 @@ pub async fn run(ctx: &OpContext, config: WaitConfig) -> Result<Completion> {
         }
         // Never sleep past the deadline, so a timeout is reported when it is due.
         let pause = config.interval.min(config.timeout - waited);
+        ctx.log.system(format!(
+            "Waiting for {}; next check in {}.",
+            config.check.describe(ctx),
+            HumanDuration(Duration::from_millis(pause.as_millis() as u64))
+        ));
         match config.mode {
             WaitMode::Reschedule => return Err(OperatorError::Reschedule { after: pause }),
             WaitMode::Poke => {
