@@ -18,6 +18,8 @@ pub mod dag;
 pub mod store;
 // Layer 5: operators.
 pub mod operators;
+// Layer 6: matching triggers to runs (pure).
+pub mod triggers;
 // Layer 7: loading workflow files.
 pub mod catalog;
 // Layer 8: the runtime.

@@ -28,6 +28,7 @@
 //!     running --> success
 //!     running --> failed
 //!     running --> up_for_retry: failed with retries left (a new try row follows)
+//!     running --> scheduled: a sensor reschedules itself (same try)
 //!     pending --> cancelled
 //!     scheduled --> cancelled
 //!     queued --> cancelled
@@ -236,7 +237,8 @@ impl TaskState {
             (Scheduled, Queued | Cancelled) => true,
             // A worker hands a claimed task back on shutdown: queued again, same try.
             (Queued, Running | Cancelled) => true,
-            (Running, Success | Failed | UpForRetry | Cancelled | Queued) => true,
+            // A sensor reschedules itself: scheduled again, same try, until its next check.
+            (Running, Success | Failed | UpForRetry | Cancelled | Queued | Scheduled) => true,
             _ => false,
         }
     }
@@ -464,7 +466,10 @@ mod tests {
             ),
             (Scheduled, &[Queued, Cancelled]),
             (Queued, &[Running, Cancelled]),
-            (Running, &[Success, Failed, UpForRetry, Cancelled, Queued]),
+            (
+                Running,
+                &[Success, Failed, UpForRetry, Cancelled, Queued, Scheduled],
+            ),
             (Success, &[]),
             (Failed, &[]),
             (UpForRetry, &[]),
@@ -479,8 +484,9 @@ mod tests {
             }
             assert_eq!(from.is_final(), tos.is_empty(), "{from} finality");
             for to in *tos {
-                // A worker handing a claim back (running -> queued) is the one step down.
-                if (*from, *to) != (Running, Queued) {
+                // A worker handing a claim back (running -> queued) and a sensor rescheduling
+                // itself (running -> scheduled) are the steps down.
+                if !matches!((*from, *to), (Running, Queued | Scheduled)) {
                     assert!(
                         to.rank() > from.rank(),
                         "{from} -> {to} must move up in rank"

@@ -468,7 +468,7 @@ fn map_to_value(map: &Map<String, Value>) -> minijinja::Value {
 }
 
 /// A JSON value as a minijinja value.
-fn from_json(value: &Value) -> minijinja::Value {
+pub fn from_json(value: &Value) -> minijinja::Value {
     match value {
         Value::Null => minijinja::Value::from(()),
         Value::Bool(b) => minijinja::Value::from(*b),

@@ -124,6 +124,8 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             secrets,
             masker: masker.clone(),
             http: super::http_client()?,
+            // `run` has no catalog of other workflows to start: `trigger` needs `serve`.
+            runs: None,
         },
     );
     let stop_worker = CancellationToken::new();

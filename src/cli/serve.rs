@@ -15,11 +15,13 @@ use tracing::{error, info, warn};
 
 use super::{DatabaseArgs, Settings, init_tracing_with};
 use crate::catalog::live::Catalog;
+use crate::catalog::runs::CatalogRuns;
 use crate::catalog::versions::Versions;
 use crate::config::{LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
 use crate::scheduler::recovery::{self, Orphans};
+use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerDeps};
 use crate::secrets::Secrets;
 use crate::server::{self, AppState};
@@ -149,6 +151,10 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     let cron_task =
         tokio::spawn(cron.run(catalog_changed.clone(), store.subscribe(), shutdown.clone()));
 
+    // Subscribed before anything runs, so no run's end is missed.
+    let triggers = WorkflowTriggerService::new(store.clone(), catalog.clone(), templates.clone());
+    let triggers_task = tokio::spawn(triggers.run(store.subscribe(), shutdown.clone()));
+
     let watch_task = {
         let changed = catalog_changed.clone();
         tokio::spawn(
@@ -178,6 +184,10 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             secrets,
             masker,
             http: super::http_client()?,
+            runs: Some(Arc::new(CatalogRuns {
+                store: store.clone(),
+                catalog: catalog.clone(),
+            })),
         },
     );
     let worker_task = tokio::spawn(worker.run(store.subscribe(), stop_worker.clone()));
@@ -219,6 +229,10 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         (
             "cron service",
             cron_task.await.map(|r| r.map_err(anyhow::Error::from)),
+        ),
+        (
+            "workflow trigger service",
+            triggers_task.await.map(|r| r.map_err(anyhow::Error::from)),
         ),
     ] {
         match result {

@@ -3,8 +3,13 @@
 //! on every field) and `async fn run(ctx, config)`. Adding an operator touches its file and the
 //! `registry!` list below.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
@@ -17,6 +22,8 @@ use crate::secrets::Masker;
 pub mod http;
 pub mod noop;
 pub mod shell;
+pub mod trigger;
+pub mod wait;
 
 /// What an operator returns: a JSON object, stored with the task instance and readable
 /// downstream as `tasks.<id>.outputs`.
@@ -48,6 +55,10 @@ pub enum OperatorError {
     /// started has been stopped.
     #[error("the task was stopped before it finished")]
     Cancelled,
+    /// Not done yet: run this try again after `after`, without holding a worker slot in
+    /// between (a sensor waiting, Airflow's "reschedule" mode). Same try, same `started_at`.
+    #[error("the task is not done yet; it runs again in {after:?}")]
+    Reschedule { after: Duration },
 }
 
 impl OperatorError {
@@ -60,6 +71,39 @@ impl OperatorError {
 }
 
 pub type Result<T, E = OperatorError> = std::result::Result<T, E>;
+
+/// A boxed future, as the object-safe [`RunLauncher`] returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a run of another workflow ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The run's final state: `success`, `failed` or `cancelled`.
+    pub state: String,
+    /// Task id → that task's outputs (its latest try).
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+/// Starting and watching runs of other workflows, for the `trigger` operator. Operators sit
+/// below the catalog and the runtime, so they get this capability as a trait object; the
+/// implementation lives in `catalog::runs`. Errors are sentences for the task's error.
+pub trait RunLauncher: Send + Sync + std::fmt::Debug {
+    /// Starts a run of `workflow` with `params` and returns its id. `triggered_by` names the
+    /// try that asks (`<workflow>/<run id>/<task>/<try>`); asking twice with the same value
+    /// returns the run already started.
+    fn trigger(
+        &self,
+        workflow: &str,
+        params: serde_json::Map<String, Value>,
+        triggered_by: String,
+    ) -> BoxFuture<'_, Result<String, String>>;
+
+    /// The run started for `triggered_by`, if there is one.
+    fn find_triggered(&self, triggered_by: &str) -> BoxFuture<'_, Result<Option<String>, String>>;
+
+    /// How the run ended; `None` while it has not ended.
+    fn run_outcome(&self, run_id: &str) -> BoxFuture<'_, Result<Option<RunOutcome>, String>>;
+}
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +183,11 @@ pub struct OpContext {
     /// started (kill process groups, drop requests) and return `OperatorError::Cancelled`.
     pub cancel: CancellationToken,
     pub masker: Arc<Masker>,
+    /// When this try first started. A rescheduled try keeps it, so sensors measure their
+    /// timeout across executions.
+    pub first_started_at: DateTime<Utc>,
+    /// Starting and watching other runs; `None` where there is no catalog (`sluice run`).
+    pub runs: Option<Arc<dyn RunLauncher>>,
 }
 
 fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {
@@ -205,6 +254,8 @@ registry! {
     Noop => noop::NoopConfig,
     Shell => shell::ShellConfig,
     Http => http::HttpConfig,
+    Trigger => trigger::TriggerConfig,
+    Wait => wait::WaitConfig,
 }
 
 impl std::fmt::Display for Operator {

@@ -688,6 +688,8 @@ pub(crate) mod test_support {
             http: reqwest::Client::builder().build().expect("an HTTP client"),
             cancel: CancellationToken::new(),
             masker: Arc::new(Masker::default()),
+            first_started_at: chrono::Utc::now(),
+            runs: None,
         };
         (ctx, rx)
     }

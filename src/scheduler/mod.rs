@@ -5,6 +5,7 @@
 
 pub mod cron;
 pub mod recovery;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,9 +135,13 @@ impl Tracker {
             Some(slot) if slot.try_number > change.try_number => return false,
             // Events from different writers can arrive out of commit order (the scheduler's
             // own "queued" after the worker's "success"): a try never moves back.
+            // The one step down: a sensor rescheduling itself goes from running back to
+            // scheduled, same try.
             Some(slot)
                 if slot.try_number == change.try_number
-                    && slot.state.rank() >= change.state.rank() =>
+                    && slot.state.rank() >= change.state.rank()
+                    && !(slot.state == TaskState::Running
+                        && change.state == TaskState::Scheduled) =>
             {
                 return false;
             }

@@ -107,6 +107,8 @@ pub struct ClaimedTask {
     pub run_id: String,
     pub task_id: String,
     pub try_number: u32,
+    /// When the try first started; a rescheduled try (a sensor) keeps its first start.
+    pub started_at: DateTime<Utc>,
 }
 
 /// The end of one try, as a worker reports it.
@@ -310,10 +312,11 @@ impl Store {
             _ => "",
         };
         let sql = format!(
-            "UPDATE task_instances SET state = ?, worker = ?, started_at = ?, lease_expires_at = ? \
+            "UPDATE task_instances SET state = ?, worker = ?, \
+             started_at = COALESCE(started_at, ?), lease_expires_at = ? \
              WHERE id IN (SELECT id FROM task_instances WHERE state = ? \
              ORDER BY priority DESC, id LIMIT ?{lock}) \
-             RETURNING id, run_id, task_id, try_number"
+             RETURNING id, run_id, task_id, try_number, started_at"
         );
         let rows = self
             .db()
@@ -337,6 +340,7 @@ impl Store {
                     run_id: get(r, "run_id")?,
                     task_id: get(r, "task_id")?,
                     try_number: get::<i32>(r, "try_number")? as u32,
+                    started_at: get::<Option<DateTime<Utc>>>(r, "started_at")?.unwrap_or(now),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -430,6 +434,70 @@ impl Store {
                 }),
         );
         Ok(accepted_in_order)
+    }
+
+    /// Puts running tries back to `scheduled` until their `not_before` (a sensor that is not
+    /// done yet), same try, keeping `started_at`. Only rows still running move; the moves are
+    /// published, which also sets the scheduler's timer for them. A try whose run was
+    /// cancelled meanwhile ends `cancelled` instead: nothing would ever stop it otherwise.
+    pub async fn reschedule(&self, tries: &[(i64, DateTime<Utc>)]) -> Result<u64> {
+        TaskState::Running.check_move(TaskState::Scheduled)?;
+        TaskState::Running.check_move(TaskState::Cancelled)?;
+        let mut moved = Vec::new();
+        // One statement per try: each has its own time, and sensors are few and slow.
+        for (id, not_before) in tries {
+            let row = self
+                .db()
+                .query_one_raw(self.stmt(
+                    "UPDATE task_instances SET state = ?, not_before = ?, worker = NULL, \
+                     lease_expires_at = NULL WHERE id = ? AND state = ? AND EXISTS \
+                     (SELECT 1 FROM runs WHERE runs.id = task_instances.run_id AND runs.state = ?) \
+                     RETURNING run_id, task_id, try_number",
+                    vec![
+                        TaskState::Scheduled.as_str().into(),
+                        (*not_before).into(),
+                        (*id).into(),
+                        TaskState::Running.as_str().into(),
+                        crate::lifecycle::RunState::Running.as_str().into(),
+                    ],
+                ))
+                .await?;
+            let (row, state) = match row {
+                Some(row) => (Some(row), TaskState::Scheduled),
+                None => {
+                    let row = self
+                        .db()
+                        .query_one_raw(self.stmt(
+                            "UPDATE task_instances SET state = ?, ended_at = ?, error = ?, \
+                             lease_expires_at = NULL WHERE id = ? AND state = ? \
+                             RETURNING run_id, task_id, try_number",
+                            vec![
+                                TaskState::Cancelled.as_str().into(),
+                                Utc::now().into(),
+                                "the run was cancelled; the task was stopped".into(),
+                                (*id).into(),
+                                TaskState::Running.as_str().into(),
+                            ],
+                        ))
+                        .await?;
+                    (row, TaskState::Cancelled)
+                }
+            };
+            if let Some(row) = row {
+                moved.push((
+                    get::<String>(&row, "run_id")?,
+                    get::<String>(&row, "task_id")?,
+                    get::<i32>(&row, "try_number")? as u32,
+                    state,
+                ));
+            }
+        }
+        self.publish_by_run(
+            moved
+                .iter()
+                .map(|(run, task, try_number, state)| (run, task, *try_number, *state)),
+        );
+        Ok(moved.len() as u64)
     }
 
     /// Tells subscribers about changes, one event per run.
@@ -627,5 +695,98 @@ impl Store {
                 .rows_affected();
         }
         Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod reschedule_tests {
+    use super::*;
+    use crate::lifecycle::RunState;
+    use crate::store::{NewRun, StoreConfig};
+
+    async fn running_try(store: &Store, run_id: &str) -> ClaimedTask {
+        let now = Utc::now();
+        store
+            .save_workflow_version("wf", "h1", "/x/wf.yaml", "tasks: {}")
+            .await
+            .expect("version");
+        let run = NewRun {
+            id: run_id.into(),
+            workflow_id: "wf".into(),
+            version_hash: "h1".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        };
+        let sensor = NewTaskInstance {
+            task_id: "sensor".into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            not_before: None,
+        };
+        store.create_run(&run, &[sensor]).await.expect("run");
+        store
+            .set_run_state(run_id, RunState::Queued, RunState::Running, None)
+            .await
+            .expect("start");
+        let ti = &store.task_instances(run_id).await.expect("tis")[0];
+        let mut batch = DecisionBatch::default();
+        batch.push(ti.id, "sensor", 1, TaskState::Pending, TaskState::Queued);
+        store.apply_decisions(run_id, &batch).await.expect("queue");
+        let claim = Claim {
+            worker: "w",
+            limit: 1,
+            lease: Duration::from_secs(30),
+        };
+        store.claim(&claim).await.expect("claim").remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_rescheduled_try_keeps_its_number_and_first_start() {
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let first = running_try(&store, "r1").await;
+        let mut events = store.subscribe();
+        let due = Utc::now() - chrono::Duration::seconds(1);
+        assert_eq!(store.reschedule(&[(first.id, due)]).await.expect("ok"), 1);
+        match events.recv().await {
+            Some(StoreEvent::TaskStates { changes, .. }) => {
+                assert_eq!(changes[0].state, TaskState::Scheduled)
+            }
+            other => panic!("expected a state change, got {other:?}"),
+        }
+        let ti = &store.task_instances("r1").await.expect("tis")[0];
+        assert_eq!((ti.state, ti.try_number), (TaskState::Scheduled, 1));
+        assert_eq!(ti.worker, None);
+        assert_eq!(store.next_due().await.expect("due"), Some(due));
+        store.queue_due(Utc::now()).await.expect("queue");
+        let claim = Claim {
+            worker: "w",
+            limit: 1,
+            lease: Duration::from_secs(30),
+        };
+        let again = store.claim(&claim).await.expect("claim").remove(0);
+        assert_eq!((again.id, again.try_number), (first.id, 1));
+        assert_eq!(again.started_at, first.started_at);
+    }
+
+    #[tokio::test]
+    async fn a_try_of_a_cancelled_run_ends_instead_of_rescheduling() {
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let claimed = running_try(&store, "r1").await;
+        store.cancel_run("r1", "stop").await.expect("cancel");
+        store
+            .reschedule(&[(claimed.id, Utc::now())])
+            .await
+            .expect("ok");
+        let ti = &store.task_instances("r1").await.expect("tis")[0];
+        assert_eq!(ti.state, TaskState::Cancelled);
     }
 }

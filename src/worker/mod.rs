@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
 use crate::lifecycle::TaskState;
-use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError};
+use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
 use crate::secrets::{Masker, Secrets};
 use crate::store::{
     Claim, ClaimedTask, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent,
@@ -67,6 +67,8 @@ pub struct WorkerDeps {
     pub secrets: Arc<Secrets>,
     pub masker: Arc<Masker>,
     pub http: reqwest::Client,
+    /// Starting and watching other runs (the `trigger` operator); `None` without a catalog.
+    pub runs: Option<Arc<dyn RunLauncher>>,
 }
 
 /// A run's facts a try needs, cached per run.
@@ -81,6 +83,17 @@ struct RunContext {
 enum Message {
     Log(NewLogLine),
     Done(TaskCompletion),
+    /// The operator is not done: the same try goes back to `scheduled` until `not_before`.
+    Reschedule {
+        id: i64,
+        not_before: chrono::DateTime<Utc>,
+    },
+}
+
+impl From<TaskCompletion> for Message {
+    fn from(completion: TaskCompletion) -> Self {
+        Message::Done(completion)
+    }
 }
 
 pub struct Worker {
@@ -235,8 +248,8 @@ impl Worker {
         let store = self.store.clone();
         let scratch = self.config.scratch_root.join(&claimed.run_id);
         tokio::spawn(async move {
-            let completion = execute(&store, &deps, &run, &claimed, cancel, scratch, &tx).await;
-            let _ = tx.send(Message::Done(completion));
+            let ended = execute(&store, &deps, &run, &claimed, cancel, scratch, &tx).await;
+            let _ = tx.send(ended);
         });
     }
 
@@ -296,11 +309,13 @@ impl Worker {
     async fn write(&mut self, first: Message) -> Result<()> {
         let mut logs = Vec::new();
         let mut completions = Vec::new();
+        let mut reschedules = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Log(line) => logs.push(line),
                 Message::Done(completion) => completions.push(completion),
+                Message::Reschedule { id, not_before } => reschedules.push((id, not_before)),
             }
             next = self.rx.try_recv().ok();
         }
@@ -328,6 +343,13 @@ impl Worker {
             }
             for completion in &completions {
                 self.in_flight.remove(&completion.id);
+            }
+        }
+        if !reschedules.is_empty() {
+            // After the logs above, so a sensor's log is never behind its state.
+            self.store.reschedule(&reschedules).await?;
+            for (id, _) in &reschedules {
+                self.in_flight.remove(id);
             }
         }
         if !self.cancelled_runs.is_empty() {
@@ -364,31 +386,34 @@ async fn execute(
     cancel: CancellationToken,
     scratch_dir: PathBuf,
     tx: &mpsc::UnboundedSender<Message>,
-) -> TaskCompletion {
+) -> Message {
     let Some(&index) = run.index.get(&claimed.task_id) else {
         let message = format!(
             "task `{}` is not in the run's workflow version",
             claimed.task_id
         );
-        return failed(claimed, message, None);
+        return failed(claimed, message, None).into();
     };
     let Some(task) = run.workflow.task_at(index) else {
         let message = format!(
             "task `{}` is not in the run's workflow version",
             claimed.task_id
         );
-        return failed(claimed, message, None);
+        return failed(claimed, message, None).into();
     };
     let Some(operator) = Operator::from_name(&task.operator) else {
         return failed(
             claimed,
             format!("unknown operator `{}`", task.operator),
             None,
-        );
+        )
+        .into();
     };
     let (with, env) = match render(store, deps, run, claimed, task).await {
         Ok(rendered) => rendered,
-        Err(message) => return finish(claimed, task, Err((message, None, false)), &deps.masker),
+        Err(message) => {
+            return finish(claimed, task, Err((message, None, false)), &deps.masker).into();
+        }
     };
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
     let ctx = OpContext {
@@ -403,6 +428,8 @@ async fn execute(
         http: deps.http.clone(),
         cancel: cancel.clone(),
         masker: deps.masker.clone(),
+        first_started_at: claimed.started_at,
+        runs: deps.runs.clone(),
     };
     let started = Instant::now();
     let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -466,15 +493,25 @@ async fn execute(
                 state: TaskState::Cancelled,
                 error: Some("the run was cancelled; the task was stopped".into()),
                 ..failed(claimed, String::new(), None)
-            };
+            }
+            .into();
         }
         Err(OperatorError::Config { .. }) => {
             let message = result_message(&result);
-            return failed(claimed, deps.masker.mask(&message).into_owned(), None);
+            return failed(claimed, deps.masker.mask(&message).into_owned(), None).into();
         }
         Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
+        Err(OperatorError::Reschedule { after }) => {
+            let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+            return Message::Reschedule {
+                id: claimed.id,
+                not_before: Utc::now()
+                    .checked_add_signed(after)
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+            };
+        }
     };
-    finish(claimed, task, outcome, &deps.masker)
+    finish(claimed, task, outcome, &deps.masker).into()
 }
 
 fn result_message<T>(result: &std::result::Result<T, OperatorError>) -> String {
@@ -595,6 +632,7 @@ mod tests {
             masker: Arc::new(secrets.masker()),
             secrets,
             http: reqwest::Client::new(),
+            runs: None,
         }
     }
 
