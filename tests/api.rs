@@ -400,6 +400,7 @@ async fn finish_run(h: &Harness, run_id: &str) {
         .claim(&Claim {
             worker: "w",
             limit: 1,
+            pools: &Default::default(),
             lease: Duration::from_secs(30),
         })
         .await

@@ -413,3 +413,36 @@ on_failure:
         "ran"
     );
 }
+
+#[test]
+fn pool_slots_limit_how_many_of_its_tasks_run_at_once() {
+    let sb = Sandbox::new();
+    sb.write("sluice.toml", "[pools]\ngpu = 1\n");
+    let spans = sb.path().join("spans");
+    let mut workflow = String::from("tasks:\n");
+    for i in 1..=4 {
+        workflow.push_str(&format!(
+            "  g{i}: {{ operator: shell, pool: gpu, with: {{ command: \"s=$(date +%s%N); sleep 0.1; echo $s $(date +%s%N) >> {spans}\" }} }}\n",
+            spans = spans.display()
+        ));
+    }
+    let file = sb.write("pools.yaml", &workflow);
+    let out = sb.run_json(&file, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut intervals: Vec<(u128, u128)> = std::fs::read_to_string(&spans)
+        .expect("spans")
+        .lines()
+        .map(|l| {
+            let mut parts = l.split_whitespace().map(|n| n.parse::<u128>().expect("ns"));
+            (parts.next().expect("start"), parts.next().expect("end"))
+        })
+        .collect();
+    intervals.sort();
+    assert_eq!(intervals.len(), 4);
+    for pair in intervals.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two gpu tasks overlapped: {intervals:?}"
+        );
+    }
+}

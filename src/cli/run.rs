@@ -117,6 +117,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             scratch_root: scratch_root.clone(),
             // Tries still running here belong to a cancelled run: stop them at once.
             shutdown_grace: Duration::ZERO,
+            pools: settings.config.pools.clone(),
         },
         WorkerDeps {
             versions,

@@ -177,6 +177,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             lease: Duration::from_secs(60),
             scratch_root: std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id())),
             shutdown_grace,
+            pools: config.pools.clone(),
         },
         WorkerDeps {
             versions: versions.clone(),

@@ -377,6 +377,7 @@ mod store_tests {
         let claim = Claim {
             worker: "w1",
             limit: 10,
+            pools: &Default::default(),
             lease: std::time::Duration::from_secs(30),
         };
         let claimed = store.claim(&claim).await.unwrap();
@@ -515,6 +516,7 @@ mod store_tests {
         let claim = Claim {
             worker: "w",
             limit: 1,
+            pools: &Default::default(),
             lease: std::time::Duration::from_secs(5),
         };
         let order: Vec<String> = [
@@ -550,5 +552,76 @@ mod store_tests {
         assert_eq!(a.len(), 600);
         assert_eq!(a[1].line, "line 2");
         assert_eq!(store.logs("r", None).await.unwrap().len(), 1200);
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::lifecycle::TaskState;
+
+    #[tokio::test]
+    async fn claims_respect_pool_slots_and_leave_other_work_claimable() {
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let now = chrono::Utc::now();
+        let run = NewRun {
+            id: "r".into(),
+            workflow_id: "wf".into(),
+            version_hash: "h".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        };
+        let task = |id: &str, pool: Option<&str>, priority: i32| NewTaskInstance {
+            task_id: id.into(),
+            try_number: 1,
+            priority,
+            pool: pool.map(str::to_owned),
+            not_before: None,
+        };
+        let tasks = [
+            task("gpu1", Some("gpu"), 9),
+            task("gpu2", Some("gpu"), 9),
+            task("gpu3", Some("gpu"), 9),
+            task("cpu", None, 1),
+            task("other_pool", Some("unlisted"), 1),
+        ];
+        store.create_run(&run, &tasks).await.expect("run");
+        let mut batch = DecisionBatch::default();
+        for ti in store.task_instances("r").await.expect("tis") {
+            batch.push(ti.id, &ti.task_id, 1, TaskState::Pending, TaskState::Queued);
+        }
+        store.apply_decisions("r", &batch).await.expect("queue");
+        let pools = BTreeMap::from([("gpu".to_owned(), 2)]);
+        let claim = Claim {
+            worker: "w",
+            limit: 10,
+            lease: Duration::from_secs(30),
+            pools: &pools,
+        };
+        let first: Vec<String> = store
+            .claim(&claim)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|c| c.task_id)
+            .collect();
+        assert_eq!(
+            first.iter().filter(|t| t.starts_with("gpu")).count(),
+            2,
+            "{first:?}"
+        );
+        assert!(first.contains(&"cpu".to_owned()) && first.contains(&"other_pool".to_owned()));
+        assert!(
+            store.claim(&claim).await.expect("claim").is_empty(),
+            "the pool is full"
+        );
     }
 }

@@ -98,6 +98,10 @@ pub struct Claim<'a> {
     pub limit: usize,
     /// How long the claim holds without a heartbeat.
     pub lease: Duration,
+    /// Named pools and their slot counts: a task in a pool is claimed only while fewer of
+    /// the pool's tasks than its slots are running. Tasks in pools not named here are not
+    /// limited.
+    pub pools: &'a std::collections::BTreeMap<String, u32>,
 }
 
 /// A task instance a worker now holds (it is `running`).
@@ -311,27 +315,43 @@ impl Store {
             DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
             _ => "",
         };
-        let sql = format!(
-            "UPDATE task_instances SET state = ?, worker = ?, \
-             started_at = COALESCE(started_at, ?), lease_expires_at = ? \
-             WHERE id IN (SELECT id FROM task_instances WHERE state = ? \
-             ORDER BY priority DESC, id LIMIT ?{lock}) \
-             RETURNING id, run_id, task_id, try_number, started_at"
-        );
-        let rows = self
-            .db()
-            .query_all_raw(self.stmt(
-                &sql,
-                vec![
-                    TaskState::Running.as_str().into(),
-                    claim.worker.into(),
-                    now.into(),
-                    lease_until.into(),
-                    TaskState::Queued.as_str().into(),
-                    (claim.limit as i64).into(),
-                ],
-            ))
-            .await?;
+        let set = "UPDATE task_instances SET state = ?, worker = ?, \
+                   started_at = COALESCE(started_at, ?), lease_expires_at = ?";
+        let returning = "RETURNING id, run_id, task_id, try_number, started_at";
+        let mut values: Vec<Value> = vec![
+            TaskState::Running.as_str().into(),
+            claim.worker.into(),
+            now.into(),
+            lease_until.into(),
+        ];
+        let rows = if claim.pools.is_empty() {
+            // The common case is one statement: pick and take the rows together.
+            let sql = format!(
+                "{set} WHERE id IN (SELECT id FROM task_instances WHERE state = ? \
+                 ORDER BY priority DESC, id LIMIT ?{lock}) {returning}"
+            );
+            values.extend([
+                TaskState::Queued.as_str().into(),
+                (claim.limit as i64).into(),
+            ]);
+            self.db().query_all_raw(self.stmt(&sql, values)).await?
+        } else {
+            let txn = self.db().begin().await?;
+            let ids = self.pick_within_pools(&txn, claim, lock).await?;
+            if ids.is_empty() {
+                txn.commit().await?;
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "{set} WHERE state = ? AND id IN ({}) {returning}",
+                marks(ids.len())
+            );
+            values.push(TaskState::Queued.as_str().into());
+            values.extend(ids.into_iter().map(Value::from));
+            let rows = txn.query_all_raw(self.stmt(&sql, values)).await?;
+            txn.commit().await?;
+            rows
+        };
         let mut claimed = rows
             .iter()
             .map(|r| {
@@ -352,6 +372,65 @@ impl Store {
                 .map(|c| (&c.run_id, &c.task_id, c.try_number, TaskState::Running)),
         );
         Ok(claimed)
+    }
+
+    /// The queued rows to claim when pools limit how many of their tasks run at once: highest
+    /// priority first, skipping rows whose pool has no free slot.
+    async fn pick_within_pools<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        claim: &Claim<'_>,
+        lock: &str,
+    ) -> Result<Vec<i64>> {
+        let running = conn
+            .query_all_raw(self.stmt(
+                "SELECT pool, COUNT(*) AS n FROM task_instances \
+                 WHERE state = ? AND pool IS NOT NULL GROUP BY pool",
+                vec![TaskState::Running.as_str().into()],
+            ))
+            .await?;
+        let mut free: HashMap<&str, i64> = claim
+            .pools
+            .iter()
+            .map(|(name, slots)| (name.as_str(), i64::from(*slots)))
+            .collect();
+        for row in &running {
+            let pool: String = get(row, "pool")?;
+            if let Some(slots) = free.get_mut(pool.as_str()) {
+                *slots -= get::<i64>(row, "n")?;
+            }
+        }
+        let full: Vec<&str> = free
+            .iter()
+            .filter(|(_, slots)| **slots <= 0)
+            .map(|(name, _)| *name)
+            .collect();
+        let mut sql = String::from("SELECT id, pool FROM task_instances WHERE state = ?");
+        let mut values: Vec<Value> = vec![TaskState::Queued.as_str().into()];
+        if !full.is_empty() {
+            sql.push_str(&format!(
+                " AND (pool IS NULL OR pool NOT IN ({}))",
+                marks(full.len())
+            ));
+            values.extend(full.iter().map(|name| Value::from(*name)));
+        }
+        // Read a few more rows than needed: pools can fill up within this one claim.
+        sql.push_str(&format!(" ORDER BY priority DESC, id LIMIT ?{lock}"));
+        values.push((claim.limit.saturating_mul(4) as i64).into());
+        let mut chosen = Vec::with_capacity(claim.limit);
+        for row in conn.query_all_raw(self.stmt(&sql, values)).await? {
+            if chosen.len() == claim.limit {
+                break;
+            }
+            let pool: Option<String> = get(&row, "pool")?;
+            match pool.as_deref().and_then(|p| free.get_mut(p)) {
+                Some(slots) if *slots <= 0 => continue,
+                Some(slots) => *slots -= 1,
+                None => {}
+            }
+            chosen.push(get::<i64>(&row, "id")?);
+        }
+        Ok(chosen)
     }
 
     /// Records the end of tries, in one transaction. A completion is accepted only if its row
@@ -740,6 +819,7 @@ mod reschedule_tests {
         let claim = Claim {
             worker: "w",
             limit: 1,
+            pools: &Default::default(),
             lease: Duration::from_secs(30),
         };
         store.claim(&claim).await.expect("claim").remove(0)
@@ -768,6 +848,7 @@ mod reschedule_tests {
         let claim = Claim {
             worker: "w",
             limit: 1,
+            pools: &Default::default(),
             lease: Duration::from_secs(30),
         };
         let again = store.claim(&claim).await.expect("claim").remove(0);

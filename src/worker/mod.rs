@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     /// On shutdown, how long running tries may take to finish before they are stopped and
     /// handed back to the queue (to run again, same try, after a restart).
     pub shutdown_grace: Duration,
+    /// Named pools and their slot counts (`[pools]` in `sluice.toml`).
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
 
 impl WorkerConfig {
@@ -217,6 +219,7 @@ impl Worker {
                 worker: &self.config.name,
                 limit: free,
                 lease: self.config.lease,
+                pools: &self.config.pools,
             })
             .await?;
         let more = claimed.len() == free;
@@ -648,6 +651,7 @@ mod tests {
             lease: Duration::from_secs(30),
             scratch_root: std::env::temp_dir(),
             shutdown_grace: Duration::ZERO,
+            pools: Default::default(),
         };
         let worker = Worker::new(store.clone(), config, deps());
         let stop = CancellationToken::new();
