@@ -446,3 +446,19 @@ fn pool_slots_limit_how_many_of_its_tasks_run_at_once() {
         );
     }
 }
+
+#[test]
+fn configured_vars_reach_templates() {
+    let sb = Sandbox::new();
+    sb.write(
+        "sluice.toml",
+        "[vars]\nregion = \"eu-west\"\nreplicas = 3\n",
+    );
+    let file = sb.write(
+        "vars.yaml",
+        "tasks:\n  show:\n    operator: shell\n    if: \"{{ vars.replicas > 2 }}\"\n    with: { command: \"echo region={{ vars.region }} >> $SLUICE_OUTPUT\" }\n",
+    );
+    let out = sb.run_json(&file, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["tasks"]["show"]["outputs"]["region"], "eu-west");
+}

@@ -68,6 +68,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
     let store = Store::open(&settings.store()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let versions = Arc::new(Versions::new());
+    let vars = Arc::new(settings.config.variables.clone());
     versions.insert(workflow.clone());
 
     // Subscribe before the run exists, so no event about it is missed.
@@ -91,6 +92,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
     let mut scheduler = Scheduler::new(
         store.clone(),
         SchedulerDeps {
+            vars: vars.clone(),
             versions: versions.clone(),
             templates: templates.clone(),
             secrets: secrets.clone(),
@@ -120,6 +122,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             pools: settings.config.pools.clone(),
         },
         WorkerDeps {
+            vars: vars.clone(),
             versions,
             templates,
             secrets,

@@ -117,6 +117,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     let masker = Arc::new(secrets.masker());
     let templates = Arc::new(Templates::new());
     let versions = Arc::new(Versions::new());
+    let vars = Arc::new(config.variables.clone());
 
     // SQLite has one process, this one: whatever was running when it last stopped was cut
     // off, so it is recovered now instead of waiting for leases to expire.
@@ -134,6 +135,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     let mut scheduler = Scheduler::new(
         store.clone(),
         SchedulerDeps {
+            vars: vars.clone(),
             versions: versions.clone(),
             templates: templates.clone(),
             secrets: secrets.clone(),
@@ -180,6 +182,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             pools: config.pools.clone(),
         },
         WorkerDeps {
+            vars: vars.clone(),
             versions: versions.clone(),
             templates,
             secrets,

@@ -41,6 +41,8 @@ pub struct SchedulerDeps {
     pub versions: Arc<Versions>,
     pub templates: Arc<Templates>,
     pub secrets: Arc<Secrets>,
+    /// Configured variables (`vars` in templates).
+    pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The latest known try of one task in a tracked run.
@@ -307,9 +309,11 @@ impl Scheduler {
                 if task_results.is_none() {
                     task_results = Some(self.store.task_results(run_id).await?);
                 }
-                let context = tracker
-                    .run
-                    .render_context(task_results.clone().unwrap_or_default(), &self.deps.secrets);
+                let context = tracker.run.render_context(
+                    task_results.clone().unwrap_or_default(),
+                    &self.deps.secrets,
+                    &self.deps.vars,
+                );
                 match self
                     .deps
                     .templates

@@ -296,12 +296,14 @@ impl Store {
 }
 
 impl RunRecord {
-    /// The template context of this run: params, run facts, and the given task results
-    /// (task id → `{"outputs", "state"}`). `run.try_number` is 0; a worker sets it per try.
+    /// The template context of this run: params, run facts, the given task results
+    /// (task id → `{"outputs", "state"}`), secrets and the configured `vars`.
+    /// `run.try_number` is 0; a worker sets it per try.
     pub fn render_context(
         &self,
         tasks: serde_json::Map<String, serde_json::Value>,
         secrets: &Arc<Secrets>,
+        vars: &serde_json::Map<String, serde_json::Value>,
     ) -> RenderContext {
         RenderContext {
             params: self.params.clone(),
@@ -318,7 +320,7 @@ impl RunRecord {
             tasks,
             event: serde_json::Value::Null,
             upstream: serde_json::Value::Null,
-            vars: serde_json::Map::new(),
+            vars: vars.clone(),
             secrets: secrets.clone(),
         }
     }

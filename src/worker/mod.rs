@@ -71,6 +71,8 @@ pub struct WorkerDeps {
     pub http: reqwest::Client,
     /// Starting and watching other runs (the `trigger` operator); `None` without a catalog.
     pub runs: Option<Arc<dyn RunLauncher>>,
+    /// Configured variables (`vars` in templates).
+    pub vars: Arc<serde_json::Map<String, Value>>,
 }
 
 /// A run's facts a try needs, cached per run.
@@ -592,7 +594,7 @@ async fn render(
         .task_results(&claimed.run_id)
         .await
         .map_err(|e| e.to_string())?;
-    let mut context = run.run.render_context(results, &deps.secrets);
+    let mut context = run.run.render_context(results, &deps.secrets, &deps.vars);
     context.run.try_number = claimed.try_number;
     let context = context.to_value();
     let with = deps
@@ -630,6 +632,7 @@ mod tests {
             .ok();
         let secrets = Arc::new(Secrets::from_pairs([]));
         WorkerDeps {
+            vars: Arc::default(),
             versions: Arc::new(Versions::new()),
             templates: Arc::new(Templates::new()),
             masker: Arc::new(secrets.masker()),
