@@ -42,6 +42,9 @@ pub struct Schedule {
     pub cron: cron::Schedule,
     /// The day-of-week half of an OR of the two day fields, when both are restricted.
     pub or_weekdays: Option<cron::Schedule>,
+    /// The hour and all day fields are `*`: the schedule fires every hour (or more often) on
+    /// every day, so it follows elapsed time rather than the wall clock across DST changes.
+    pub every_hour: bool,
 }
 
 impl Schedule {
@@ -102,6 +105,7 @@ impl Schedule {
             expression: trimmed.to_owned(),
             cron,
             or_weekdays,
+            every_hour: rest[1..].iter().all(|field| *field == "*"),
         })
     }
 

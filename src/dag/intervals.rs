@@ -234,6 +234,9 @@ fn latest_complete(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<In
 /// The first fire time strictly after `after`, DST-correct in the workflow's zone (see the
 /// module comment for why this does not call `Schedule::next_after` in `tz` directly).
 fn next_fire(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if schedule.every_hour {
+        return next_fire_by_elapsed_time(schedule, tz, after);
+    }
     let mut wall = after.with_timezone(&tz).naive_local();
     // Each turn moves the wall clock forward, so this ends; the bound only guards against a
     // schedule whose every wall time maps back before `after`, which real zones cannot do.
@@ -263,6 +266,33 @@ fn next_fire(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTi
         wall = next_wall;
     }
     None
+}
+
+/// Fire times of a schedule that fires every hour or more often, every day (`@hourly`,
+/// `*/15 * * * *`): read at the zone's standard offset all year, so the repeated hour of an
+/// autumn change gets its own runs and the skipped hour of a spring change none, as Airflow
+/// does — every interval lasts the same elapsed time.
+fn next_fire_by_elapsed_time(
+    schedule: &Schedule,
+    tz: Tz,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    use chrono::{Datelike, Offset};
+    // The smaller of the January and July offsets is the standard one, in either hemisphere.
+    let year = after.year();
+    let offset_at = |month| {
+        Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+            .single()
+            .map(|t| {
+                tz.offset_from_utc_datetime(&t.naive_utc())
+                    .fix()
+                    .local_minus_utc()
+            })
+    };
+    let standard = offset_at(1)?.min(offset_at(7)?);
+    let shift = Duration::seconds(i64::from(standard));
+    let next = schedule.next_after(Tz::UTC.from_utc_datetime(&(after + shift).naive_utc()))?;
+    Some(next.with_timezone(&Utc) - shift)
 }
 
 /// A wall time that does not exist in `tz`, read with the UTC offset in force a day earlier
@@ -568,6 +598,44 @@ mod tests {
                 "11-02T06:30/11-03T06:30"
             ]
         );
+    }
+
+    /// Berlin falls back on 2026-10-25: 02:00–02:59 happens twice. An hourly schedule gets an
+    /// hour-long interval for each elapsed hour, the repeated one included (Airflow does the
+    /// same); in spring the skipped hour has none. Every interval is one hour long.
+    #[test]
+    fn hourly_schedules_follow_elapsed_time_across_dst_changes() {
+        let hourly = workflow(Some("@hourly"), "Europe/Berlin");
+        let mut wf = hourly.clone();
+        wf.start_date = Some(day("2026-10-25"));
+        wf.catchup = true;
+        // 2026-10-25 00:00 CEST is 2026-10-24T22:00Z; by 04:00Z six hours have elapsed.
+        let due = due_intervals(&wf, None, utc("2026-10-25T04:00:00Z"), 100);
+        assert!(
+            due.iter().all(|i| i.end - i.start == Duration::hours(1)),
+            "{:?}",
+            show(&due)
+        );
+        let starts: Vec<String> = due.iter().map(|i| i.start.to_rfc3339()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-10-24T22:00:00+00:00",
+                "2026-10-24T23:00:00+00:00",
+                "2026-10-25T00:00:00+00:00",
+                "2026-10-25T01:00:00+00:00",
+                "2026-10-25T02:00:00+00:00",
+                "2026-10-25T03:00:00+00:00",
+            ],
+            "00:00, 01:00, 02:00 CEST, then 02:00, 03:00, 04:00 CET"
+        );
+        let mut spring = hourly;
+        spring.start_date = Some(day("2026-03-29"));
+        spring.catchup = true;
+        let due = due_intervals(&spring, None, utc("2026-03-29T03:00:00Z"), 100);
+        // 00:00 and 01:00 CET, then 03:00 and 04:00 CEST: 02:00 does not exist that night.
+        assert_eq!(due.len(), 4, "{:?}", show(&due));
+        assert!(due.iter().all(|i| i.end - i.start == Duration::hours(1)));
     }
 
     #[test]
