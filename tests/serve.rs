@@ -3,158 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::server::{Server, TOKEN, write_workflow};
 use common::{Sandbox, wait_for};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "test-token";
-
-/// A running `sluice serve` and the address it listens on.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(sb: &Sandbox) -> Server {
-        Server::start_with(sb, &[])
-    }
-
-    fn start_with(sb: &Sandbox, env: &[(&str, &str)]) -> Server {
-        let mut child = sb
-            .command()
-            .args(["serve", "--workflows", "workflows", "--bind", "127.0.0.1:0"])
-            .env("SLUICE_API_TOKEN", TOKEN)
-            .env("SLUICE_LOG", "info")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn sluice serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("serving on http://").nth(1) {
-                        let address = rest.split_whitespace().next().unwrap_or_default();
-                        let _ = tx.send(address.trim_end_matches('"').to_owned());
-                    }
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
-        }
-        let address = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("serve did not start:\n{}", lines.lock().unwrap().join("\n"));
-            }
-        };
-        Server {
-            child,
-            base: format!("http://{address}"),
-            stderr: lines,
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(mut self) -> Option<i32> {
-        // SAFETY: kill(2) on a child we spawned, with a valid signal number.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("serve did not stop after SIGTERM:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .ok();
-    reqwest::Client::new()
-}
-
-async fn get(base: &str, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls a run until it has ended, and returns it.
-async fn wait_run(base: &str, run_id: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (status, run) = get(base, &format!("/api/v1/runs/{run_id}")).await;
-        if status == 200
-            && matches!(
-                run["state"].as_str(),
-                Some("success" | "failed" | "cancelled")
-            )
-        {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {run_id} did not end: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn write_workflow(sb: &Sandbox, name: &str, content: &str) {
-    sb.write(&format!("workflows/{name}.yaml"), content);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_through_the_api_and_follow_the_run() {
@@ -173,28 +27,28 @@ tasks:
 "#,
     );
     let server = Server::start(&sb);
-    let (status, health) = get(&server.base, "/healthz").await;
+    let (status, health) = server.get("/healthz").await;
     assert_eq!(status, 200, "{health}");
 
-    let (status, created) = post(
-        &server.base,
-        "/api/v1/workflows/greet/runs",
-        json!({"params": {"name": "Ada"}}),
-    )
-    .await;
+    let (status, created) = server
+        .post(
+            "/api/v1/workflows/greet/runs",
+            json!({"params": {"name": "Ada"}}),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     let run_id = created["run_id"].as_str().expect("run id").to_owned();
-    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "success", "{run}");
     assert_eq!(run["tasks"]["hello"]["outputs"]["greeting"], "hello Ada");
     assert_eq!(run["params"]["name"], "Ada");
 
-    let (status, problems) = post(
-        &server.base,
-        "/api/v1/workflows/greet/runs",
-        json!({"params": {"nmae": "x"}}),
-    )
-    .await;
+    let (status, problems) = server
+        .post(
+            "/api/v1/workflows/greet/runs",
+            json!({"params": {"nmae": "x"}}),
+        )
+        .await;
     assert_eq!(status, 422, "{problems}");
     assert_eq!(server.terminate(), Some(0));
 }
@@ -209,13 +63,13 @@ async fn edited_broken_and_fixed_files_reload_without_a_restart() {
     let server = Server::start(&sb);
     let tasks = |wf: &Value| wf["task_count"].as_u64().unwrap_or(0);
 
-    let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+    let (_, wf) = server.get("/api/v1/workflows/flow").await;
     assert_eq!(tasks(&wf), 1, "{wf}");
 
     write_workflow(&sb, "flow", v2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+        let (_, wf) = server.get("/api/v1/workflows/flow").await;
         if tasks(&wf) == 2 {
             break;
         }
@@ -229,7 +83,7 @@ async fn edited_broken_and_fixed_files_reload_without_a_restart() {
     write_workflow(&sb, "flow", broken);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, errors) = get(&server.base, "/api/v1/import-errors").await;
+        let (_, errors) = server.get("/api/v1/import-errors").await;
         if errors.to_string().contains("missing") {
             break;
         }
@@ -240,23 +94,23 @@ async fn edited_broken_and_fixed_files_reload_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The last good version keeps running.
-    let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+    let (_, wf) = server.get("/api/v1/workflows/flow").await;
     assert_eq!(tasks(&wf), 2, "{wf}");
-    let (status, created) = post(&server.base, "/api/v1/workflows/flow/runs", json!({})).await;
+    let (status, created) = server.post("/api/v1/workflows/flow/runs", json!({})).await;
     assert_eq!(status, 201, "{created}");
-    let run = wait_run(
-        &server.base,
-        created["run_id"].as_str().expect("id"),
-        Duration::from_secs(30),
-    )
-    .await;
+    let run = server
+        .wait_run(
+            created["run_id"].as_str().expect("id"),
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(run["state"], "success");
 
     write_workflow(&sb, "flow", v1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, errors) = get(&server.base, "/api/v1/import-errors").await;
-        let (_, wf) = get(&server.base, "/api/v1/workflows/flow").await;
+        let (_, errors) = server.get("/api/v1/import-errors").await;
+        let (_, wf) = server.get("/api/v1/workflows/flow").await;
         if !errors.to_string().contains("missing") && tasks(&wf) == 1 {
             break;
         }
@@ -280,7 +134,7 @@ async fn cron_creates_scheduled_runs() {
     let server = Server::start(&sb);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, runs) = get(&server.base, "/api/v1/runs?workflow=tick&state=success").await;
+        let (_, runs) = server.get("/api/v1/runs?workflow=tick&state=success").await;
         let list = runs["runs"].as_array().cloned().unwrap_or_default();
         if list.len() >= 2 {
             assert!(list.iter().all(|r| r["trigger"] == "schedule"), "{runs}");
@@ -341,7 +195,7 @@ tasks:
         ),
     );
     let server = Server::start(&sb);
-    let (status, created) = post(&server.base, "/api/v1/workflows/crash/runs", json!({})).await;
+    let (status, created) = server.post("/api/v1/workflows/crash/runs", json!({})).await;
     assert_eq!(status, 201, "{created}");
     let run_id = created["run_id"].as_str().expect("id").to_owned();
     wait_for("the slow task to start", Duration::from_secs(20), || {
@@ -352,7 +206,7 @@ tasks:
     // The gate opens before the restart, so the retried try finishes at once.
     std::fs::write(&gate, "open").expect("gate");
     let server = Server::start(&sb);
-    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "success", "{run}\n{}", server.logs());
     assert_eq!(run["tasks"]["slow"]["try_number"], 2);
     let lines = std::fs::read_to_string(&marks).expect("marks");
@@ -378,7 +232,9 @@ async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
         ),
     );
     let server = Server::start(&sb);
-    let (_, created) = post(&server.base, "/api/v1/workflows/fragile/runs", json!({})).await;
+    let (_, created) = server
+        .post("/api/v1/workflows/fragile/runs", json!({}))
+        .await;
     let run_id = created["run_id"].as_str().expect("id").to_owned();
     wait_for("the task to start", Duration::from_secs(20), || {
         std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))
@@ -400,9 +256,9 @@ async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
         Duration::from_secs(10),
         || !common::process_alive(pid),
     );
-    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "failed", "{run}");
-    let (_, detail) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;
+    let (_, detail) = server.get(&format!("/api/v1/runs/{run_id}")).await;
     let text = detail.to_string();
     assert!(text.contains("stopped before it finished"), "{text}");
 }
@@ -438,13 +294,15 @@ tasks:
     );
     // Paused, so the cron service leaves the backfill's dates to the backfill.
     let server = Server::start(&sb);
-    let (status, _) = post(&server.base, "/api/v1/workflows/daily/pause", json!({})).await;
+    let (status, _) = server
+        .post("/api/v1/workflows/daily/pause", json!({}))
+        .await;
     assert_eq!(status, 200);
 
     let triggered = sluice_client(&sb, &server, &["trigger", "daily", "-p", "n=7", "--wait"]);
     assert_eq!(triggered.code, 0, "{}", triggered.stderr);
     let run_id = triggered.stdout.trim().to_owned();
-    let (_, run) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;
+    let (_, run) = server.get(&format!("/api/v1/runs/{run_id}")).await;
     assert_eq!(
         run["params"]["n"], 7,
         "-p values are typed by the workflow's params: {run}"
@@ -475,11 +333,9 @@ tasks:
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let runs = loop {
-        let (_, page) = get(
-            &server.base,
-            "/api/v1/runs?workflow=daily&state=success&limit=10",
-        )
-        .await;
+        let (_, page) = server
+            .get("/api/v1/runs?workflow=daily&state=success&limit=10")
+            .await;
         let runs: Vec<Value> = page["runs"]
             .as_array()
             .into_iter()
@@ -538,8 +394,8 @@ async fn sigterm_hands_running_tasks_back() {
             gate = gate.display()
         ),
     );
-    let server = Server::start_with(&sb, &[("SLUICE_SHUTDOWN_GRACE", "1s")]);
-    let (_, created) = post(&server.base, "/api/v1/workflows/long/runs", json!({})).await;
+    let server = Server::start_with(&sb, &[], &[("SLUICE_SHUTDOWN_GRACE", "1s")]);
+    let (_, created) = server.post("/api/v1/workflows/long/runs", json!({})).await;
     let run_id = created["run_id"].as_str().expect("id").to_owned();
     wait_for("the task to start", Duration::from_secs(20), || {
         count_lines(&marks) >= 1
@@ -554,7 +410,7 @@ async fn sigterm_hands_running_tasks_back() {
 
     std::fs::write(&gate, "open").expect("gate");
     let server = Server::start(&sb);
-    let run = wait_run(&server.base, &run_id, Duration::from_secs(30)).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "success", "{run}");
     assert_eq!(
         run["tasks"]["wait_gate"]["try_number"], 1,
@@ -588,7 +444,7 @@ async fn kill_9_at_several_points_never_reruns_finished_tasks() {
     }
     write_workflow(&sb, "chain", &tasks);
     let mut server = Server::start(&sb);
-    let (_, created) = post(&server.base, "/api/v1/workflows/chain/runs", json!({})).await;
+    let (_, created) = server.post("/api/v1/workflows/chain/runs", json!({})).await;
     let run_id = created["run_id"].as_str().expect("id").to_owned();
     for kill_at in [2, 5, 8] {
         // Kill while a task is between its start and end marks.
@@ -600,7 +456,7 @@ async fn kill_9_at_several_points_never_reruns_finished_tasks() {
         server.kill9();
         server = Server::start(&sb);
     }
-    let run = wait_run(&server.base, &run_id, Duration::from_secs(60)).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "success", "{run}");
     let text = std::fs::read_to_string(&marks).expect("marks");
     for i in 1..=6 {

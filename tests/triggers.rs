@@ -4,137 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::Sandbox;
+use common::server::{Server, write_workflow};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "test-token";
-
-/// A running `sluice serve` and the address it listens on.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Server {
-        let mut child = sb
-            .command()
-            .args(["serve", "--workflows", "workflows", "--bind", "127.0.0.1:0"])
-            .args(extra)
-            .env("SLUICE_API_TOKEN", TOKEN)
-            .env("SLUICE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn sluice serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("serving on http://").nth(1) {
-                        let address = rest.split_whitespace().next().unwrap_or_default();
-                        let _ = tx.send(address.trim_end_matches('"').to_owned());
-                    }
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
-        }
-        let address = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("serve did not start:\n{}", lines.lock().unwrap().join("\n"));
-            }
-        };
-        Server {
-            child,
-            base: format!("http://{address}"),
-            stderr: lines,
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .ok();
-    reqwest::Client::new()
-}
-
-async fn get(base: &str, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn start_run(base: &str, workflow: &str, params: Value) -> String {
-    let response = client()
-        .post(format!("{base}/api/v1/workflows/{workflow}/runs"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "params": params }))
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 201, "{body}");
-    body["run_id"].as_str().expect("run id").to_owned()
-}
-
-/// Polls a run until it has ended, and returns it.
-async fn wait_run(server: &Server, run_id: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (status, run) = get(&server.base, &format!("/api/v1/runs/{run_id}")).await;
-        if status == 200
-            && matches!(
-                run["state"].as_str(),
-                Some("success" | "failed" | "cancelled")
-            )
-        {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {run_id} did not end: {run}\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Polls until `workflow` has at least `count` runs, and returns them, oldest first.
 async fn wait_runs_of(server: &Server, workflow: &str, count: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, list) = get(&server.base, &format!("/api/v1/runs?workflow={workflow}")).await;
+        let (_, list) = server
+            .get(&format!("/api/v1/runs?workflow={workflow}"))
+            .await;
         let mut runs = list["runs"].as_array().cloned().unwrap_or_default();
         if runs.len() >= count {
             runs.reverse();
@@ -148,10 +30,6 @@ async fn wait_runs_of(server: &Server, workflow: &str, count: usize) -> Vec<Valu
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn write_workflow(sb: &Sandbox, name: &str, content: &str) {
-    sb.write(&format!("workflows/{name}.yaml"), content);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,25 +63,25 @@ tasks:
   react: { operator: noop }
 "#,
     );
-    let server = Server::start(&sb, &[]);
-    let yes = start_run(&server.base, "a", json!({"drift": "yes"})).await;
+    let server = Server::start_with(&sb, &[], &[]);
+    let yes = server.start_run("a", json!({"drift": "yes"})).await;
     let b_runs = wait_runs_of(&server, "b", 1).await;
     assert_eq!(b_runs[0]["params"]["reason"], "yes");
     assert_eq!(b_runs[0]["trigger"], "workflow");
     assert_eq!(b_runs[0]["triggered_by"], format!("a/{yes}"));
     let first_b = b_runs[0]["run_id"].as_str().expect("id").to_owned();
     assert_eq!(
-        wait_run(&server, &first_b, Duration::from_secs(30)).await["state"],
+        server.wait_run(&first_b, Duration::from_secs(30)).await["state"],
         "success"
     );
 
     // A run whose output differs starts nothing: the next matching run is the second `b`.
-    let no = start_run(&server.base, "a", json!({"drift": "no"})).await;
+    let no = server.start_run("a", json!({"drift": "no"})).await;
     assert_eq!(
-        wait_run(&server, &no, Duration::from_secs(30)).await["state"],
+        server.wait_run(&no, Duration::from_secs(30)).await["state"],
         "success"
     );
-    let again = start_run(&server.base, "a", json!({"drift": "yes"})).await;
+    let again = server.start_run("a", json!({"drift": "yes"})).await;
     let b_runs = wait_runs_of(&server, "b", 2).await;
     assert_eq!(b_runs.len(), 2, "{b_runs:?}");
     assert_eq!(b_runs[1]["triggered_by"], format!("a/{again}"));
@@ -241,9 +119,9 @@ tasks:
     with: { workflow: nowhere }
 "#,
     );
-    let server = Server::start(&sb, &[]);
-    let parent = start_run(&server.base, "parent", json!({})).await;
-    let run = wait_run(&server, &parent, Duration::from_secs(60)).await;
+    let server = Server::start_with(&sb, &[], &[]);
+    let parent = server.start_run("parent", json!({})).await;
+    let run = server.wait_run(&parent, Duration::from_secs(60)).await;
     let start = &run["tasks"]["start"];
     assert_eq!(start["state"], "success", "{run}");
     assert_eq!(start["outputs"]["state"], "success");
@@ -285,9 +163,9 @@ tasks:
             flag = flag.display()
         ),
     );
-    let server = Server::start(&sb, &["--concurrency", "1"]);
-    let run_id = start_run(&server.base, "sensing", json!({})).await;
-    let run = wait_run(&server, &run_id, Duration::from_secs(60)).await;
+    let server = Server::start_with(&sb, &["--concurrency", "1"], &[]);
+    let run_id = server.start_run("sensing", json!({})).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "success", "{run}");
     let sensor = &run["tasks"]["sensor"];
     // Rescheduled, not retried: still the first try.
@@ -310,11 +188,9 @@ tasks:
 
 /// How often a run's `sensor` task was rescheduled, from its log.
 async fn reschedules(server: &Server, run_id: &str) -> usize {
-    let (_, logs) = get(
-        &server.base,
-        &format!("/api/v1/runs/{run_id}/tasks/sensor/logs"),
-    )
-    .await;
+    let (_, logs) = server
+        .get(&format!("/api/v1/runs/{run_id}/tasks/sensor/logs"))
+        .await;
     logs["lines"]
         .as_array()
         .map(|lines| {
@@ -352,9 +228,9 @@ tasks:
             flag = flag.display()
         ),
     );
-    let server = Server::start(&sb, &["--concurrency", "2"]);
-    let run_id = start_run(&server.base, "later", json!({})).await;
-    let run = wait_run(&server, &run_id, Duration::from_secs(60)).await;
+    let server = Server::start_with(&sb, &["--concurrency", "2"], &[]);
+    let run_id = server.start_run("later", json!({})).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "success", "{run}");
     assert_eq!(run["tasks"]["after"]["state"], "success", "{run}");
     assert_eq!(run["tasks"]["sensor"]["try_number"], 1, "{run}");
@@ -377,9 +253,9 @@ tasks:
     with: { condition: "{{ params.ready }}", interval: 1s, timeout: 2s }
 "#,
     );
-    let server = Server::start(&sb, &[]);
-    let run_id = start_run(&server.base, "never", json!({})).await;
-    let run = wait_run(&server, &run_id, Duration::from_secs(60)).await;
+    let server = Server::start_with(&sb, &[], &[]);
+    let run_id = server.start_run("never", json!({})).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "failed", "{run}");
     let error = run["tasks"]["sensor"]["error"].as_str().unwrap_or_default();
     assert!(
