@@ -236,7 +236,39 @@ impl Store {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Applies the scheduler's decisions in one transaction. A row only moves if it is still
+    /// The decisions' UPDATEs, one per (from, to) group and chunk of rows.
+    async fn move_rows<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        groups: &HashMap<(TaskState, TaskState), Vec<usize>>,
+        batch: &DecisionBatch,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<i64>> {
+        let mut moved_ids = std::collections::HashSet::new();
+        for ((from, to), indices) in groups {
+            for chunk in indices.chunks(CHUNK) {
+                let time_column = match to {
+                    TaskState::Queued => "queued_at",
+                    TaskState::Scheduled => "created_at",
+                    _ => "ended_at",
+                };
+                let sql = format!(
+                    "UPDATE task_instances SET state = ?, {time_column} = ? \
+                     WHERE state = ? AND id IN ({}) RETURNING id",
+                    marks(chunk.len())
+                );
+                let mut values: Vec<Value> =
+                    vec![to.as_str().into(), now.into(), from.as_str().into()];
+                values.extend(chunk.iter().map(|&i| Value::from(batch.moves[i].0)));
+                for row in conn.query_all_raw(self.stmt(&sql, values)).await? {
+                    moved_ids.insert(get::<i64>(&row, "id")?);
+                }
+            }
+        }
+        Ok(moved_ids)
+    }
+
+    /// Applies the scheduler's decisions together. A row only moves if it is still
     /// in the state the scheduler saw; returns the changes that were made.
     pub async fn apply_decisions(
         &self,
@@ -252,29 +284,15 @@ impl Store {
             from.check_move(*to)?;
             groups.entry((*from, *to)).or_default().push(i);
         }
-        let txn = self.db().begin().await?;
-        let mut moved_ids = std::collections::HashSet::new();
-        for ((from, to), indices) in &groups {
-            for chunk in indices.chunks(CHUNK) {
-                let time_column = match to {
-                    TaskState::Queued => "queued_at",
-                    TaskState::Scheduled => "created_at",
-                    _ => "ended_at",
-                };
-                let sql = format!(
-                    "UPDATE task_instances SET state = ?, {time_column} = ? \
-                     WHERE state = ? AND id IN ({}) RETURNING id",
-                    marks(chunk.len())
-                );
-                let mut values: Vec<Value> =
-                    vec![to.as_str().into(), now.into(), from.as_str().into()];
-                values.extend(chunk.iter().map(|&i| Value::from(batch.moves[i].0)));
-                for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
-                    moved_ids.insert(get::<i64>(&row, "id")?);
-                }
-            }
-        }
-        txn.commit().await?;
+        // One statement needs no transaction of its own; several must apply together.
+        let moved_ids = if groups.len() == 1 && batch.moves.len() <= CHUNK {
+            self.move_rows(self.db(), &groups, batch, now).await?
+        } else {
+            let txn = self.db().begin().await?;
+            let moved = self.move_rows(&txn, &groups, batch, now).await?;
+            txn.commit().await?;
+            moved
+        };
         let changes: Vec<TaskStateChange> = batch
             .moves
             .iter()
@@ -433,22 +451,15 @@ impl Store {
         Ok(chosen)
     }
 
-    /// Records the end of tries, in one transaction. A completion is accepted only if its row
-    /// is still `running` (fencing: a try that recovery already gave up on cannot overwrite
-    /// what replaced it). Returns the ids of the accepted completions.
-    /// The log lines the tries wrote last are inserted in the same transaction, before the
-    /// completions: one commit per batch, and logs are never behind the state they explain.
-    pub async fn complete(
+    /// The completions' statements: logs, the guarded UPDATE, and the next tries of retries.
+    async fn finish_rows<C: ConnectionTrait>(
         &self,
+        conn: &C,
         logs: &[NewLogLine],
         completions: &[TaskCompletion],
-    ) -> Result<Vec<i64>> {
-        for c in completions {
-            TaskState::Running.check_move(c.state)?;
-        }
-        let now = Utc::now();
-        let txn = self.db().begin().await?;
-        insert_logs(self, &txn, logs).await?;
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<i64>> {
+        insert_logs(self, conn, logs).await?;
         let mut accepted = std::collections::HashSet::new();
         for chunk in completions.chunks(CHUNK) {
             let mut sql =
@@ -477,7 +488,7 @@ impl Store {
                  RETURNING task_instances.id",
             );
             values.push(TaskState::Running.as_str().into());
-            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
+            for row in conn.query_all_raw(self.stmt(&sql, values)).await? {
                 accepted.insert(get::<i64>(&row, "id")?);
             }
         }
@@ -491,9 +502,35 @@ impl Store {
             }
         }
         for (run_id, retries) in &retries_by_run {
-            insert_task_instances(self, &txn, run_id, retries, TaskState::Scheduled, now).await?;
+            insert_task_instances(self, conn, run_id, retries, TaskState::Scheduled, now).await?;
         }
-        txn.commit().await?;
+        Ok(accepted)
+    }
+
+    /// Records the end of tries. A completion is accepted only if its row is still `running`
+    /// (fencing: a try that recovery already gave up on cannot overwrite what replaced it).
+    /// Returns the ids of the accepted completions. The log lines the tries wrote last are
+    /// inserted first, so logs are never behind the state they explain.
+    pub async fn complete(
+        &self,
+        logs: &[NewLogLine],
+        completions: &[TaskCompletion],
+    ) -> Result<Vec<i64>> {
+        for c in completions {
+            TaskState::Running.check_move(c.state)?;
+        }
+        let now = Utc::now();
+        // A retry's next try must appear together with the failed one's end; without retries
+        // each statement stands alone, and logs go first so they are never behind the state.
+        let retrying = completions.iter().any(|c| c.state == TaskState::UpForRetry);
+        let accepted = if retrying || completions.len() > CHUNK {
+            let txn = self.db().begin().await?;
+            let accepted = self.finish_rows(&txn, logs, completions, now).await?;
+            txn.commit().await?;
+            accepted
+        } else {
+            self.finish_rows(self.db(), logs, completions, now).await?
+        };
         let accepted_in_order: Vec<i64> = completions
             .iter()
             .map(|c| c.id)
