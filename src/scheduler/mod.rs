@@ -20,7 +20,7 @@ use crate::dag::{Workflow, intervals};
 use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
 use crate::secrets::Secrets;
 use crate::store::{
-    DecisionBatch, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent, TaskInstanceRecord,
+    DecisionBatch, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent, TaskSlotRecord,
     TaskStateChange,
 };
 use crate::template::Templates;
@@ -108,7 +108,7 @@ impl Tracker {
     }
 
     /// Takes in task instances as stored (with their row ids).
-    fn load(&mut self, instances: Vec<TaskInstanceRecord>) {
+    fn load(&mut self, instances: Vec<TaskSlotRecord>) {
         for ti in instances {
             let change = TaskStateChange {
                 task_id: ti.task_id,
@@ -214,7 +214,7 @@ impl Scheduler {
             .get(&self.store, &run.version_hash)
             .await?;
         let mut tracker = Tracker::new(run, workflow);
-        tracker.load(self.store.task_instances(run_id).await?);
+        tracker.load(self.store.task_states(run_id).await?);
         if tracker.run.state == RunState::Queued {
             self.store
                 .set_run_state(run_id, RunState::Queued, RunState::Running, None)

@@ -22,7 +22,7 @@ pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
 pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
-    TaskInstanceRecord, TaskStateChange,
+    TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
 };
 
 use crate::lifecycle::{InvalidTransition, UnknownName};

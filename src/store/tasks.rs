@@ -58,6 +58,15 @@ pub struct TaskInstanceRecord {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// A try's identity and state, as `task_states` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSlotRecord {
+    pub id: i64,
+    pub task_id: String,
+    pub try_number: u32,
+    pub state: TaskState,
+}
+
 /// A committed state change, as told to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskStateChange {
@@ -211,7 +220,7 @@ impl Store {
         &self,
         run_id: &str,
         tasks: &[NewTaskInstance],
-    ) -> Result<Vec<TaskInstanceRecord>> {
+    ) -> Result<Vec<TaskSlotRecord>> {
         let txn = self.db().begin().await?;
         insert_task_instances(self, &txn, run_id, tasks, TaskState::Pending, Utc::now()).await?;
         txn.commit().await?;
@@ -219,9 +228,32 @@ impl Store {
             .iter()
             .map(|t| (t.task_id.as_str(), t.try_number))
             .collect();
-        let mut added = self.task_instances(run_id).await?;
+        let mut added = self.task_states(run_id).await?;
         added.retain(|ti| wanted.contains(&(ti.task_id.as_str(), ti.try_number)));
         Ok(added)
+    }
+
+    /// The state of every try of a run, oldest first: only what a scheduler needs to resume
+    /// the run (no outputs or timestamps to decode).
+    pub async fn task_states(&self, run_id: &str) -> Result<Vec<TaskSlotRecord>> {
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT id, task_id, try_number, state FROM task_instances WHERE run_id = ? \
+                 ORDER BY id",
+                vec![run_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskSlotRecord {
+                    id: get(r, "id")?,
+                    task_id: get(r, "task_id")?,
+                    try_number: get::<i32>(r, "try_number")? as u32,
+                    state: get::<String>(r, "state")?.parse()?,
+                })
+            })
+            .collect()
     }
 
     /// Every task instance of a run (all tries), oldest first.
