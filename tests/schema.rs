@@ -5,7 +5,10 @@ use std::process::Command;
 
 #[test]
 fn committed_schema_matches_the_binary() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("schema").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("schema")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/workflow.schema.json");
@@ -17,5 +20,9 @@ fn committed_schema_matches_the_binary() {
     );
     let schema: serde_json::Value = serde_json::from_str(&printed).unwrap();
     let rules = schema["$defs"]["TaskSpec"]["allOf"].as_array().unwrap();
-    assert!(rules.iter().any(|r| r["if"]["properties"]["operator"]["const"] == "http"));
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["if"]["properties"]["operator"]["const"] == "http")
+    );
 }

@@ -70,13 +70,24 @@ fn every_shipped_workflow_validates() {
 fn a_broken_file_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("nested")).unwrap();
-    std::fs::write(dir.path().join("good.yaml"), "tasks:\n  a: {operator: noop}\n").unwrap();
-    std::fs::write(dir.path().join("nested/broken.yml"), "tasks:\n  a: {operator: nope}\n").unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "tasks:\n  a: {operator: noop}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("nested/broken.yml"),
+        "tasks:\n  a: {operator: nope}\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a workflow").unwrap();
     let output = sluice(&[dir.path()]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(text.contains("broken.yml:2:17: error: `operator` must be one of"), "{text}");
+    assert!(
+        text.contains("broken.yml:2:17: error: `operator` must be one of"),
+        "{text}"
+    );
     assert!(!text.contains("good.yaml"), "{text}");
     assert!(text.contains("2 files, 1 with errors"), "{text}");
 }
@@ -91,24 +102,39 @@ fn a_missing_path_is_a_usage_error() {
 #[test]
 fn duplicate_workflow_ids_across_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yaml"), "id: same\ntasks: {t: {operator: noop}}\n").unwrap();
-    std::fs::write(dir.path().join("b.yaml"), "id: same\ntasks: {t: {operator: noop}}\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "id: same\ntasks: {t: {operator: noop}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "id: same\ntasks: {t: {operator: noop}}\n",
+    )
+    .unwrap();
     let output = sluice(&[dir.path()]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(text.contains("b.yaml:1:1: error: the workflow id `same` is already used by"), "{text}");
+    assert!(
+        text.contains("b.yaml:1:1: error: the workflow id `same` is already used by"),
+        "{text}"
+    );
 }
 
 /// A thousand ten-task files validate in well under a second (debug build: a loose bound).
 #[test]
 fn validating_a_thousand_files_is_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let mut body = String::from("schedule: \"*/5 * * * *\"\ndefaults: {retries: 1, timeout: 5m}\ntasks:\n");
+    let mut body =
+        String::from("schedule: \"*/5 * * * *\"\ndefaults: {retries: 1, timeout: 5m}\ntasks:\n");
     for i in 0..10 {
         if i == 0 {
             body.push_str("  t0: {operator: shell, with: {command: \"echo {{ params.x }}\"}}\n");
         } else {
-            body.push_str(&format!("  t{i}: {{operator: noop, needs: [t{}]}}\n", i - 1));
+            body.push_str(&format!(
+                "  t{i}: {{operator: noop, needs: [t{}]}}\n",
+                i - 1
+            ));
         }
     }
     for i in 0..1000 {

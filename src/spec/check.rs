@@ -298,11 +298,11 @@ impl<'s> Checker<'s> {
                 .iter()
                 .filter(|e| tags.contains(&e.key.as_str()))
                 .collect();
-            if present.len() == 1 {
-                if let Some(i) = tags.iter().position(|t| *t == present[0].key) {
-                    out.append(&mut results[i].1);
-                    return;
-                }
+            if present.len() == 1
+                && let Some(i) = tags.iter().position(|t| *t == present[0].key)
+            {
+                out.append(&mut results[i].1);
+                return;
             }
             let list = join_code(tags.iter().copied());
             let (pos, help) = match entries.first() {

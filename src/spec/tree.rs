@@ -115,7 +115,10 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
 fn clean_message(message: &str) -> String {
     // The library's own wording suggests changing its options, which users cannot do.
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
-        let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
         return format!("duplicate key `{key}`; each key may appear only once in a map");
     }
     let cut = message.find(" at line ").map_or(message, |i| &message[..i]);
