@@ -626,6 +626,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn schema_is_the_documented_with() {
+        let schema = serde_json::to_value(schemars::schema_for!(HttpConfig)).unwrap();
+        assert_eq!(schema["additionalProperties"], json!(false), "{schema}");
+        assert_eq!(schema["required"], json!(["url"]), "{schema}");
+        for field in [
+            "url",
+            "method",
+            "headers",
+            "json",
+            "body",
+            "expect_status",
+            "timeout",
+        ] {
+            let doc = &schema["properties"][field]["description"];
+            assert!(
+                doc.as_str().is_some_and(|d| !d.is_empty()),
+                "{field}: {schema}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn bad_url_is_a_config_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -765,6 +765,19 @@ mod tests {
     }
 
     #[test]
+    fn schema_is_the_documented_with() {
+        let schema = serde_json::to_value(schemars::schema_for!(ShellConfig)).unwrap();
+        assert_eq!(schema["additionalProperties"], json!(false), "{schema}");
+        for field in ["command", "script", "env", "cwd", "shell"] {
+            let doc = &schema["properties"][field]["description"];
+            assert!(
+                doc.as_str().is_some_and(|d| !d.is_empty()),
+                "{field}: {schema}"
+            );
+        }
+    }
+
+    #[test]
     fn outputs_in_github_format() {
         let text = "a=1\r\nb=x=y\n\nmulti<<EOF\nline 1\nline 2\nEOF\nempty=\n";
         assert_eq!(
