@@ -7,7 +7,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides};
+use std::sync::Arc;
+
+use crate::catalog::versions::Versions;
+use crate::operators::RunLauncher;
+use crate::scheduler::SchedulerDeps;
+use crate::secrets::{Masker, Secrets};
 use crate::store::StoreConfig;
+use crate::template::Templates;
+use crate::worker::WorkerDeps;
 
 pub mod backfill;
 mod client;
@@ -91,6 +99,52 @@ impl Settings {
 
     pub fn store(&self) -> StoreConfig {
         StoreConfig::new(&self.config.database)
+    }
+}
+
+/// What the scheduler and the workers of one process share: compiled workflow versions,
+/// templates, secrets and their masker, configured variables.
+pub struct Shared {
+    pub versions: Arc<Versions>,
+    pub templates: Arc<Templates>,
+    pub secrets: Arc<Secrets>,
+    pub masker: Arc<Masker>,
+    pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Shared {
+        let secrets = Arc::new(Secrets::from_env());
+        Shared {
+            versions: Arc::new(Versions::new()),
+            templates: Arc::new(Templates::new()),
+            masker: Arc::new(secrets.masker()),
+            secrets,
+            vars: Arc::new(config.variables.clone()),
+        }
+    }
+
+    pub fn scheduler_deps(&self) -> SchedulerDeps {
+        SchedulerDeps {
+            versions: self.versions.clone(),
+            templates: self.templates.clone(),
+            secrets: self.secrets.clone(),
+            vars: self.vars.clone(),
+        }
+    }
+
+    /// `runs` starts other workflows for the `trigger` operator; `None` where there is no
+    /// catalog of them.
+    pub fn worker_deps(&self, runs: Option<Arc<dyn RunLauncher>>) -> anyhow::Result<WorkerDeps> {
+        Ok(WorkerDeps {
+            versions: self.versions.clone(),
+            templates: self.templates.clone(),
+            secrets: self.secrets.clone(),
+            masker: self.masker.clone(),
+            vars: self.vars.clone(),
+            http: http_client()?,
+            runs,
+        })
     }
 }
 

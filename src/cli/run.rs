@@ -13,18 +13,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{DatabaseArgs, EXIT_USAGE};
+use super::{DatabaseArgs, EXIT_USAGE, Shared};
 use crate::catalog;
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
-use crate::catalog::versions::Versions;
 use crate::dag::Workflow;
 use crate::lifecycle::{RunState, TaskState};
 use crate::params;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerDeps};
-use crate::secrets::Secrets;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Store, StoreEvent, TaskInstanceRecord};
-use crate::template::Templates;
-use crate::worker::{Worker, WorkerConfig, WorkerDeps};
+use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -63,13 +60,11 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let secrets = Arc::new(Secrets::from_env());
-    let masker = Arc::new(secrets.masker());
+    let shared = Shared::new(&settings.config);
+    let masker = shared.masker.clone();
     let store = Store::open(&settings.store()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
-    let versions = Arc::new(Versions::new());
-    let vars = Arc::new(settings.config.variables.clone());
-    versions.insert(workflow.clone());
+    shared.versions.insert(workflow.clone());
 
     // Subscribe before the run exists, so no event about it is missed.
     let scheduler_events = store.subscribe();
@@ -88,15 +83,9 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
         Err(e) => return Err(e.into()),
     };
 
-    let templates = Arc::new(Templates::new());
     let mut scheduler = Scheduler::new(
         store.clone(),
-        SchedulerDeps {
-            vars: vars.clone(),
-            versions: versions.clone(),
-            templates: templates.clone(),
-            secrets: secrets.clone(),
-        },
+        shared.scheduler_deps(),
         SchedulerConfig {
             adopt_new_runs: false,
             exit_when_idle: true,
@@ -121,16 +110,8 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             shutdown_grace: Duration::ZERO,
             pools: settings.config.pools.clone(),
         },
-        WorkerDeps {
-            vars: vars.clone(),
-            versions,
-            templates,
-            secrets,
-            masker: masker.clone(),
-            http: super::http_client()?,
-            // `run` has no catalog of other workflows to start: `trigger` needs `serve`.
-            runs: None,
-        },
+        // `run` has no catalog of other workflows to start: `trigger` needs `serve`.
+        shared.worker_deps(None)?,
     );
     let stop_worker = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(worker_events, stop_worker.clone()));

@@ -13,21 +13,18 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{DatabaseArgs, Settings, init_tracing_with};
+use super::{DatabaseArgs, Settings, Shared, init_tracing_with};
 use crate::catalog::live::Catalog;
 use crate::catalog::runs::CatalogRuns;
-use crate::catalog::versions::Versions;
 use crate::config::{LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::triggers::WorkflowTriggerService;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerDeps};
-use crate::secrets::Secrets;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::server::{self, AppState};
 use crate::store::Store;
-use crate::template::Templates;
-use crate::worker::{Worker, WorkerConfig, WorkerDeps};
+use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -113,15 +110,11 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         }
     }
 
-    let secrets = Arc::new(Secrets::from_env());
-    let masker = Arc::new(secrets.masker());
-    let templates = Arc::new(Templates::new());
-    let versions = Arc::new(Versions::new());
-    let vars = Arc::new(config.variables.clone());
+    let shared = Shared::new(&config);
 
     // SQLite has one process, this one: whatever was running when it last stopped was cut
     // off, so it is recovered now instead of waiting for leases to expire.
-    let recovered = recovery::recover(&store, &versions, Orphans::AllRunning).await?;
+    let recovered = recovery::recover(&store, &shared.versions, Orphans::AllRunning).await?;
     if recovered > 0 {
         info!(
             recovered,
@@ -134,12 +127,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
 
     let mut scheduler = Scheduler::new(
         store.clone(),
-        SchedulerDeps {
-            vars: vars.clone(),
-            versions: versions.clone(),
-            templates: templates.clone(),
-            secrets: secrets.clone(),
-        },
+        shared.scheduler_deps(),
         SchedulerConfig {
             adopt_new_runs: true,
             exit_when_idle: false,
@@ -154,7 +142,8 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         tokio::spawn(cron.run(catalog_changed.clone(), store.subscribe(), shutdown.clone()));
 
     // Subscribed before anything runs, so no run's end is missed.
-    let triggers = WorkflowTriggerService::new(store.clone(), catalog.clone(), templates.clone());
+    let triggers =
+        WorkflowTriggerService::new(store.clone(), catalog.clone(), shared.templates.clone());
     let triggers_task = tokio::spawn(triggers.run(store.subscribe(), shutdown.clone()));
 
     let watch_task = {
@@ -181,18 +170,10 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             shutdown_grace,
             pools: config.pools.clone(),
         },
-        WorkerDeps {
-            vars: vars.clone(),
-            versions: versions.clone(),
-            templates,
-            secrets,
-            masker,
-            http: super::http_client()?,
-            runs: Some(Arc::new(CatalogRuns {
-                store: store.clone(),
-                catalog: catalog.clone(),
-            })),
-        },
+        shared.worker_deps(Some(Arc::new(CatalogRuns {
+            store: store.clone(),
+            catalog: catalog.clone(),
+        })))?,
     );
     let worker_task = tokio::spawn(worker.run(store.subscribe(), stop_worker.clone()));
 
