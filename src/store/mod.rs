@@ -297,6 +297,95 @@ mod tests {
     }
 }
 
+/// The backends store tests run on: SQLite always; PostgreSQL when it is reachable at
+/// `SLUICE_TEST_POSTGRES_URL` (default: the local server's `test` database), each test in a
+/// schema of its own. With `CI` set, an unreachable PostgreSQL fails the test instead of
+/// being skipped.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    /// A store to test, and what to clean up after the test.
+    pub(crate) struct Backend {
+        pub name: &'static str,
+        pub store: Store,
+        schema: Option<(String, String)>,
+    }
+
+    impl Backend {
+        /// Drops a PostgreSQL test's schema (a failed test leaves it for inspection).
+        pub async fn finish(self) {
+            let Some((url, schema)) = self.schema else {
+                return;
+            };
+            drop(self.store);
+            if let Ok(admin) = Database::connect(&url).await {
+                let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                let _ = sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql).await;
+                let _ = admin.close().await;
+            }
+        }
+    }
+
+    pub(crate) async fn backends() -> Vec<Backend> {
+        let sqlite = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("SQLite store");
+        let mut backends = vec![Backend {
+            name: "sqlite",
+            store: sqlite,
+            schema: None,
+        }];
+        let url = std::env::var("SLUICE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        match postgres(&url).await {
+            Ok((store, schema)) => backends.push(Backend {
+                name: "postgres",
+                store,
+                schema: Some((url, schema)),
+            }),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("PostgreSQL at {url} is needed in CI: {e}")
+            }
+            Err(_) => {}
+        }
+        backends
+    }
+
+    async fn postgres(url: &str) -> Result<(Store, String)> {
+        let schema = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE SCHEMA {schema}"))
+            .await?;
+        admin.close().await?;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        Ok((Store::open(&StoreConfig::new(scoped)).await?, schema))
+    }
+}
+
+/// Runs a store test body once per backend.
+#[cfg(test)]
+macro_rules! on_every_backend {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                for backend in crate::store::conformance::backends().await {
+                    eprintln!("{}: on {}", stringify!($name), backend.name);
+                    $body(backend.store.clone()).await;
+                    backend.finish().await;
+                }
+            }
+        )*
+    };
+}
+
 #[cfg(test)]
 mod store_tests {
     use chrono::Utc;
@@ -304,10 +393,11 @@ mod store_tests {
     use super::*;
     use crate::lifecycle::{RunState, TaskState};
 
-    async fn store() -> Store {
-        Store::open(&StoreConfig::new("sqlite::memory:"))
-            .await
-            .expect("in-memory store")
+    on_every_backend! {
+        run_lifecycle_claim_and_fenced_completion => lifecycle_claim_and_fenced_completion,
+        cancel_stops_what_has_not_started => cancel_before_start,
+        claims_follow_priority_then_age => priority_then_age,
+        logs_round_trip_in_order => logs_in_order,
     }
 
     fn new_run(id: &str) -> NewRun {
@@ -335,9 +425,7 @@ mod store_tests {
         }
     }
 
-    #[tokio::test]
-    async fn run_lifecycle_claim_and_fenced_completion() {
-        let store = store().await;
+    async fn lifecycle_claim_and_fenced_completion(store: Store) {
         let mut events = store.subscribe();
         store
             .save_workflow_version("wf", "h1", "/x/wf.yaml", "tasks: {}")
@@ -465,9 +553,7 @@ mod store_tests {
         assert!(seen.contains(&("a".into(), 2, TaskState::Success)));
     }
 
-    #[tokio::test]
-    async fn cancel_stops_what_has_not_started() {
-        let store = store().await;
+    async fn cancel_before_start(store: Store) {
         store
             .create_run(&new_run("r2"), &[task("a"), task("b")])
             .await
@@ -490,9 +576,7 @@ mod store_tests {
         );
     }
 
-    #[tokio::test]
-    async fn claims_follow_priority_then_age() {
-        let store = store().await;
+    async fn priority_then_age(store: Store) {
         let tasks = [
             NewTaskInstance {
                 priority: 1,
@@ -531,9 +615,7 @@ mod store_tests {
         assert_eq!(order, ["high", "low", "low2"]);
     }
 
-    #[tokio::test]
-    async fn logs_round_trip_in_order() {
-        let store = store().await;
+    async fn logs_in_order(store: Store) {
         let line = |n: usize| NewLogLine {
             run_id: "r".into(),
             task_id: if n.is_multiple_of(2) {
@@ -562,11 +644,11 @@ mod pool_tests {
     use super::*;
     use crate::lifecycle::TaskState;
 
-    #[tokio::test]
-    async fn claims_respect_pool_slots_and_leave_other_work_claimable() {
-        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
-            .await
-            .expect("store");
+    on_every_backend! {
+        claims_respect_pool_slots_and_leave_other_work_claimable => pool_slots,
+    }
+
+    async fn pool_slots(store: Store) {
         let now = chrono::Utc::now();
         let run = NewRun {
             id: "r".into(),
