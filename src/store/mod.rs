@@ -398,6 +398,41 @@ mod store_tests {
         cancel_stops_what_has_not_started => cancel_before_start,
         claims_follow_priority_then_age => priority_then_age,
         logs_round_trip_in_order => logs_in_order,
+        a_handed_back_try_is_queued_again_and_keeps_its_start => hand_back_keeps_start,
+    }
+
+    async fn hand_back_keeps_start(store: Store) {
+        store
+            .create_run(&new_run("r5"), &[task("a")])
+            .await
+            .expect("run");
+        let ti = store.task_instances("r5").await.expect("tis").remove(0);
+        let mut batch = DecisionBatch::default();
+        batch.push(ti.id, "a", 1, TaskState::Pending, TaskState::Queued);
+        store.apply_decisions("r5", &batch).await.expect("queue");
+        let claim = Claim {
+            worker: "w",
+            limit: 1,
+            lease: std::time::Duration::from_secs(30),
+            pools: &Default::default(),
+        };
+        let claimed = store.claim(&claim).await.expect("claim").remove(0);
+        assert_eq!(store.hand_back(&[claimed.id]).await.expect("hand back"), 1);
+        assert_eq!(
+            store.hand_back(&[claimed.id]).await.expect("again"),
+            0,
+            "only running rows move"
+        );
+        let back = store.task_instances("r5").await.expect("tis").remove(0);
+        assert_eq!(
+            (back.state, back.try_number, back.worker),
+            (TaskState::Queued, 1, None)
+        );
+        let again = store.claim(&claim).await.expect("claim again").remove(0);
+        assert_eq!(
+            again.started_at, claimed.started_at,
+            "the try keeps its first start"
+        );
     }
 
     fn new_run(id: &str) -> NewRun {

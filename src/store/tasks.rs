@@ -821,12 +821,13 @@ impl Store {
 
 impl Store {
     /// Puts running tries back in the queue, same try (a worker shutting down). Only rows
-    /// still running move.
+    /// still running move. `started_at` stays: the try did start then, and a sensor's
+    /// timeout keeps counting from its first check.
     pub async fn hand_back(&self, ids: &[i64]) -> Result<u64> {
         let mut moved = 0;
         for chunk in ids.chunks(CHUNK) {
             let sql = format!(
-                "UPDATE task_instances SET state = ?, worker = NULL, started_at = NULL, \
+                "UPDATE task_instances SET state = ?, worker = NULL, \
                  lease_expires_at = NULL, queued_at = ? WHERE state = ? AND id IN ({})",
                 marks(chunk.len())
             );
