@@ -68,3 +68,34 @@ fn a_broken_config_file_is_a_clear_error() {
         .expect("run");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.toml"));
 }
+
+#[test]
+fn migrate_applies_and_lists_the_migrations() {
+    let sb = Sandbox::new();
+    let out = sb
+        .command()
+        .args(["migrate", "--database", "fresh.db"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("m20261127_000001_initial")),
+        "{listed}"
+    );
+    assert!(sb.path().join("fresh.db").exists());
+    // Running it again changes nothing and still succeeds.
+    let again = sb
+        .command()
+        .args(["migrate", "--database", "fresh.db"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), listed);
+}

@@ -20,6 +20,7 @@ use crate::worker::WorkerDeps;
 pub mod backfill;
 mod client;
 pub mod logs;
+pub mod migrate;
 pub mod run;
 pub mod runs;
 pub mod schema;
@@ -52,6 +53,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print the stored logs of a run.
     Logs(logs::LogsArgs),
+    /// Apply pending database migrations (every command does so on start, too).
+    Migrate(migrate::MigrateArgs),
     /// Start a run through the API of a running server.
     Trigger(trigger::TriggerArgs),
     /// List recent runs through the API of a running server.
@@ -186,6 +189,10 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => {
             init_tracing(LogFormat::Human);
             one_thread(logs::execute(config, args))
+        }
+        Command::Migrate(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(migrate::execute(config, args))
         }
         Command::Trigger(args) => one_thread(trigger::execute(config, args)),
         Command::Runs(args) => one_thread(runs::execute(config, args)),

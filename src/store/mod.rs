@@ -187,6 +187,14 @@ impl Store {
         })
     }
 
+    /// The names of the migrations applied to this database, oldest first.
+    pub async fn applied_migrations(&self) -> Result<Vec<String>> {
+        let applied = Migrator::get_applied_migrations(&self.db)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(applied.iter().map(|m| m.name().to_owned()).collect())
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.backend
     }
