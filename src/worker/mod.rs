@@ -501,8 +501,9 @@ async fn execute(
             }
             .into();
         }
-        Err(OperatorError::Config { .. }) => {
-            let message = result_message(&result);
+        // A `with` that does not fit the operator cannot succeed on a retry.
+        Err(error @ OperatorError::Config { .. }) => {
+            let message = error.to_string();
             return failed(claimed, deps.masker.mask(&message).into_owned(), None).into();
         }
         Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
@@ -517,13 +518,6 @@ async fn execute(
         }
     };
     finish(claimed, task, outcome, &deps.masker).into()
-}
-
-fn result_message<T>(result: &std::result::Result<T, OperatorError>) -> String {
-    match result {
-        Ok(_) => String::new(),
-        Err(e) => e.to_string(),
-    }
 }
 
 /// Turns an operator's result into a completion: masked outputs on success; on failure a
