@@ -99,6 +99,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `vars` in templates.
     pub variables: serde_json::Map<String, Value>,
+    /// The address people and other services reach the UI at, for links in alerts and
+    /// commit statuses; `None` means `http://<bind>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -112,6 +115,7 @@ impl Default for Config {
             pools: BTreeMap::new(),
             log_format: LogFormat::Human,
             variables: serde_json::Map::new(),
+            public_url: None,
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct Overrides {
     /// environment alone.
     pub api_tokens: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
+    pub public_url: Option<String>,
 }
 
 /// `sluice.toml` exactly as written. Unknown keys are errors so that a typo (`concurency`)
@@ -140,6 +145,7 @@ struct FileConfig {
     bind: Option<SocketAddr>,
     concurrency: Option<usize>,
     log_format: Option<LogFormat>,
+    public_url: Option<String>,
     api: Option<ApiSection>,
     #[serde(default)]
     pools: BTreeMap<String, u32>,
@@ -216,6 +222,9 @@ impl Config {
         if let Some(format) = file.log_format {
             self.log_format = format;
         }
+        if let Some(url) = file.public_url {
+            self.public_url = Some(checked_public_url(&url).map_err(invalid)?);
+        }
         if let Some(tokens) = file.api.and_then(|api| api.tokens) {
             // An empty token would let an empty `Authorization: Bearer ` header in.
             if tokens.iter().any(|t| t.trim().is_empty()) {
@@ -261,6 +270,34 @@ impl Config {
         if let Some(format) = overrides.log_format {
             self.log_format = format;
         }
+        if overrides.public_url.is_some() {
+            self.public_url = overrides.public_url;
+        }
+    }
+
+    /// The base URL of the UI without a trailing slash: `public_url`, or `http://<bind>`.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// The UI page of a run, for links in alerts and commit statuses.
+    pub fn run_url(&self, run_id: &str) -> String {
+        format!("{}/runs/{run_id}", self.base_url())
+    }
+}
+
+/// `public_url` must be an absolute http(s) URL, because it ends up in links sent elsewhere.
+pub fn checked_public_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim();
+    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        Ok(trimmed.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!(
+            "`public_url` must start with http:// or https://, got `{trimmed}`"
+        ))
     }
 }
 
@@ -365,6 +402,7 @@ workflows = "flows"
 bind = "0.0.0.0:9000"
 concurrency = 4
 log_format = "json"
+public_url = "https://ci.example.com/sluice/"
 
 [api]
 tokens = ["file-token"]
@@ -398,6 +436,7 @@ since = 2026-11-01
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.log_format, LogFormat::Human);
         assert_eq!(config.concurrency, None);
+        assert_eq!(config.run_url("r1"), "http://127.0.0.1:8080/runs/r1");
     }
 
     #[test]
@@ -409,6 +448,7 @@ since = 2026-11-01
         assert_eq!(config.concurrency, Some(4));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.api_tokens, ["file-token"]);
+        assert_eq!(config.base_url(), "https://ci.example.com/sluice");
         assert_eq!(config.pools.get("gpu"), Some(&2));
         assert_eq!(config.pools.get("openai"), Some(&8));
         assert_eq!(
@@ -430,6 +470,7 @@ since = 2026-11-01
                 String::new(),
             ]),
             log_format: Some(LogFormat::Human),
+            public_url: Some("https://sluice.example.com".to_owned()),
         };
         let config = from_toml(FULL, overrides).expect("valid");
         assert_eq!(config.database, "postgres://db/sluice");
@@ -440,6 +481,10 @@ since = 2026-11-01
         assert_eq!(config.concurrency, Some(32));
         assert_eq!(config.api_tokens, ["env-a", "env-b"]);
         assert_eq!(config.log_format, LogFormat::Human);
+        assert_eq!(
+            config.run_url("r1"),
+            "https://sluice.example.com/runs/r1"
+        );
         // What has no flag still comes from the file.
         assert_eq!(config.pools.get("gpu"), Some(&2));
         // An override left empty keeps the file's value.
@@ -486,6 +531,16 @@ since = 2026-11-01
         assert_eq!(
             error.to_string(),
             format!("the configuration file {} does not exist", path.display())
+        );
+    }
+
+    #[test]
+    fn a_public_url_without_a_scheme_is_rejected() {
+        let error = from_toml("public_url = \"sluice.example.com\"\n", Overrides::default())
+            .expect_err("no scheme");
+        assert!(
+            error.to_string().contains("must start with http:// or https://"),
+            "{error}"
         );
     }
 

@@ -59,6 +59,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_tokens: Option<Vec<String>>,
+    /// The URL people reach this server at, for links in alerts and commit statuses
+    /// [default: http://<bind>]
+    #[arg(long, env = "SLUICE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+}
+
+fn public_url(value: &str) -> Result<String, String> {
+    crate::config::checked_public_url(value)
 }
 
 /// How often the workflows folder is checked for changed files.
@@ -78,6 +86,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
                 .collect()
         }),
         log_format: args.log_format,
+        public_url: args.public_url,
     };
     let settings = Settings::load(config, overrides)?;
     init_tracing_with(settings.config.log_format, "info");
