@@ -481,10 +481,7 @@ since = 2026-11-01
         assert_eq!(config.concurrency, Some(32));
         assert_eq!(config.api_tokens, ["env-a", "env-b"]);
         assert_eq!(config.log_format, LogFormat::Human);
-        assert_eq!(
-            config.run_url("r1"),
-            "https://sluice.example.com/runs/r1"
-        );
+        assert_eq!(config.run_url("r1"), "https://sluice.example.com/runs/r1");
         // What has no flag still comes from the file.
         assert_eq!(config.pools.get("gpu"), Some(&2));
         // An override left empty keeps the file's value.
@@ -536,10 +533,15 @@ since = 2026-11-01
 
     #[test]
     fn a_public_url_without_a_scheme_is_rejected() {
-        let error = from_toml("public_url = \"sluice.example.com\"\n", Overrides::default())
-            .expect_err("no scheme");
+        let error = from_toml(
+            "public_url = \"sluice.example.com\"\n",
+            Overrides::default(),
+        )
+        .expect_err("no scheme");
         assert!(
-            error.to_string().contains("must start with http:// or https://"),
+            error
+                .to_string()
+                .contains("must start with http:// or https://"),
             "{error}"
         );
     }

@@ -401,6 +401,7 @@ async fn finish_run(h: &Harness, run_id: &str) {
             worker: "w",
             limit: 1,
             pools: &Default::default(),
+            queues: &[],
             lease: Duration::from_secs(30),
         })
         .await

@@ -89,6 +89,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
         SchedulerConfig {
             adopt_new_runs: false,
             exit_when_idle: true,
+            reload_every: None,
         },
     );
     scheduler.adopt(&run_id).await?;
@@ -109,6 +110,9 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             // Tries still running here belong to a cancelled run: stop them at once.
             shutdown_grace: Duration::ZERO,
             pools: settings.config.pools.clone(),
+            // One run in one process: every queue, and every change is heard.
+            queues: Vec::new(),
+            poll: None,
         },
         // `run` has no catalog of other workflows to start: `trigger` needs `serve`.
         shared.worker_deps(None)?,

@@ -140,6 +140,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         SchedulerConfig {
             adopt_new_runs: true,
             exit_when_idle: false,
+            reload_every: None,
         },
     );
     let scheduler_events = store.subscribe();
@@ -178,6 +179,8 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             scratch_root: std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id())),
             shutdown_grace,
             pools: config.pools.clone(),
+            queues: Vec::new(),
+            poll: None,
         },
         shared.worker_deps(Some(Arc::new(CatalogRuns {
             store: store.clone(),

@@ -26,6 +26,8 @@ use crate::template;
 /// Built-in retry delay when neither the task nor `defaults` sets one. Airflow uses 300s; a
 /// shorter wait suits the short tasks of LLM pipelines (API calls, evals) better.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// The queue of tasks that name none; `sluice worker` serves it unless told otherwise.
+pub const DEFAULT_QUEUE: &str = "default";
 
 /// Compiles one workflow file. `schema` is the JSON Schema the file is checked against (the
 /// catalog's, which includes every operator's `with`); `path` names the file in diagnostics and
@@ -100,6 +102,7 @@ struct Inherited {
     max_retry_delay: Option<Duration>,
     timeout: Option<Duration>,
     pool: Option<String>,
+    queue: Option<String>,
     priority: Option<i32>,
 }
 
@@ -128,6 +131,23 @@ impl Compiler<'_> {
     fn string(&mut self, root: &Node, key: &str) -> Option<(String, Pos)> {
         let node = root.get(key)?;
         node.as_str().map(|s| (s.to_owned(), node.pos))
+    }
+
+    /// A queue name: it is typed on command lines (`--queues gpu,cpu`), so it follows the id
+    /// rules.
+    fn queue(&mut self, map: &Node) -> Option<String> {
+        let node = map.get("queue")?;
+        let name = node.as_str()?;
+        if is_valid_id(name) {
+            Some(name.to_owned())
+        } else {
+            self.error(
+                node.pos,
+                format!("invalid queue name `{name}`"),
+                Some("a queue name uses lowercase letters, digits, `_` and `-`".to_owned()),
+            );
+            None
+        }
     }
 
     fn duration(&mut self, map: &Node, key: &str) -> Option<Duration> {
@@ -441,6 +461,7 @@ impl Compiler<'_> {
             max_retry_delay: self.duration(node, "max_retry_delay"),
             timeout: self.duration(node, "timeout"),
             pool: node.get("pool").and_then(|n| n.as_str().map(str::to_owned)),
+            queue: self.queue(node),
             priority: node.get("priority").and_then(|n| self.typed(n, "priority")),
         }
     }
@@ -595,6 +616,10 @@ impl Compiler<'_> {
                 .and_then(Node::as_str)
                 .map(str::to_owned)
                 .or_else(|| inherited.pool.clone()),
+            queue: self
+                .queue(node)
+                .or_else(|| inherited.queue.clone())
+                .unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
             priority: node
                 .get("priority")
                 .and_then(|n| self.typed(n, "priority"))

@@ -14,7 +14,7 @@ mod compile;
 
 pub mod intervals;
 
-pub use compile::{DEFAULT_RETRY_DELAY, compile, is_valid_id};
+pub use compile::{DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, compile, is_valid_id};
 
 /// A checked workflow. Tasks are in file order (the display order); `graph` has one node per
 /// task, whose weight is the task's index in `tasks`, and an edge from each upstream task to
@@ -61,6 +61,8 @@ pub struct Task {
     pub max_retry_delay: Option<Duration>,
     pub timeout: Option<Duration>,
     pub pool: Option<String>,
+    /// The queue the task waits in: `default` unless the file names one.
+    pub queue: String,
     pub priority: i32,
     pub env: IndexMap<String, String>,
 }
@@ -143,6 +145,7 @@ mod tests {
             max_retry_delay: cap.map(Duration::from_secs),
             timeout: None,
             pool: None,
+            queue: DEFAULT_QUEUE.into(),
             priority: 0,
             env: IndexMap::new(),
         }

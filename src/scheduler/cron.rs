@@ -14,7 +14,7 @@ use super::{Result, SchedulerError};
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::catalog::live::Catalog;
 use crate::dag::intervals;
-use crate::store::{Store, StoreEvent};
+use crate::store::{Store, StoreError, StoreEvent};
 
 /// Cron service settings.
 #[derive(Debug, Clone)]
@@ -98,6 +98,8 @@ impl CronService {
                         warn!(workflow = %id, problems = ?problems.iter().map(ToString::to_string).collect::<Vec<_>>(), "A scheduled run cannot start: its params need values.");
                         break;
                     }
+                    // Another scheduler on the database created it first.
+                    Err(LaunchError::Store(StoreError::AlreadyScheduled { .. })) => {}
                     Err(LaunchError::Store(e)) => return Err(SchedulerError::Store(e)),
                 }
                 last = Some(interval.start);
@@ -134,7 +136,8 @@ impl CronService {
                     _ = changed.notified() => break,
                     _ = &mut wake => break,
                     event = events.recv() => match event {
-                        Some(StoreEvent::Paused { .. }) => break,
+                        // A pause, or changes from other processes that went unheard.
+                        Some(StoreEvent::Paused { .. } | StoreEvent::Missed) => break,
                         // Other events say nothing about schedules.
                         Some(_) => {}
                         None => return Ok(()),

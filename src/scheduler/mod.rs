@@ -268,6 +268,8 @@ impl Scheduler {
                 }
             }
 
+            // Other processes' changes may have gone unheard: the database is the truth.
+            StoreEvent::Missed => self.reload().await,
             StoreEvent::RunState { .. }
             | StoreEvent::WorkQueued
             | StoreEvent::RunCancelRequested { .. }
@@ -461,6 +463,21 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Forgets what it knew and takes over every unfinished run again from the database.
+    /// With `adopt_new_runs` that is every run; otherwise the runs it was driving.
+    pub async fn reload(&mut self) -> Result<()> {
+        if self.config.adopt_new_runs {
+            self.runs.clear();
+            return self.resume().await;
+        }
+        let ids: Vec<String> = self.runs.keys().cloned().collect();
+        self.runs.clear();
+        for id in ids {
+            self.adopt(&id).await?;
+        }
+        Ok(())
+    }
+
     /// Creates the `on_failure` hooks' task instances and dispatches the ready ones.
     async fn start_hooks(&mut self, run_id: &str) -> Result<()> {
         let Some(tracker) = self.runs.get_mut(run_id) else {
@@ -496,6 +513,14 @@ impl Scheduler {
         shutdown: CancellationToken,
     ) -> Result<()> {
         let mut next_due = self.queue_due().await?;
+        let reloading = self.config.reload_every.is_some();
+        let mut reload = tokio::time::interval(
+            self.config
+                .reload_every
+                .unwrap_or(std::time::Duration::from_secs(3600)),
+        );
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reload.tick().await;
         loop {
             if self.config.exit_when_idle && self.is_idle() {
                 return Ok(());
@@ -506,6 +531,10 @@ impl Scheduler {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(sleep_for), if next_due.is_some() => {
+                    next_due = self.queue_due().await?;
+                }
+                _ = reload.tick(), if reloading => {
+                    self.reload().await?;
                     next_due = self.queue_due().await?;
                 }
                 event = events.recv() => {
@@ -533,6 +562,9 @@ pub struct SchedulerConfig {
     pub adopt_new_runs: bool,
     /// Stop once every adopted run has ended (the `run` command drives a single run).
     pub exit_when_idle: bool,
+    /// Re-read every run from the database this often: the fallback for changes by other
+    /// processes whose notification was lost. `None` when every writer is in this process.
+    pub reload_every: Option<std::time::Duration>,
 }
 
 fn schedules_retry(event: &StoreEvent) -> bool {

@@ -108,13 +108,11 @@ async fn completion_for(
         let delay =
             chrono::Duration::from_std(task.retry_delay_before(next_try)).unwrap_or_default();
         completion.state = TaskState::UpForRetry;
-        completion.retry = Some(NewTaskInstance {
-            task_id: task.id.clone(),
-            try_number: next_try,
-            priority: task.priority,
-            pool: task.pool.clone(),
-            not_before: Some(Utc::now() + delay),
-        });
+        completion.retry = Some(NewTaskInstance::next_try(
+            &task,
+            next_try,
+            Utc::now() + delay,
+        ));
     }
     Ok(completion)
 }

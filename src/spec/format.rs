@@ -103,6 +103,9 @@ pub struct DefaultsSpec {
     /// The pool whose slots limit how many such tasks run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The queue tasks wait in; only workers serving it take them. Built-in default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// Higher runs first when workers are busy. Built-in default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
@@ -146,6 +149,10 @@ pub struct TaskSpec {
     /// The pool this task takes a slot from. Overrides `defaults.pool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The queue this task waits in (`gpu`, …); only workers serving it take it (`sluice
+    /// worker --queues gpu`). Overrides `defaults.queue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// Higher runs first when workers are busy. Overrides `defaults.priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,

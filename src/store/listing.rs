@@ -225,7 +225,7 @@ impl Store {
         let rows = txn
             .query_all_raw(self.stmt(
                 &format!(
-                    "SELECT task_id, try_number, state, priority, pool FROM task_instances \
+                    "SELECT task_id, try_number, state, priority, pool, queue FROM task_instances \
                      WHERE run_id = ? AND task_id IN ({}) ORDER BY try_number",
                     marks(task_ids.len())
                 ),
@@ -233,23 +233,23 @@ impl Store {
             ))
             .await?;
         // The latest try of each task (rows come in try order, so the last one wins).
-        let mut latest: HashMap<String, (u32, TaskState, i32, Option<String>)> = HashMap::new();
+        let mut latest: HashMap<String, (TaskState, NewTaskInstance)> = HashMap::new();
         for row in &rows {
             let task_id: String = get(row, "task_id")?;
-            let try_number = get::<i32>(row, "try_number")? as u32;
             let state: TaskState = get::<String>(row, "state")?.parse()?;
-            latest.insert(
-                task_id,
-                (try_number, state, get(row, "priority")?, get(row, "pool")?),
-            );
+            let next = NewTaskInstance {
+                task_id: task_id.clone(),
+                try_number: get::<i32>(row, "try_number")? as u32 + 1,
+                priority: get(row, "priority")?,
+                pool: get(row, "pool")?,
+                queue: get(row, "queue")?,
+                not_before: None,
+            };
+            latest.insert(task_id, (state, next));
         }
         let busy: Vec<&str> = task_ids
             .iter()
-            .filter(|t| {
-                latest
-                    .get(*t)
-                    .is_some_and(|(_, state, _, _)| !state.is_final())
-            })
+            .filter(|t| latest.get(*t).is_some_and(|(state, _)| !state.is_final()))
             .map(String::as_str)
             .collect();
         if !busy.is_empty() {
@@ -258,22 +258,10 @@ impl Store {
                 busy.join(", ")
             )));
         }
+        // Ids without a try in this run (hooks that never started) have nothing to clear.
         let new_tries: Vec<NewTaskInstance> = task_ids
             .iter()
-            .map(|t| {
-                let (try_number, _, priority, pool) =
-                    latest
-                        .get(t)
-                        .cloned()
-                        .unwrap_or((0, TaskState::Pending, 0, None));
-                NewTaskInstance {
-                    task_id: t.clone(),
-                    try_number: try_number + 1,
-                    priority,
-                    pool,
-                    not_before: None,
-                }
-            })
+            .filter_map(|t| latest.remove(t).map(|(_, next)| next))
             .collect();
         let now = Utc::now();
         insert_task_instances(self, &txn, run_id, &new_tries, TaskState::Pending, now).await?;

@@ -11,12 +11,15 @@ use sea_orm::{
 use sluice_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc;
 
+mod leader;
 mod listing;
 mod logs;
+mod notify;
 mod runs;
 mod schedules;
 mod tasks;
 
+pub use leader::Leadership;
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
@@ -41,6 +44,13 @@ pub enum StoreError {
     Db(#[from] DbErr),
     #[error("the database holds an invalid value: {0}")]
     Corrupt(String),
+    #[error("workflow `{workflow_id}` already has a scheduled run for {logical_date}")]
+    AlreadyScheduled {
+        workflow_id: String,
+        logical_date: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("leader election failed: {0}")]
+    Leader(sea_orm::sqlx::Error),
     #[error("no run with id `{0}`")]
     RunNotFound(String),
     #[error(transparent)]
@@ -80,6 +90,9 @@ pub enum StoreEvent {
     RunCancelRequested { run_id: String },
     /// A workflow was paused or unpaused.
     Paused { workflow_id: String, paused: bool },
+    /// Changes made by other processes may have gone unheard (the connection that hears them
+    /// was re-established): whoever keeps state from events should re-read it.
+    Missed,
 }
 
 /// Settings for opening a database.
@@ -106,6 +119,8 @@ pub struct Store {
     db: DatabaseConnection,
     backend: DbBackend,
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<StoreEvent>>>>,
+    /// On PostgreSQL: how events reach the other processes on the database.
+    cluster: Option<Arc<notify::Cluster>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,10 +195,15 @@ impl Store {
             })?;
         let backend = db.get_database_backend();
         Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
+        let cluster = match backend {
+            DbBackend::Postgres => Some(Arc::new(notify::Cluster::new(&db, &url).await?)),
+            _ => None,
+        };
         Ok(Store {
             db,
             backend,
             subscribers: Arc::default(),
+            cluster,
         })
     }
 
@@ -199,10 +219,18 @@ impl Store {
         self.backend
     }
 
-    /// Receives every event committed from now on, until the receiver is dropped.
+    /// Receives every event committed from now on, until the receiver is dropped: this
+    /// process's own and, on PostgreSQL, those of the other processes on the database.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<StoreEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock_subscribers().push(tx);
+        if let Some(cluster) = &self.cluster
+            && !cluster
+                .listening
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(notify::listen(self.clone(), cluster.url.clone()));
+        }
         rx
     }
 
@@ -214,6 +242,19 @@ impl Store {
     }
 
     pub(crate) fn publish(&self, event: StoreEvent) {
+        if let Some(cluster) = &self.cluster {
+            let outbox = cluster.outbox.get_or_init(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(notify::forward(self.clone(), rx));
+                tx
+            });
+            let _ = outbox.send(event.clone());
+        }
+        self.publish_local(event);
+    }
+
+    /// Tells this process's subscribers only.
+    fn publish_local(&self, event: StoreEvent) {
         self.lock_subscribers()
             .retain(|tx| tx.send(event.clone()).is_ok());
     }
@@ -407,6 +448,80 @@ mod store_tests {
         claims_follow_priority_then_age => priority_then_age,
         logs_round_trip_in_order => logs_in_order,
         a_handed_back_try_is_queued_again_and_keeps_its_start => hand_back_keeps_start,
+        one_scheduled_run_per_logical_date => one_scheduled_run_per_date,
+        workers_claim_only_their_queues => claims_by_queue,
+    }
+
+    async fn one_scheduled_run_per_date(store: Store) {
+        let date = Utc::now();
+        let scheduled = |id: &str, trigger: &str| NewRun {
+            trigger: trigger.into(),
+            logical_date: date,
+            ..new_run(id)
+        };
+        store
+            .create_run(&scheduled("s1", "schedule"), &[task("a")])
+            .await
+            .expect("first");
+        let second = store
+            .create_run(&scheduled("s2", "schedule"), &[task("a")])
+            .await;
+        assert!(
+            matches!(second, Err(StoreError::AlreadyScheduled { .. })),
+            "{second:?}"
+        );
+        assert!(
+            store.run("s2").await.expect("read").is_none(),
+            "nothing left behind"
+        );
+        // Other triggers may share the date.
+        store
+            .create_run(&scheduled("m1", "manual"), &[task("a")])
+            .await
+            .expect("manual");
+        store
+            .create_run(&scheduled("b1", "backfill"), &[task("a")])
+            .await
+            .expect("backfill");
+    }
+
+    async fn claims_by_queue(store: Store) {
+        let in_queue = |id: &str, queue: &str| NewTaskInstance {
+            queue: queue.into(),
+            ..task(id)
+        };
+        store
+            .create_run(
+                &new_run("rq"),
+                &[
+                    in_queue("cpu1", "default"),
+                    in_queue("gpu1", "gpu"),
+                    in_queue("gpu2", "gpu"),
+                ],
+            )
+            .await
+            .expect("run");
+        let mut batch = DecisionBatch::default();
+        for ti in store.task_instances("rq").await.expect("tis") {
+            batch.push(ti.id, &ti.task_id, 1, TaskState::Pending, TaskState::Queued);
+        }
+        store.apply_decisions("rq", &batch).await.expect("queue");
+        let claim = |queues: &'static [String]| Claim {
+            worker: "w",
+            limit: 10,
+            lease: Duration::from_secs(30),
+            pools: &EMPTY_POOLS,
+            queues,
+        };
+        static GPU: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["gpu".into()]);
+        let gpu = store.claim(&claim(&GPU)).await.expect("claim");
+        let mut ids: Vec<&str> = gpu.iter().map(|c| c.task_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["gpu1", "gpu2"]);
+        let rest = store.claim(&claim(&[])).await.expect("claim");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].task_id, "cpu1");
     }
 
     async fn hand_back_keeps_start(store: Store) {
@@ -423,6 +538,7 @@ mod store_tests {
             limit: 1,
             lease: std::time::Duration::from_secs(30),
             pools: &Default::default(),
+            queues: &[],
         };
         let claimed = store.claim(&claim).await.expect("claim").remove(0);
         assert_eq!(store.hand_back(&[claimed.id]).await.expect("hand back"), 1);
@@ -442,6 +558,8 @@ mod store_tests {
             "the try keeps its first start"
         );
     }
+
+    static EMPTY_POOLS: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
 
     fn new_run(id: &str) -> NewRun {
         let now = Utc::now();
@@ -464,6 +582,7 @@ mod store_tests {
             try_number: 1,
             priority: 0,
             pool: None,
+            queue: "default".into(),
             not_before: None,
         }
     }
@@ -509,6 +628,7 @@ mod store_tests {
             worker: "w1",
             limit: 10,
             pools: &Default::default(),
+            queues: &[],
             lease: std::time::Duration::from_secs(30),
         };
         let claimed = store.claim(&claim).await.unwrap();
@@ -531,6 +651,7 @@ mod store_tests {
             ended_at: Utc::now(),
             retry: Some(NewTaskInstance {
                 try_number: 2,
+                queue: "default".into(),
                 not_before: Some(Utc::now()),
                 ..task("a")
             }),
@@ -644,6 +765,7 @@ mod store_tests {
             worker: "w",
             limit: 1,
             pools: &Default::default(),
+            queues: &[],
             lease: std::time::Duration::from_secs(5),
         };
         let order: Vec<String> = [
@@ -709,6 +831,7 @@ mod pool_tests {
             try_number: 1,
             priority,
             pool: pool.map(str::to_owned),
+            queue: "default".into(),
             not_before: None,
         };
         let tasks = [
@@ -730,6 +853,7 @@ mod pool_tests {
             limit: 10,
             lease: Duration::from_secs(30),
             pools: &pools,
+            queues: &[],
         };
         let first: Vec<String> = store
             .claim(&claim)

@@ -130,28 +130,50 @@ impl Store {
         let now = Utc::now();
         let params = serde_json::to_string(&run.params)?;
         let txn = self.db().begin().await?;
-        txn.execute_raw(self.stmt(
-            &format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            vec![
-                run.id.as_str().into(),
-                run.workflow_id.as_str().into(),
-                run.version_hash.as_str().into(),
-                RunState::Queued.as_str().into(),
-                run.trigger.as_str().into(),
-                run.triggered_by.clone().into(),
-                params.into(),
-                run.logical_date.into(),
-                run.data_interval_start.into(),
-                run.data_interval_end.into(),
-                Value::String(None),
-                now.into(),
-                Value::ChronoDateTimeUtc(None),
-                Value::ChronoDateTimeUtc(None),
-            ],
-        ))
-        .await?;
+        // Only one scheduled run may exist per logical date, whichever scheduler creates it
+        // first; the unique key on (workflow, scheduled_for) decides.
+        let scheduled_for = (run.trigger == "schedule").then_some(run.logical_date);
+        let inserted = txn
+            .execute_raw(self.stmt(
+                &format!(
+                    "INSERT INTO runs ({RUN_COLUMNS}, scheduled_for) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                vec![
+                    run.id.as_str().into(),
+                    run.workflow_id.as_str().into(),
+                    run.version_hash.as_str().into(),
+                    RunState::Queued.as_str().into(),
+                    run.trigger.as_str().into(),
+                    run.triggered_by.clone().into(),
+                    params.into(),
+                    run.logical_date.into(),
+                    run.data_interval_start.into(),
+                    run.data_interval_end.into(),
+                    Value::String(None),
+                    now.into(),
+                    Value::ChronoDateTimeUtc(None),
+                    Value::ChronoDateTimeUtc(None),
+                    scheduled_for.into(),
+                ],
+            ))
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e)
+                if scheduled_for.is_some()
+                    && matches!(
+                        e.sql_err(),
+                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                    ) =>
+            {
+                return Err(StoreError::AlreadyScheduled {
+                    workflow_id: run.workflow_id.clone(),
+                    logical_date: run.logical_date,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         insert_task_instances(self, &txn, &run.id, tasks, TaskState::Pending, now).await?;
         txn.commit().await?;
         self.publish(StoreEvent::RunState {

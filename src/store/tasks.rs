@@ -20,6 +20,8 @@ pub struct NewTaskInstance {
     pub try_number: u32,
     pub priority: i32,
     pub pool: Option<String>,
+    /// The queue it waits in; only workers serving that queue claim it.
+    pub queue: String,
     /// For retries: not to be queued before this time.
     pub not_before: Option<DateTime<Utc>>,
 }
@@ -32,7 +34,17 @@ impl NewTaskInstance {
             try_number: 1,
             priority: task.priority,
             pool: task.pool.clone(),
+            queue: task.queue.clone(),
             not_before: None,
+        }
+    }
+
+    /// The try after `self` (a retry), due at `not_before`.
+    pub fn next_try(task: &crate::dag::Task, try_number: u32, not_before: DateTime<Utc>) -> Self {
+        NewTaskInstance {
+            try_number,
+            not_before: Some(not_before),
+            ..NewTaskInstance::first_try(task)
         }
     }
 }
@@ -111,6 +123,8 @@ pub struct Claim<'a> {
     /// the pool's tasks than its slots are running. Tasks in pools not named here are not
     /// limited.
     pub pools: &'a std::collections::BTreeMap<String, u32>,
+    /// The queues this worker serves; empty serves every queue.
+    pub queues: &'a [String],
 }
 
 /// A task instance a worker now holds (it is `running`).
@@ -177,6 +191,19 @@ fn task_from_row(row: &QueryResult) -> Result<TaskInstanceRecord> {
     })
 }
 
+/// The advisory lock that serialises claims of pooled tasks on PostgreSQL (an arbitrary
+/// constant: "sluice:pools").
+const POOL_CLAIM_LOCK: i64 = 0x736c_7569_6365_706c;
+
+/// ` AND queue IN (?, …)` for the queues a claim serves, or nothing when it serves all.
+fn queue_filter(queues: &[String]) -> String {
+    if queues.is_empty() {
+        String::new()
+    } else {
+        format!(" AND queue IN ({})", marks(queues.len()))
+    }
+}
+
 /// Inserts task instances with multi-row statements.
 pub(super) async fn insert_task_instances<C: ConnectionTrait>(
     store: &Store,
@@ -189,14 +216,14 @@ pub(super) async fn insert_task_instances<C: ConnectionTrait>(
     for chunk in tasks.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO task_instances (run_id, task_id, try_number, state, priority, pool, \
-             not_before, created_at) VALUES ",
+             queue, not_before, created_at) VALUES ",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 8);
+        let mut values = Vec::with_capacity(chunk.len() * 9);
         for (i, t) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
             values.extend([
                 Value::from(run_id),
                 t.task_id.as_str().into(),
@@ -204,6 +231,7 @@ pub(super) async fn insert_task_instances<C: ConnectionTrait>(
                 state.as_str().into(),
                 t.priority.into(),
                 t.pool.clone().into(),
+                t.queue.as_str().into(),
                 t.not_before.into(),
                 now.into(),
             ]);
@@ -377,16 +405,26 @@ impl Store {
         let rows = if claim.pools.is_empty() {
             // The common case is one statement: pick and take the rows together.
             let sql = format!(
-                "{set} WHERE id IN (SELECT id FROM task_instances WHERE state = ? \
-                 ORDER BY priority DESC, id LIMIT ?{lock}) {returning}"
+                "{set} WHERE id IN (SELECT id FROM task_instances WHERE state = ?{} \
+                 ORDER BY priority DESC, id LIMIT ?{lock}) {returning}",
+                queue_filter(claim.queues)
             );
-            values.extend([
-                TaskState::Queued.as_str().into(),
-                (claim.limit as i64).into(),
-            ]);
+            values.push(TaskState::Queued.as_str().into());
+            values.extend(claim.queues.iter().map(|q| Value::from(q.as_str())));
+            values.push((claim.limit as i64).into());
             self.db().query_all_raw(self.stmt(&sql, values)).await?
         } else {
             let txn = self.db().begin().await?;
+            if self.backend() == DbBackend::Postgres {
+                // Workers in other processes claim at the same time: counting a pool's running
+                // tasks and taking its free slots must not interleave, or two workers would
+                // both take the last slot. SQLite's single writer serialises this already.
+                txn.execute_raw(self.stmt(
+                    "SELECT pg_advisory_xact_lock(?)",
+                    vec![POOL_CLAIM_LOCK.into()],
+                ))
+                .await?;
+            }
             let ids = self.pick_within_pools(&txn, claim, lock).await?;
             if ids.is_empty() {
                 txn.commit().await?;
@@ -455,8 +493,12 @@ impl Store {
             .filter(|(_, slots)| **slots <= 0)
             .map(|(name, _)| *name)
             .collect();
-        let mut sql = String::from("SELECT id, pool FROM task_instances WHERE state = ?");
+        let mut sql = format!(
+            "SELECT id, pool FROM task_instances WHERE state = ?{}",
+            queue_filter(claim.queues)
+        );
         let mut values: Vec<Value> = vec![TaskState::Queued.as_str().into()];
+        values.extend(claim.queues.iter().map(|q| Value::from(q.as_str())));
         if !full.is_empty() {
             sql.push_str(&format!(
                 " AND (pool IS NULL OR pool NOT IN ({}))",
@@ -765,13 +807,20 @@ pub struct OrphanedTry {
 impl Store {
     /// Renews the lease of the given running tries held by `worker` (the heartbeat). Runs
     /// outside any claim transaction; returns how many leases were renewed.
-    pub async fn renew_leases(&self, worker: &str, ids: &[i64], lease: Duration) -> Result<u64> {
+    /// Extends the leases `worker` holds on `ids` and returns the ids it still holds: a try
+    /// missing from the answer was taken over (its lease expired and recovery ended it).
+    pub async fn renew_leases(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<std::collections::HashSet<i64>> {
         let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        let mut renewed = 0;
+        let mut renewed = std::collections::HashSet::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             let sql = format!(
                 "UPDATE task_instances SET lease_expires_at = ? \
-                 WHERE state = ? AND worker = ? AND id IN ({})",
+                 WHERE state = ? AND worker = ? AND id IN ({}) RETURNING id",
                 marks(chunk.len())
             );
             let mut values: Vec<Value> = vec![
@@ -780,11 +829,9 @@ impl Store {
                 worker.into(),
             ];
             values.extend(chunk.iter().map(|&id| Value::from(id)));
-            renewed += self
-                .db()
-                .execute_raw(self.stmt(&sql, values))
-                .await?
-                .rows_affected();
+            for row in self.db().query_all_raw(self.stmt(&sql, values)).await? {
+                renewed.insert(get::<i64>(&row, "id")?);
+            }
         }
         Ok(renewed)
     }
@@ -875,6 +922,7 @@ mod reschedule_tests {
             try_number: 1,
             priority: 0,
             pool: None,
+            queue: "default".into(),
             not_before: None,
         };
         store.create_run(&run, &[sensor]).await.expect("run");
@@ -890,6 +938,7 @@ mod reschedule_tests {
             worker: "w",
             limit: 1,
             pools: &Default::default(),
+            queues: &[],
             lease: Duration::from_secs(30),
         };
         store.claim(&claim).await.expect("claim").remove(0)
@@ -919,6 +968,7 @@ mod reschedule_tests {
             worker: "w",
             limit: 1,
             pools: &Default::default(),
+            queues: &[],
             lease: Duration::from_secs(30),
         };
         let again = store.claim(&claim).await.expect("claim").remove(0);

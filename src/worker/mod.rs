@@ -48,6 +48,11 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Named pools and their slot counts (`[pools]` in `sluice.toml`).
     pub pools: std::collections::BTreeMap<String, u32>,
+    /// The queues this worker takes tasks from; empty takes every queue.
+    pub queues: Vec<String>,
+    /// How often to look for work without being told: a fallback for wake-ups lost between
+    /// processes (`None` when this process is the only writer and every change is seen).
+    pub poll: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -142,6 +147,9 @@ impl Worker {
         // Leases are renewed well before they run out, so one late tick does not lose them.
         let mut heartbeat = tokio::time::interval(self.config.lease / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let polling = self.config.poll.is_some();
+        let mut poll = tokio::time::interval(self.config.poll.unwrap_or(Duration::from_secs(3600)));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if maybe_work && !shutdown.is_cancelled() {
                 maybe_work = self.claim_and_start().await?;
@@ -156,7 +164,7 @@ impl Worker {
                 }
                 event = events.recv() => {
                     match event {
-                        Some(StoreEvent::WorkQueued) => maybe_work = true,
+                        Some(StoreEvent::WorkQueued | StoreEvent::Missed) => maybe_work = true,
                         Some(StoreEvent::RunCancelRequested { run_id }) => self.stop_run(&run_id),
                         Some(StoreEvent::RunState { run_id, state }) if state.is_final() => {
                             self.runs.remove(&run_id);
@@ -169,13 +177,29 @@ impl Worker {
                         None => return Ok(()),
                     }
                 }
-                _ = heartbeat.tick(), if !self.in_flight.is_empty() => {
-                    let ids: Vec<i64> = self.in_flight.keys().copied().collect();
-                    self.store.renew_leases(&self.config.name, &ids, self.config.lease).await?;
-                }
+                _ = heartbeat.tick(), if !self.in_flight.is_empty() => self.heartbeat().await?,
+                _ = poll.tick(), if polling => maybe_work = true,
                 _ = shutdown.cancelled() => return self.stop().await,
             }
         }
+    }
+
+    /// Renews the leases of running tries and stops those this worker no longer holds: their
+    /// lease ran out (a stall, a network partition) and another try replaced them, so running
+    /// on would only do the work twice. Their completions will be refused anyway.
+    async fn heartbeat(&mut self) -> Result<()> {
+        let ids: Vec<i64> = self.in_flight.keys().copied().collect();
+        let held = self
+            .store
+            .renew_leases(&self.config.name, &ids, self.config.lease)
+            .await?;
+        for id in ids.iter().filter(|id| !held.contains(id)) {
+            if let Some((run_id, token)) = self.in_flight.get(id) {
+                warn!(run_id, id, "Lost the lease on a running try; stopping it.");
+                token.cancel();
+            }
+        }
+        Ok(())
     }
 
     /// Lets running tries finish within the grace period, then stops the rest and hands them
@@ -222,6 +246,7 @@ impl Worker {
                 limit: free,
                 lease: self.config.lease,
                 pools: &self.config.pools,
+                queues: &self.config.queues,
             })
             .await?;
         let more = claimed.len() == free;
@@ -551,13 +576,7 @@ fn finish(
                 let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 TaskCompletion {
                     state: TaskState::UpForRetry,
-                    retry: Some(NewTaskInstance {
-                        task_id: claimed.task_id.clone(),
-                        try_number: next_try,
-                        priority: task.priority,
-                        pool: task.pool.clone(),
-                        not_before: Some(not_before),
-                    }),
+                    retry: Some(NewTaskInstance::next_try(task, next_try, not_before)),
                     ..failed(claimed, message, exit_code)
                 }
             } else {
@@ -649,6 +668,8 @@ mod tests {
             scratch_root: std::env::temp_dir(),
             shutdown_grace: Duration::ZERO,
             pools: Default::default(),
+            queues: Vec::new(),
+            poll: None,
         };
         let worker = Worker::new(store.clone(), config, deps());
         let stop = CancellationToken::new();
