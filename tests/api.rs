@@ -402,6 +402,7 @@ async fn finish_run(h: &Harness, run_id: &str) {
             limit: 1,
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
             lease: Duration::from_secs(30),
         })
         .await

@@ -27,6 +27,7 @@ pub mod schema;
 pub mod serve;
 pub mod trigger;
 pub mod validate;
+pub mod worker;
 
 /// Exit code for invalid input (bad arguments, invalid workflow file, invalid params).
 pub const EXIT_USAGE: u8 = 2;
@@ -45,6 +46,8 @@ struct Cli {
 enum Command {
     /// Run the scheduler, workers and the HTTP API until stopped.
     Serve(serve::ServeArgs),
+    /// Run tasks from a shared PostgreSQL database (beside `serve --no-workers`).
+    Worker(worker::WorkerArgs),
     /// Check workflow files and report every problem with file:line:col.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the workflow format, every operator's `with` included.
@@ -177,6 +180,7 @@ pub fn main() -> ExitCode {
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Serve(args) => serve::execute(config, args),
+        Command::Worker(args) => worker::execute(config, args),
         Command::Validate(args) => {
             init_tracing(LogFormat::Human);
             validate::execute(args)

@@ -112,6 +112,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             pools: settings.config.pools.clone(),
             // One run in one process: every queue, and every change is heard.
             queues: Vec::new(),
+            only_run: Some(run_id.clone()),
             poll: None,
         },
         // `run` has no catalog of other workflows to start: `trigger` needs `serve`.

@@ -63,6 +63,33 @@ pub struct ServeArgs {
     /// [default: http://<bind>]
     #[arg(long, env = "SLUICE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
     pub public_url: Option<String>,
+    /// Run no tasks in this process: scheduler, cron and API only (tasks run in `sluice
+    /// worker` processes).
+    #[arg(long)]
+    pub no_workers: bool,
+    /// The queues this process's worker serves, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "QUEUES", value_parser = queue_name)]
+    pub queues: Option<Vec<String>>,
+    /// How long a running task's claim holds without a heartbeat; a worker that stops
+    /// renewing it (a crash) has its tasks retried after this long.
+    #[arg(
+        long,
+        env = "SLUICE_LEASE",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub lease: HumanDuration,
+}
+
+/// Queue names follow the rules of the workflow format.
+pub(super) fn queue_name(value: &str) -> Result<String, String> {
+    if crate::dag::is_valid_id(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` is not a queue name (lowercase letters, digits, `_` and `-`)"
+        ))
+    }
 }
 
 fn public_url(value: &str) -> Result<String, String> {
@@ -72,8 +99,28 @@ fn public_url(value: &str) -> Result<String, String> {
 /// How often the workflows folder is checked for changed files.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// On PostgreSQL, how often workers look for work without being told, in case a notification
+/// was lost.
+pub(super) const POLL_FALLBACK: Duration = Duration::from_secs(2);
+
+/// On PostgreSQL, how often the scheduler re-reads its runs, for the same reason.
+const RELOAD_FALLBACK: Duration = Duration::from_secs(5);
+
+/// How `serve` runs, beyond the configuration.
+struct ServeOptions {
+    shutdown_grace: Duration,
+    lease: Duration,
+    workers: bool,
+    queues: Vec<String>,
+}
+
 pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let shutdown_grace = args.shutdown_grace.0;
+    let options = ServeOptions {
+        shutdown_grace: args.shutdown_grace.0,
+        lease: args.lease.0,
+        workers: !args.no_workers,
+        queues: args.queues.unwrap_or_default(),
+    };
     let overrides = Overrides {
         database: args.database.url,
         workflows: args.workflows,
@@ -93,10 +140,10 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(settings, shutdown_grace))
+        .block_on(serve(settings, options))
 }
 
-async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<ExitCode> {
     let config = settings.config.clone();
     let metrics = server::metrics::install();
     let store = Store::open(&settings.store()).await?;
@@ -120,41 +167,34 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     }
 
     let shared = Shared::new(&config);
-
-    // SQLite has one process, this one: whatever was running when it last stopped was cut
-    // off, so it is recovered now instead of waiting for leases to expire.
-    let recovered = recovery::recover(&store, &shared.versions, Orphans::AllRunning).await?;
-    if recovered > 0 {
-        info!(
-            recovered,
-            "Recovered tries that were running when Sluice last stopped."
-        );
+    // Other processes share a PostgreSQL database; SQLite has this one only.
+    let shared_database = store.backend() == sea_orm::DbBackend::Postgres;
+    if !shared_database {
+        // Whatever was running when this process last stopped was cut off: recover it now
+        // instead of waiting for leases to expire.
+        let recovered = recovery::recover(&store, &shared.versions, Orphans::AllRunning).await?;
+        if recovered > 0 {
+            info!(
+                recovered,
+                "Recovered tries that were running when Sluice last stopped."
+            );
+        }
     }
 
     let shutdown = CancellationToken::new();
     let catalog_changed = Arc::new(Notify::new());
 
-    let mut scheduler = Scheduler::new(
-        store.clone(),
-        shared.scheduler_deps(),
-        SchedulerConfig {
-            adopt_new_runs: true,
-            exit_when_idle: false,
-            reload_every: None,
-        },
-    );
-    let scheduler_events = store.subscribe();
-    scheduler.resume().await?;
-    let scheduler_task = tokio::spawn(scheduler.run(scheduler_events, shutdown.clone()));
-
-    let cron = CronService::new(store.clone(), catalog.clone(), CronConfig::default());
-    let cron_task =
-        tokio::spawn(cron.run(catalog_changed.clone(), store.subscribe(), shutdown.clone()));
-
-    // Subscribed before anything runs, so no run's end is missed.
-    let triggers =
-        WorkflowTriggerService::new(store.clone(), catalog.clone(), shared.templates.clone());
-    let triggers_task = tokio::spawn(triggers.run(store.subscribe(), shutdown.clone()));
+    let leader = Leader {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        scheduler_deps: shared.scheduler_deps(),
+        versions: shared.versions.clone(),
+        templates: shared.templates.clone(),
+        catalog_changed: catalog_changed.clone(),
+        lease: options.lease,
+        shared_database,
+    };
+    let leader_task = tokio::spawn(leader.run(shutdown.clone()));
 
     let watch_task = {
         let changed = catalog_changed.clone();
@@ -168,26 +208,34 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     };
 
     let stop_worker = CancellationToken::new();
-    let worker = Worker::new(
-        store.clone(),
-        WorkerConfig {
-            name: worker_name(),
-            concurrency: config
-                .concurrency
-                .unwrap_or_else(WorkerConfig::default_concurrency),
-            lease: Duration::from_secs(60),
-            scratch_root: std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id())),
-            shutdown_grace,
-            pools: config.pools.clone(),
-            queues: Vec::new(),
-            poll: None,
-        },
-        shared.worker_deps(Some(Arc::new(CatalogRuns {
-            store: store.clone(),
-            catalog: catalog.clone(),
-        })))?,
-    );
-    let worker_task = tokio::spawn(worker.run(store.subscribe(), stop_worker.clone()));
+    let worker_task = if options.workers {
+        let worker = Worker::new(
+            store.clone(),
+            WorkerConfig {
+                name: worker_name(),
+                concurrency: config
+                    .concurrency
+                    .unwrap_or_else(WorkerConfig::default_concurrency),
+                lease: options.lease,
+                scratch_root: std::env::temp_dir()
+                    .join(format!("sluice-serve-{}", std::process::id())),
+                shutdown_grace: options.shutdown_grace,
+                pools: config.pools.clone(),
+                queues: options.queues.clone(),
+                only_run: None,
+                poll: shared_database.then_some(POLL_FALLBACK),
+            },
+            shared.worker_deps(Some(Arc::new(CatalogRuns {
+                store: store.clone(),
+                catalog: catalog.clone(),
+            })))?,
+        );
+        Some(tokio::spawn(
+            worker.run(store.subscribe(), stop_worker.clone()),
+        ))
+    } else {
+        None
+    };
 
     let state = AppState::new(
         store.clone(),
@@ -218,38 +266,17 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         error!(error = %e, "The HTTP server failed.");
         clean = false;
     }
-    for (name, result) in [
-        (
-            "scheduler",
-            scheduler_task.await.map(|r| r.map_err(anyhow::Error::from)),
-        ),
-        (
-            "cron service",
-            cron_task.await.map(|r| r.map_err(anyhow::Error::from)),
-        ),
-        (
-            "workflow trigger service",
-            triggers_task.await.map(|r| r.map_err(anyhow::Error::from)),
-        ),
-    ] {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(error = %e, "The {name} failed.");
-                clean = false;
-            }
-            Err(e) => {
-                error!(error = %e, "The {name} stopped unexpectedly.");
-                clean = false;
-            }
-        }
-    }
+    clean &= leader_task
+        .await
+        .context("the scheduler stopped unexpectedly")?;
     let _ = watch_task.await;
     // Workers stop last: tries finish within the grace period or go back to the queue.
     stop_worker.cancel();
-    worker_task
-        .await
-        .context("the worker stopped unexpectedly")??;
+    if let Some(worker_task) = worker_task {
+        worker_task
+            .await
+            .context("the worker stopped unexpectedly")??;
+    }
     info!("Sluice stopped.");
     Ok(if clean {
         ExitCode::SUCCESS
@@ -258,7 +285,191 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     })
 }
 
-fn worker_name() -> String {
+/// What only one process on a database may run at a time: the scheduler, the cron service,
+/// the workflow trigger service and lease recovery. Every `serve` process competes for
+/// leadership; the others stand by and take over when the leader goes away.
+struct Leader {
+    store: Store,
+    catalog: Arc<Catalog>,
+    scheduler_deps: crate::scheduler::SchedulerDeps,
+    versions: Arc<crate::catalog::versions::Versions>,
+    templates: Arc<crate::template::Templates>,
+    catalog_changed: Arc<Notify>,
+    lease: Duration,
+    shared_database: bool,
+}
+
+impl Leader {
+    /// Leads whenever it can until `shutdown`; returns whether every part ended cleanly.
+    async fn run(self, shutdown: CancellationToken) -> bool {
+        // A standby notices a vanished leader within a fraction of the lease.
+        let check_every = (self.lease / 4).max(Duration::from_millis(100));
+        let mut clean = true;
+        loop {
+            let mut leadership = loop {
+                match self.store.try_lead().await {
+                    Ok(Some(leadership)) => break leadership,
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "Cannot take part in leader election; retrying."),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return clean,
+                    _ = tokio::time::sleep(check_every) => {}
+                }
+            };
+            if self.shared_database {
+                info!("This process leads: it runs the scheduler, cron and recovery.");
+            }
+            let term = shutdown.child_token();
+            let mut parts = match self.start(&term).await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    error!(error = %e, "Cannot start the scheduler; retrying.");
+                    clean = false;
+                    drop(leadership);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return clean,
+                        _ = tokio::time::sleep(check_every) => continue,
+                    }
+                }
+            };
+            let failed = tokio::select! {
+                _ = leadership.lost(check_every) => {
+                    warn!("Lost leadership (the database connection holding it failed); standing by.");
+                    false
+                }
+                ended = parts.join_next() => {
+                    // A part ends before its token only when it failed.
+                    if !term.is_cancelled() {
+                        report(ended);
+                    }
+                    true
+                }
+                _ = term.cancelled() => false,
+            };
+            term.cancel();
+            while let Some(ended) = parts.join_next().await {
+                clean &= report(Some(ended));
+            }
+            clean &= !failed;
+            drop(leadership);
+            if shutdown.is_cancelled() {
+                return clean;
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        term: &CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>> {
+        let mut parts = tokio::task::JoinSet::new();
+        if self.shared_database {
+            // Tries whose worker stopped renewing its lease (a crash, a partition) are ended
+            // and retried; the workers on other machines cannot be asked.
+            let store = self.store.clone();
+            let versions = self.versions.clone();
+            let every = (self.lease / 4).max(Duration::from_millis(100));
+            let term = term.clone();
+            parts.spawn(async move {
+                let result = reap_expired_leases(store, versions, every, term).await;
+                ("lease recovery", result)
+            });
+        }
+        let mut scheduler = Scheduler::new(
+            self.store.clone(),
+            self.scheduler_deps.clone(),
+            SchedulerConfig {
+                adopt_new_runs: true,
+                exit_when_idle: false,
+                reload_every: self.shared_database.then_some(RELOAD_FALLBACK),
+            },
+        );
+        let scheduler_events = self.store.subscribe();
+        scheduler.resume().await?;
+        let token = term.clone();
+        parts.spawn(async move {
+            let result = scheduler.run(scheduler_events, token).await;
+            ("scheduler", result.map_err(anyhow::Error::from))
+        });
+
+        let cron = CronService::new(
+            self.store.clone(),
+            self.catalog.clone(),
+            CronConfig::default(),
+        );
+        let (changed, events, token) = (
+            self.catalog_changed.clone(),
+            self.store.subscribe(),
+            term.clone(),
+        );
+        parts.spawn(async move {
+            let result = cron.run(changed, events, token).await;
+            ("cron service", result.map_err(anyhow::Error::from))
+        });
+
+        let triggers = WorkflowTriggerService::new(
+            self.store.clone(),
+            self.catalog.clone(),
+            self.templates.clone(),
+        );
+        let (events, token) = (self.store.subscribe(), term.clone());
+        parts.spawn(async move {
+            let result = triggers.run(events, token).await;
+            (
+                "workflow trigger service",
+                result.map_err(anyhow::Error::from),
+            )
+        });
+        Ok(parts)
+    }
+}
+
+/// Logs how a leader part ended; returns whether it ended cleanly.
+fn report(
+    ended: Option<Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>>,
+) -> bool {
+    match ended {
+        None | Some(Ok((_, Ok(())))) => true,
+        Some(Ok((name, Err(e)))) => {
+            error!(error = %e, "The {name} failed.");
+            false
+        }
+        Some(Err(e)) => {
+            error!(error = %e, "A scheduler part stopped unexpectedly.");
+            false
+        }
+    }
+}
+
+/// Recovers tries with an expired lease every `every`, until `term`.
+async fn reap_expired_leases(
+    store: Store,
+    versions: Arc<crate::catalog::versions::Versions>,
+    every: Duration,
+    term: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let recovered = recovery::recover(
+            &store,
+            &versions,
+            Orphans::LeaseExpiredBefore(chrono::Utc::now()),
+        )
+        .await?;
+        if recovered > 0 {
+            info!(
+                recovered,
+                "Recovered tries whose worker stopped renewing its lease."
+            );
+        }
+        tokio::select! {
+            _ = term.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+pub(super) fn worker_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
@@ -266,7 +477,7 @@ fn worker_name() -> String {
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -512,6 +512,7 @@ mod store_tests {
             lease: Duration::from_secs(30),
             pools: &EMPTY_POOLS,
             queues,
+            run_id: None,
         };
         static GPU: std::sync::LazyLock<Vec<String>> =
             std::sync::LazyLock::new(|| vec!["gpu".into()]);
@@ -539,6 +540,7 @@ mod store_tests {
             lease: std::time::Duration::from_secs(30),
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
         };
         let claimed = store.claim(&claim).await.expect("claim").remove(0);
         assert_eq!(store.hand_back(&[claimed.id]).await.expect("hand back"), 1);
@@ -629,6 +631,7 @@ mod store_tests {
             limit: 10,
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
             lease: std::time::Duration::from_secs(30),
         };
         let claimed = store.claim(&claim).await.unwrap();
@@ -766,6 +769,7 @@ mod store_tests {
             limit: 1,
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
             lease: std::time::Duration::from_secs(5),
         };
         let order: Vec<String> = [
@@ -854,6 +858,7 @@ mod pool_tests {
             lease: Duration::from_secs(30),
             pools: &pools,
             queues: &[],
+            run_id: None,
         };
         let first: Vec<String> = store
             .claim(&claim)

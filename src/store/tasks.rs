@@ -125,6 +125,8 @@ pub struct Claim<'a> {
     pub pools: &'a std::collections::BTreeMap<String, u32>,
     /// The queues this worker serves; empty serves every queue.
     pub queues: &'a [String],
+    /// Only this run's tasks, when given.
+    pub run_id: Option<&'a str>,
 }
 
 /// A task instance a worker now holds (it is `running`).
@@ -195,13 +197,22 @@ fn task_from_row(row: &QueryResult) -> Result<TaskInstanceRecord> {
 /// constant: "sluice:pools").
 const POOL_CLAIM_LOCK: i64 = 0x736c_7569_6365_706c;
 
-/// ` AND queue IN (?, …)` for the queues a claim serves, or nothing when it serves all.
-fn queue_filter(queues: &[String]) -> String {
-    if queues.is_empty() {
-        String::new()
-    } else {
-        format!(" AND queue IN ({})", marks(queues.len()))
+/// The conditions a claim adds to `state = 'queued'`: its queues (none: every queue) and its
+/// run. `claim_filter_values` gives their values in the same order.
+fn claim_filter(claim: &Claim<'_>) -> String {
+    let mut filter = String::new();
+    if !claim.queues.is_empty() {
+        filter.push_str(&format!(" AND queue IN ({})", marks(claim.queues.len())));
     }
+    if claim.run_id.is_some() {
+        filter.push_str(" AND run_id = ?");
+    }
+    filter
+}
+
+fn claim_filter_values<'a>(claim: &'a Claim<'a>) -> impl Iterator<Item = Value> + 'a {
+    let queues = claim.queues.iter().map(|q| Value::from(q.as_str()));
+    queues.chain(claim.run_id.map(Value::from))
 }
 
 /// Inserts task instances with multi-row statements.
@@ -407,10 +418,10 @@ impl Store {
             let sql = format!(
                 "{set} WHERE id IN (SELECT id FROM task_instances WHERE state = ?{} \
                  ORDER BY priority DESC, id LIMIT ?{lock}) {returning}",
-                queue_filter(claim.queues)
+                claim_filter(claim)
             );
             values.push(TaskState::Queued.as_str().into());
-            values.extend(claim.queues.iter().map(|q| Value::from(q.as_str())));
+            values.extend(claim_filter_values(claim));
             values.push((claim.limit as i64).into());
             self.db().query_all_raw(self.stmt(&sql, values)).await?
         } else {
@@ -495,10 +506,10 @@ impl Store {
             .collect();
         let mut sql = format!(
             "SELECT id, pool FROM task_instances WHERE state = ?{}",
-            queue_filter(claim.queues)
+            claim_filter(claim)
         );
         let mut values: Vec<Value> = vec![TaskState::Queued.as_str().into()];
-        values.extend(claim.queues.iter().map(|q| Value::from(q.as_str())));
+        values.extend(claim_filter_values(claim));
         if !full.is_empty() {
             sql.push_str(&format!(
                 " AND (pool IS NULL OR pool NOT IN ({}))",
@@ -939,6 +950,7 @@ mod reschedule_tests {
             limit: 1,
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
             lease: Duration::from_secs(30),
         };
         store.claim(&claim).await.expect("claim").remove(0)
@@ -969,6 +981,7 @@ mod reschedule_tests {
             limit: 1,
             pools: &Default::default(),
             queues: &[],
+            run_id: None,
             lease: Duration::from_secs(30),
         };
         let again = store.claim(&claim).await.expect("claim").remove(0);

@@ -50,6 +50,8 @@ pub struct WorkerConfig {
     pub pools: std::collections::BTreeMap<String, u32>,
     /// The queues this worker takes tasks from; empty takes every queue.
     pub queues: Vec<String>,
+    /// Take only this run's tasks (`sluice run`, which must not run other processes' work).
+    pub only_run: Option<String>,
     /// How often to look for work without being told: a fallback for wake-ups lost between
     /// processes (`None` when this process is the only writer and every change is seen).
     pub poll: Option<Duration>,
@@ -247,6 +249,7 @@ impl Worker {
                 lease: self.config.lease,
                 pools: &self.config.pools,
                 queues: &self.config.queues,
+                run_id: self.config.only_run.as_deref(),
             })
             .await?;
         let more = claimed.len() == free;
@@ -669,6 +672,7 @@ mod tests {
             shutdown_grace: Duration::ZERO,
             pools: Default::default(),
             queues: Vec::new(),
+            only_run: None,
             poll: None,
         };
         let worker = Worker::new(store.clone(), config, deps());
