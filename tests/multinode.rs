@@ -295,3 +295,22 @@ async fn four_workers_two_killed_midway_every_task_runs_once_at_a_time() {
     drop((server, workers));
     db.finish().await;
 }
+
+#[test]
+fn a_worker_needs_a_shared_database_and_valid_queue_names() {
+    let sb = Sandbox::new();
+    let out = sb.sluice(&["worker"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("needs a PostgreSQL database"),
+        "{}",
+        out.stderr
+    );
+    let out = sb.sluice(&["worker", "--queues", "gpu,Big Box"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`Big Box` is not a queue name"),
+        "{}",
+        out.stderr
+    );
+}

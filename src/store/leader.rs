@@ -58,6 +58,26 @@ fn lock_key(channel: &str) -> i64 {
     hash as i64
 }
 
+/// The advisory lock key that serialises migrations ("sluice:migrate").
+const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
+
+/// Runs `work` while holding the migration lock on a connection of its own (released when
+/// that connection closes, even if this process dies half-way).
+pub(super) async fn with_migration_lock<T>(
+    url: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    let mut conn = PgConnection::connect(url).await.map_err(StoreError::Lock)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .await
+        .map_err(StoreError::Lock)?;
+    let result = work.await;
+    let _ = conn.close().await;
+    Ok(result)
+}
+
 impl Store {
     /// Becomes the leader if no other process is: `Some` while this process leads.
     pub async fn try_lead(&self) -> Result<Option<Leadership>> {
@@ -67,12 +87,12 @@ impl Store {
         };
         let mut conn = PgConnection::connect(&cluster.url)
             .await
-            .map_err(StoreError::Leader)?;
+            .map_err(StoreError::Lock)?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(lock_key(&cluster.channel))
             .fetch_one(&mut conn)
             .await
-            .map_err(StoreError::Leader)?;
+            .map_err(StoreError::Lock)?;
         if locked {
             Ok(Some(Leadership::Locked(conn)))
         } else {

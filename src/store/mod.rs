@@ -49,8 +49,8 @@ pub enum StoreError {
         workflow_id: String,
         logical_date: chrono::DateTime<chrono::Utc>,
     },
-    #[error("leader election failed: {0}")]
-    Leader(sea_orm::sqlx::Error),
+    #[error("cannot take a lock on the database: {0}")]
+    Lock(sea_orm::sqlx::Error),
     #[error("no run with id `{0}`")]
     RunNotFound(String),
     #[error(transparent)]
@@ -194,7 +194,15 @@ impl Store {
                 source,
             })?;
         let backend = db.get_database_backend();
-        Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
+        if backend == DbBackend::Postgres {
+            // Processes starting together (a fleet of workers) must not apply the same
+            // migration twice: one at a time, the others then find nothing pending.
+            leader::with_migration_lock(&url, Migrator::up(&db, None))
+                .await?
+                .map_err(StoreError::Migrate)?;
+        } else {
+            Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
+        }
         let cluster = match backend {
             DbBackend::Postgres => Some(Arc::new(notify::Cluster::new(&db, &url).await?)),
             _ => None,
