@@ -333,28 +333,38 @@ impl Leader {
                     }
                 }
             };
-            let failed = tokio::select! {
+            let ended_cleanly = tokio::select! {
                 _ = leadership.lost(check_every) => {
                     warn!("Lost leadership (the database connection holding it failed); standing by.");
-                    false
-                }
-                ended = parts.join_next() => {
-                    // A part ends before its token only when it failed.
-                    if !term.is_cancelled() {
-                        report(ended);
-                    }
                     true
                 }
-                _ = term.cancelled() => false,
+                ended = parts.join_next() => {
+                    // Parts run until their token is cancelled: one that ends earlier failed.
+                    let ended_cleanly = report(ended);
+                    if term.is_cancelled() {
+                        ended_cleanly
+                    } else {
+                        error!("A scheduler part ended by itself; restarting the scheduler.");
+                        false
+                    }
+                }
+                _ = term.cancelled() => true,
             };
             term.cancel();
             while let Some(ended) = parts.join_next().await {
                 clean &= report(Some(ended));
             }
-            clean &= !failed;
+            clean &= ended_cleanly;
             drop(leadership);
             if shutdown.is_cancelled() {
                 return clean;
+            }
+            if !ended_cleanly {
+                // Whatever failed (the database, most likely) gets a moment before the retry.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return clean,
+                    _ = tokio::time::sleep(check_every) => {}
+                }
             }
         }
     }

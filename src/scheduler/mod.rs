@@ -66,6 +66,8 @@ struct Tracker {
     /// How many main tasks, and how many hooks, have a final latest try.
     main_done: usize,
     hooks_done: usize,
+    /// Adopted while queued: the run moves to `running` together with its first decisions.
+    starting: bool,
 }
 
 impl Tracker {
@@ -104,6 +106,7 @@ impl Tracker {
             slots: vec![None; total],
             main_done: 0,
             hooks_done: 0,
+            starting: false,
         }
     }
 
@@ -215,16 +218,25 @@ impl Scheduler {
             .await?;
         let mut tracker = Tracker::new(run, workflow);
         tracker.load(self.store.task_states(run_id).await?);
-        if tracker.run.state == RunState::Queued {
-            self.store
-                .set_run_state(run_id, RunState::Queued, RunState::Running, None)
-                .await?;
-            tracker.run.state = RunState::Running;
-            info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
-        }
+        // A queued run starts in the same transaction as its first decisions: one commit less
+        // between a trigger and the first task starting.
+        tracker.starting = tracker.run.state == RunState::Queued;
         let all: Vec<usize> = (0..tracker.slots.len()).collect();
         self.runs.insert(run_id.to_owned(), tracker);
-        self.evaluate(run_id, all).await
+        self.evaluate(run_id, all).await?;
+        match self.runs.get_mut(run_id) {
+            // Nothing was ready to decide (or the run already ended): start it on its own.
+            Some(tracker) if tracker.starting => {
+                tracker.starting = false;
+                self.store
+                    .set_run_state(run_id, RunState::Queued, RunState::Running, None)
+                    .await?;
+                tracker.run.state = RunState::Running;
+                info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Reacts to one committed change.
@@ -346,7 +358,14 @@ impl Scheduler {
             }
         }
         if !batch.is_empty() {
-            let applied = self.store.apply_decisions(run_id, &batch).await?;
+            let applied = if tracker.starting {
+                tracker.starting = false;
+                tracker.run.state = RunState::Running;
+                info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
+                self.store.start_run(run_id, &batch).await?
+            } else {
+                self.store.apply_decisions(run_id, &batch).await?
+            };
             if applied.len() != batch.moves.len() {
                 // Someone else moved some of these rows (a cancel, most likely): the database
                 // is the truth, so start over from it.

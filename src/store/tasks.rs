@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait, Value};
 
 use super::logs::{NewLogLine, insert_logs};
 use super::{CHUNK, Result, Store, StoreError, StoreEvent, get, marks};
-use crate::lifecycle::TaskState;
+use crate::lifecycle::{RunState, TaskState};
 
 /// A task instance to create (try 1 of a task, or a retry).
 #[derive(Debug, Clone)]
@@ -346,6 +346,25 @@ impl Store {
         run_id: &str,
         batch: &DecisionBatch,
     ) -> Result<Vec<TaskStateChange>> {
+        self.decide(run_id, batch, false).await
+    }
+
+    /// Moves a queued run to `running` and applies its first decisions in one transaction.
+    /// If the run is no longer queued (cancelled meanwhile), nothing changes.
+    pub async fn start_run(
+        &self,
+        run_id: &str,
+        batch: &DecisionBatch,
+    ) -> Result<Vec<TaskStateChange>> {
+        self.decide(run_id, batch, true).await
+    }
+
+    async fn decide(
+        &self,
+        run_id: &str,
+        batch: &DecisionBatch,
+        start: bool,
+    ) -> Result<Vec<TaskStateChange>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -355,8 +374,35 @@ impl Store {
             from.check_move(*to)?;
             groups.entry((*from, *to)).or_default().push(i);
         }
-        // One statement needs no transaction of its own; several must apply together.
-        let moved_ids = if groups.len() == 1 && batch.moves.len() <= CHUNK {
+        let moved_ids = if start {
+            RunState::Queued.check_move(RunState::Running)?;
+            let txn = self.db().begin().await?;
+            let started = txn
+                .execute_raw(self.stmt(
+                    "UPDATE runs SET state = ?, started_at = ? WHERE id = ? AND state = ?",
+                    vec![
+                        RunState::Running.as_str().into(),
+                        now.into(),
+                        run_id.into(),
+                        RunState::Queued.as_str().into(),
+                    ],
+                ))
+                .await?
+                .rows_affected()
+                == 1;
+            if !started {
+                txn.rollback().await?;
+                return Ok(Vec::new());
+            }
+            let moved = self.move_rows(&txn, &groups, batch, now).await?;
+            txn.commit().await?;
+            self.publish(StoreEvent::RunState {
+                run_id: run_id.to_owned(),
+                state: RunState::Running,
+            });
+            moved
+        } else if groups.len() == 1 && batch.moves.len() <= CHUNK {
+            // One statement needs no transaction of its own; several must apply together.
             self.move_rows(self.db(), &groups, batch, now).await?
         } else {
             let txn = self.db().begin().await?;
