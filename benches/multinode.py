@@ -12,7 +12,6 @@ starts is stopped before it exits.
 """
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import TOKEN, free_port, parse_time, percentile, request, sluice_binary  # noqa: E402
+from serve import (TOKEN, free_port, parse_time, percentile, request,  # noqa: E402
+                   sluice_binary, stop)
 
 POSTGRES = os.environ.get("SLUICE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 TASKS = 10_000
@@ -58,12 +58,7 @@ class Process:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
 
 
 def cluster(binary, workdir, flows, url, workers):

@@ -22,6 +22,25 @@ fn scheduler(sb: &Sandbox, db: &TestDatabase) -> Server {
     )
 }
 
+/// A one-task workflow whose shell `script` runs with `$MARKS` naming the marks file, retried
+/// once at once.
+fn shell_workflow(sb: &Sandbox, name: &str, script: &str) -> std::path::PathBuf {
+    let marks = sb.path().join("marks");
+    let mut source = String::from(
+        "defaults: { retries: 1, retry_delay: 0s }\ntasks:\n  work:\n    operator: shell\n    \
+         with:\n      command: |\n",
+    );
+    for line in script.lines() {
+        source.push_str(&format!("        {line}\n"));
+    }
+    source.push_str(&format!(
+        "      env: {{ MARKS: \"{}\" }}\n",
+        marks.display()
+    ));
+    write_workflow(sb, name, &source);
+    marks
+}
+
 /// The tries of a run's task, oldest first: (try, state, worker, error).
 async fn tries(db: &TestDatabase, run_id: &str, task: &str) -> Vec<serde_json::Value> {
     db.rows(&format!(
@@ -37,17 +56,11 @@ async fn a_killed_workers_task_is_retried_after_its_lease_and_completes() {
         return;
     };
     let sb = Sandbox::new();
-    let marks = sb.path().join("marks");
-    write_workflow(
+    let marks = shell_workflow(
         &sb,
         "slow",
-        &format!(
-            "defaults: {{ retries: 1, retry_delay: 0s }}\n\
-             tasks:\n  work:\n    operator: shell\n    with:\n      command: |\n        \
-             echo \"start $SLUICE_TRY_NUMBER\" >> {marks}\n        \
-             if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 30; fi\n",
-            marks = marks.display()
-        ),
+        "echo \"start $SLUICE_TRY_NUMBER\" >> \"$MARKS\"\n\
+         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 30; fi",
     );
     let server = scheduler(&sb, &db);
     let first = WorkerProcess::start(&sb, &db.url, "first", &["--lease", LEASE]);
@@ -81,19 +94,13 @@ async fn a_stalled_workers_late_completion_is_refused() {
         return;
     };
     let sb = Sandbox::new();
-    let marks = sb.path().join("marks");
     // The first try outlives its lease while its worker is frozen, then would succeed.
-    write_workflow(
+    let marks = shell_workflow(
         &sb,
         "stall",
-        &format!(
-            "defaults: {{ retries: 1, retry_delay: 0s }}\n\
-             tasks:\n  work:\n    operator: shell\n    with:\n      command: |\n        \
-             echo \"start $SLUICE_TRY_NUMBER\" >> {marks}\n        \
-             if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 4; fi\n        \
-             echo \"end $SLUICE_TRY_NUMBER\" >> {marks}\n",
-            marks = marks.display()
-        ),
+        "echo \"start $SLUICE_TRY_NUMBER\" >> \"$MARKS\"\n\
+         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 4; fi\n\
+         echo \"end $SLUICE_TRY_NUMBER\" >> \"$MARKS\"",
     );
     let server = scheduler(&sb, &db);
     let stalled = WorkerProcess::start(&sb, &db.url, "stalled", &["--lease", LEASE]);

@@ -42,15 +42,8 @@ pub struct ServeArgs {
     /// `human` or `json` log lines on stderr [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// How long running tasks may take to finish on shutdown before they are stopped and
-    /// handed back to the queue.
-    #[arg(
-        long,
-        env = "SLUICE_SHUTDOWN_GRACE",
-        default_value = "10s",
-        value_name = "DURATION"
-    )]
-    pub shutdown_grace: HumanDuration,
+    #[command(flatten)]
+    pub tasks: TaskRunnerArgs,
     /// Bearer tokens the API accepts, comma-separated.
     #[arg(
         long = "api-token",
@@ -70,6 +63,11 @@ pub struct ServeArgs {
     /// The queues this process's worker serves, comma-separated [default: all]
     #[arg(long, value_delimiter = ',', value_name = "QUEUES", value_parser = queue_name)]
     pub queues: Option<Vec<String>>,
+}
+
+/// How a process that runs tasks (`serve`, `worker`) holds and gives them up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskRunnerArgs {
     /// How long a running task's claim holds without a heartbeat; a worker that stops
     /// renewing it (a crash) has its tasks retried after this long.
     #[arg(
@@ -79,6 +77,15 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub lease: HumanDuration,
+    /// How long running tasks may take to finish on shutdown before they are stopped and
+    /// handed back to the queue.
+    #[arg(
+        long,
+        env = "SLUICE_SHUTDOWN_GRACE",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub shutdown_grace: HumanDuration,
 }
 
 /// Queue names follow the rules of the workflow format.
@@ -116,8 +123,8 @@ struct ServeOptions {
 
 pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ServeOptions {
-        shutdown_grace: args.shutdown_grace.0,
-        lease: args.lease.0,
+        shutdown_grace: args.tasks.shutdown_grace.0,
+        lease: args.tasks.lease.0,
         workers: !args.no_workers,
         queues: args.queues.unwrap_or_default(),
     };

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::serve::{POLL_FALLBACK, queue_name, wait_for_signal, worker_name};
+use super::serve::{POLL_FALLBACK, TaskRunnerArgs, queue_name, wait_for_signal, worker_name};
 use super::{DatabaseArgs, Settings, Shared, init_tracing_with};
 use crate::catalog::live::Catalog;
 use crate::catalog::runs::CatalogRuns;
 use crate::config::{LogFormat, Overrides};
 use crate::dag::DEFAULT_QUEUE;
-use crate::duration::HumanDuration;
 use crate::operators::RunLauncher;
 use crate::store::Store;
 use crate::worker::{Worker, WorkerConfig};
@@ -35,23 +34,8 @@ pub struct WorkerArgs {
     /// [default: workflows, when it exists]
     #[arg(long, env = "SLUICE_WORKFLOWS", value_name = "DIR")]
     pub workflows: Option<PathBuf>,
-    /// How long a running task's claim holds without a heartbeat.
-    #[arg(
-        long,
-        env = "SLUICE_LEASE",
-        default_value = "30s",
-        value_name = "DURATION"
-    )]
-    pub lease: HumanDuration,
-    /// On SIGTERM, how long running tasks may take to finish before they are stopped and
-    /// handed back to the queue.
-    #[arg(
-        long,
-        env = "SLUICE_SHUTDOWN_GRACE",
-        default_value = "10s",
-        value_name = "DURATION"
-    )]
-    pub shutdown_grace: HumanDuration,
+    #[command(flatten)]
+    pub tasks: TaskRunnerArgs,
     /// `human` or `json` log lines on stderr [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -112,10 +96,10 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
             concurrency: config
                 .concurrency
                 .unwrap_or_else(WorkerConfig::default_concurrency),
-            lease: args.lease.0,
+            lease: args.tasks.lease.0,
             scratch_root: std::env::temp_dir()
                 .join(format!("sluice-worker-{}", std::process::id())),
-            shutdown_grace: args.shutdown_grace.0,
+            shutdown_grace: args.tasks.shutdown_grace.0,
             pools: config.pools.clone(),
             queues: queues.clone(),
             only_run: None,
