@@ -17,9 +17,12 @@ mod runs;
 mod schedules;
 mod tasks;
 
+pub use deliveries::{
+    DeliveryOutcome, DeliveryPage, DeliveryRecord, DeliveryRun, NewDelivery, Recorded,
+};
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
-pub use runs::{NewRun, RunRecord};
+pub use runs::{NewRun, RunOrigin, RunRecord};
 pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
@@ -393,6 +396,9 @@ macro_rules! on_every_backend {
         )*
     };
 }
+
+// Declared after `on_every_backend!` so its conformance tests can use the macro.
+mod deliveries;
 
 #[cfg(test)]
 mod store_tests {
