@@ -19,6 +19,7 @@ use crate::catalog::runs::CatalogRuns;
 use crate::config::{LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
+use crate::scheduler::github_status::{GithubStatusService, StatusConfig};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -63,6 +64,15 @@ pub struct ServeArgs {
     /// [default: http://<bind>]
     #[arg(long, env = "SLUICE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
     pub public_url: Option<String>,
+    /// The secret GitHub signs webhook deliveries with; without one `/hooks/github` accepts
+    /// nothing. Prefer the environment variable: arguments are visible to other users.
+    #[arg(
+        long,
+        env = "SLUICE_GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub github_webhook_secret: Option<String>,
 }
 
 fn public_url(value: &str) -> Result<String, String> {
@@ -87,6 +97,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
         }),
         log_format: args.log_format,
         public_url: args.public_url,
+        github_webhook_secret: args.github_webhook_secret,
     };
     let settings = Settings::load(config, overrides)?;
     init_tracing_with(settings.config.log_format, "info");
@@ -155,6 +166,18 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         WorkflowTriggerService::new(store.clone(), catalog.clone(), shared.templates.clone());
     let triggers_task = tokio::spawn(triggers.run(store.subscribe(), shutdown.clone()));
 
+    let statuses = GithubStatusService::new(
+        store.clone(),
+        super::http_client()?,
+        StatusConfig::new(
+            &config.github.api_url,
+            &config.base_url(),
+            shared.secrets.get("GITHUB_TOKEN").map(str::to_owned),
+        ),
+        (*shared.masker).clone(),
+    );
+    let statuses_task = tokio::spawn(statuses.run(store.subscribe(), shutdown.clone()));
+
     let watch_task = {
         let changed = catalog_changed.clone();
         tokio::spawn(
@@ -191,7 +214,11 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         catalog.clone(),
         &config.api_tokens,
         Some(metrics),
-    );
+    )
+    .with_webhook_secret(config.github.webhook_secret.clone());
+    if config.github.webhook_secret.is_none() {
+        info!("No GitHub webhook secret is set: /hooks/github refuses deliveries.");
+    }
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -240,6 +267,10 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
                 clean = false;
             }
         }
+    }
+    if let Err(e) = statuses_task.await {
+        error!(error = %e, "The commit status service stopped unexpectedly.");
+        clean = false;
     }
     let _ = watch_task.await;
     // Workers stop last: tries finish within the grace period or go back to the queue.
