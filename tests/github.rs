@@ -622,14 +622,20 @@ async fn two_hundred_concurrent_deliveries_are_all_answered_and_start_each_run_o
             let server = server.clone();
             let payload = payload.clone();
             requests.push(tokio::spawn(async move {
+                let sent = std::time::Instant::now();
                 let (status, answer) = deliver(&server, "push", &format!("c-{n}"), &payload).await;
-                (copy, n, status, answer)
+                (copy, n, status, answer, sent.elapsed())
             }));
         }
     }
     let mut runs_by_delivery: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
     for request in requests {
-        let (_, n, status, answer) = request.await.expect("join");
+        let (_, n, status, answer, took) = request.await.expect("join");
+        // GitHub gives up on a delivery after 10 seconds.
+        assert!(
+            took < Duration::from_secs(10),
+            "delivery c-{n} took {took:?}"
+        );
         assert!(
             (200..300).contains(&status),
             "delivery c-{n}: {status} {answer}"
