@@ -30,8 +30,8 @@ use crate::store::{
 pub const HOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// The most of a reason that is stored and sent back; enough for a few dozen workflows.
 const MAX_REASON: usize = 2000;
-/// Delivery ids are GUIDs; a longer header is not from GitHub.
-const MAX_DELIVERY_ID: usize = 100;
+/// Event names and delivery ids (GUIDs) are short; a longer header is not from GitHub.
+const MAX_HEADER_TOKEN: usize = 100;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -118,26 +118,9 @@ async fn github(
         info!(reason = %e, "A GitHub delivery was refused: its signature is missing or wrong.");
         return refuse(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let Some(event) = text_header(&headers, "x-github-event") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "the delivery has no `X-GitHub-Event` header",
-        );
-    };
-    let delivery_id = match text_header(&headers, "x-github-delivery") {
-        Some(id) if id.len() <= MAX_DELIVERY_ID && id.chars().all(|c| c.is_ascii_graphic()) => id,
-        Some(_) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "the `X-GitHub-Delivery` header is not a delivery id",
-            );
-        }
-        None => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "the delivery has no `X-GitHub-Delivery` header",
-            );
-        }
+    let (event, delivery_id) = match identity(&headers) {
+        Ok(identity) => identity,
+        Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
     };
     let received_at = Utc::now();
     let mut delivery = NewDelivery {
@@ -201,6 +184,25 @@ async fn github(
         Ok(Recorded::Known(record)) => answer(StatusCode::OK, &record, true),
         Err(e) => internal(e),
     }
+}
+
+/// The `X-GitHub-Event` and `X-GitHub-Delivery` headers, or what is wrong with them.
+fn identity(headers: &HeaderMap) -> Result<(&str, &str), &'static str> {
+    // Both are short ASCII tokens (an event name, a GUID); anything else is not from GitHub.
+    let token = |value: &str| {
+        value.len() <= MAX_HEADER_TOKEN && value.chars().all(|c| c.is_ascii_graphic())
+    };
+    let event = text_header(headers, "x-github-event")
+        .ok_or("the delivery has no `X-GitHub-Event` header")?;
+    if !token(event) {
+        return Err("the `X-GitHub-Event` header is not an event name");
+    }
+    let delivery = text_header(headers, "x-github-delivery")
+        .ok_or("the delivery has no `X-GitHub-Delivery` header")?;
+    if !token(delivery) {
+        return Err("the `X-GitHub-Delivery` header is not a delivery id");
+    }
+    Ok((event, delivery))
 }
 
 /// The payload as a JSON object, or a sentence saying why it is not one.
