@@ -168,6 +168,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
 
     let statuses = GithubStatusService::new(
         store.clone(),
+        catalog.clone(),
         super::http_client()?,
         StatusConfig::new(
             &config.github.api_url,

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::catalog::live::Catalog;
 use crate::lifecycle::RunState;
 use crate::secrets::Masker;
 use crate::store::{RunRecord, Store, StoreEvent};
@@ -143,6 +144,7 @@ fn shorten(text: &str) -> String {
 
 pub struct GithubStatusService {
     store: Store,
+    catalog: Arc<Catalog>,
     client: reqwest::Client,
     config: Arc<StatusConfig>,
     masker: Masker,
@@ -159,16 +161,29 @@ struct Lanes {
 impl GithubStatusService {
     pub fn new(
         store: Store,
+        catalog: Arc<Catalog>,
         client: reqwest::Client,
         config: StatusConfig,
         masker: Masker,
     ) -> Self {
         GithubStatusService {
             store,
+            catalog,
             client,
             config: Arc::new(config),
             masker,
         }
+    }
+
+    /// Whether any loaded workflow has a `github` trigger.
+    fn any_github_trigger(&self) -> bool {
+        self.catalog.snapshot().workflows.values().any(|entry| {
+            entry
+                .workflow
+                .triggers
+                .iter()
+                .any(|t| t.get("github").is_some())
+        })
     }
 
     /// Posts statuses as runs start and end, until `shutdown`; then gives posts in flight
@@ -197,7 +212,11 @@ impl GithubStatusService {
                     Some(_) => {}
                     None => break,
                 },
-                Some(_) = posting.join_next(), if !posting.is_empty() => {}
+                Some(joined) = posting.join_next(), if !posting.is_empty() => {
+                    if let Err(e) = joined {
+                        error!(error = %e, "A commit status lane stopped unexpectedly.");
+                    }
+                }
             }
         }
         let grace = tokio::time::sleep(self.config.shutdown_grace);
@@ -225,6 +244,10 @@ impl GithubStatusService {
         // posted, a late `running` posts nothing. A `running` read after the run already
         // ended still posts `pending`, right before the final status on the same lane.
         if lanes.ended.contains(run_id) || (!state.is_final() && lanes.open.contains_key(run_id)) {
+            return;
+        }
+        // Most installations have no `github` triggers: their runs are not read at all.
+        if !lanes.open.contains_key(run_id) && !self.any_github_trigger() {
             return;
         }
         let run = match self.store.run(run_id).await {
