@@ -18,6 +18,8 @@ pub const DEFAULT_FILE: &str = "sluice.toml";
 pub const DEFAULT_DATABASE: &str = "sluice.db";
 /// The workflows folder used when nothing names one.
 pub const DEFAULT_WORKFLOWS: &str = "workflows";
+/// Where commit statuses are posted unless `[github] api_url` says otherwise.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// The UI/API address: loopback only, so a fresh install is not reachable from the network.
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
@@ -102,6 +104,47 @@ pub struct Config {
     /// The address people and other services reach the UI at, for links in alerts and
     /// commit statuses; `None` means `http://<bind>`.
     pub public_url: Option<String>,
+    /// GitHub webhooks and commit statuses.
+    pub github: GithubConfig,
+}
+
+/// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GithubConfig {
+    /// The secret set on the GitHub hook; without one, `/hooks/github` accepts nothing.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// The REST API base URL, without a trailing slash (GitHub Enterprise:
+    /// `https://HOST/api/v3`).
+    pub api_url: String,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            webhook_secret: None,
+            api_url: DEFAULT_GITHUB_API_URL.to_owned(),
+        }
+    }
+}
+
+/// A webhook secret. `Debug` never shows the value, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        WebhookSecret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
 }
 
 impl Default for Config {
@@ -116,6 +159,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             variables: serde_json::Map::new(),
             public_url: None,
+            github: GithubConfig::default(),
         }
     }
 }
@@ -133,6 +177,8 @@ pub struct Overrides {
     pub api_tokens: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     pub public_url: Option<String>,
+    /// `SLUICE_GITHUB_WEBHOOK_SECRET`.
+    pub github_webhook_secret: Option<String>,
 }
 
 /// `sluice.toml` exactly as written. Unknown keys are errors so that a typo (`concurency`)
@@ -147,10 +193,18 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     public_url: Option<String>,
     api: Option<ApiSection>,
+    github: Option<GithubSection>,
     #[serde(default)]
     pools: BTreeMap<String, u32>,
     #[serde(default)]
     vars: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GithubSection {
+    webhook_secret: Option<String>,
+    api_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +286,18 @@ impl Config {
             }
             self.api_tokens = tokens;
         }
+        if let Some(github) = file.github {
+            if let Some(secret) = github.webhook_secret {
+                // An empty secret would make every signature computable by anyone.
+                if secret.trim().is_empty() {
+                    return Err(invalid("`github.webhook_secret` is empty".to_owned()));
+                }
+                self.github.webhook_secret = Some(WebhookSecret::new(secret));
+            }
+            if let Some(url) = github.api_url {
+                self.github.api_url = checked_api_url(&url).map_err(invalid)?;
+            }
+        }
         if let Some((name, _)) = file.pools.iter().find(|(_, slots)| **slots == 0) {
             return Err(invalid(format!(
                 "pool `{name}` has 0 slots; a pool needs at least 1 (remove it to not limit)"
@@ -273,6 +339,13 @@ impl Config {
         if overrides.public_url.is_some() {
             self.public_url = overrides.public_url;
         }
+        // An empty variable is treated as unset rather than as an empty secret.
+        if let Some(secret) = overrides
+            .github_webhook_secret
+            .filter(|s| !s.trim().is_empty())
+        {
+            self.github.webhook_secret = Some(WebhookSecret::new(secret));
+        }
     }
 
     /// The base URL of the UI without a trailing slash: `public_url`, or `http://<bind>`.
@@ -297,6 +370,18 @@ pub fn checked_public_url(url: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "`public_url` must start with http:// or https://, got `{trimmed}`"
+        ))
+    }
+}
+
+/// `github.api_url` must be an absolute http(s) URL; it is kept without its trailing slash.
+fn checked_api_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim();
+    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        Ok(trimmed.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!(
+            "`github.api_url` must start with http:// or https://, got `{trimmed}`"
         ))
     }
 }
@@ -471,6 +556,7 @@ since = 2026-11-01
             ]),
             log_format: Some(LogFormat::Human),
             public_url: Some("https://sluice.example.com".to_owned()),
+            github_webhook_secret: None,
         };
         let config = from_toml(FULL, overrides).expect("valid");
         assert_eq!(config.database, "postgres://db/sluice");
@@ -516,6 +602,65 @@ since = 2026-11-01
         assert!(
             message.starts_with("/etc/sluice/sluice.toml:2:1: unknown field `token`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn github_settings_come_from_the_file_and_the_environment_wins() {
+        assert_eq!(Config::default().github.api_url, "https://api.github.com");
+        assert_eq!(Config::default().github.webhook_secret, None);
+        let text = "[github]\nwebhook_secret = \"from-file\"\napi_url = \"https://ghe.example.com/api/v3/\"\n";
+        let config = from_toml(text, Overrides::default()).expect("valid");
+        assert_eq!(config.github.api_url, "https://ghe.example.com/api/v3");
+        let secret = config.github.webhook_secret.expect("a secret");
+        assert_eq!(secret.expose(), "from-file");
+        assert_eq!(
+            format!("{secret:?}"),
+            "WebhookSecret(***)",
+            "Debug hides the value"
+        );
+        let env = Overrides {
+            github_webhook_secret: Some("from-env".to_owned()),
+            ..Overrides::default()
+        };
+        let config = from_toml(text, env).expect("valid");
+        assert_eq!(
+            config.github.webhook_secret.map(|s| s.expose().to_owned()),
+            Some("from-env".into())
+        );
+        let blank = Overrides {
+            github_webhook_secret: Some("  ".to_owned()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            from_toml("", blank).expect("valid").github.webhook_secret,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_github_settings_are_rejected() {
+        let empty = from_toml("[github]\nwebhook_secret = \"\"\n", Overrides::default())
+            .expect_err("empty secret");
+        assert!(
+            empty
+                .to_string()
+                .contains("`github.webhook_secret` is empty"),
+            "{empty}"
+        );
+        let url = from_toml(
+            "[github]\napi_url = \"api.github.com\"\n",
+            Overrides::default(),
+        )
+        .expect_err("no scheme");
+        assert!(
+            url.to_string().contains("`github.api_url` must start with"),
+            "{url}"
+        );
+        let typo = from_toml("[github]\nsecret = \"x\"\n", Overrides::default()).expect_err("typo");
+        assert!(
+            typo.to_string().contains("unknown field `secret`"),
+            "{typo}"
         );
     }
 

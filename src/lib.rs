@@ -6,6 +6,7 @@
 pub mod config;
 pub mod diagnostic;
 pub mod duration;
+pub mod github;
 pub mod lifecycle;
 pub mod params;
 pub mod schedule;

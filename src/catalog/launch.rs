@@ -1,6 +1,7 @@
 //! Turning a request for a run into a stored run: params checked against their declarations,
 //! the workflow version pinned, one pending task instance per task. Every way a run starts
-//! (the `run` command, the API, cron, triggers) goes through `launch`.
+//! (the `run` command, the API, cron, triggers, GitHub deliveries) goes through `launch`, or
+//! through `prepare` when the run is inserted with other rows.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -51,13 +52,33 @@ pub async fn launch(
     path: &str,
     request: RunRequest,
 ) -> Result<String, LaunchError> {
+    let prepared = prepare(store, workflow, path, request).await?;
+    store.create_run(&prepared.run, &prepared.tasks).await?;
+    Ok(prepared.run.id)
+}
+
+/// A run checked and ready to insert, for callers that create it together with other rows in
+/// one transaction (a GitHub delivery and the runs it starts).
+#[derive(Debug, Clone)]
+pub struct PreparedRun {
+    pub run: NewRun,
+    pub tasks: Vec<NewTaskInstance>,
+}
+
+/// Everything `launch` does but creating the run: params checked and completed, the workflow
+/// version pinned (recording a version is idempotent, so an unused one costs nothing).
+pub async fn prepare(
+    store: &Store,
+    workflow: &Workflow,
+    path: &str,
+    request: RunRequest,
+) -> Result<PreparedRun, LaunchError> {
     let params = params::resolve(&workflow.params, &request.params).map_err(LaunchError::Params)?;
     store
         .save_workflow_version(&workflow.id, &workflow.source_hash, path, &workflow.source)
         .await?;
-    let run_id = uuid::Uuid::now_v7().to_string();
     let run = NewRun {
-        id: run_id.clone(),
+        id: uuid::Uuid::now_v7().to_string(),
         workflow_id: workflow.id.clone(),
         version_hash: workflow.source_hash.clone(),
         trigger: request.trigger,
@@ -67,11 +88,10 @@ pub async fn launch(
         data_interval_start: request.data_interval.0,
         data_interval_end: request.data_interval.1,
     };
-    let tasks: Vec<NewTaskInstance> = workflow
+    let tasks = workflow
         .tasks
         .iter()
         .map(NewTaskInstance::first_try)
         .collect();
-    store.create_run(&run, &tasks).await?;
-    Ok(run_id)
+    Ok(PreparedRun { run, tasks })
 }

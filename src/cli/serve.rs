@@ -19,6 +19,7 @@ use crate::catalog::runs::CatalogRuns;
 use crate::config::{LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
+use crate::scheduler::github_status::{GithubStatusService, StatusConfig};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -63,6 +64,15 @@ pub struct ServeArgs {
     /// The queues this process's worker serves, comma-separated [default: all]
     #[arg(long, value_delimiter = ',', value_name = "QUEUES", value_parser = queue_name)]
     pub queues: Option<Vec<String>>,
+    /// The secret GitHub signs webhook deliveries with; without one `/hooks/github` accepts
+    /// nothing. Prefer the environment variable: arguments are visible to other users.
+    #[arg(
+        long,
+        env = "SLUICE_GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub github_webhook_secret: Option<String>,
 }
 
 /// How a process that runs tasks (`serve`, `worker`) holds and gives them up.
@@ -141,6 +151,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
         }),
         log_format: args.log_format,
         public_url: args.public_url,
+        github_webhook_secret: args.github_webhook_secret,
     };
     let settings = Settings::load(config, overrides)?;
     init_tracing_with(settings.config.log_format, "info");
@@ -200,6 +211,13 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         catalog_changed: catalog_changed.clone(),
         lease: options.lease,
         shared_database,
+        http: super::http_client()?,
+        status_config: StatusConfig::new(
+            &config.github.api_url,
+            &config.base_url(),
+            shared.secrets.get("GITHUB_TOKEN").map(str::to_owned),
+        ),
+        masker: (*shared.masker).clone(),
     };
     let leader_task = tokio::spawn(leader.run(shutdown.clone()));
 
@@ -249,7 +267,11 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         catalog.clone(),
         &config.api_tokens,
         Some(metrics),
-    );
+    )
+    .with_webhook_secret(config.github.webhook_secret.clone());
+    if config.github.webhook_secret.is_none() {
+        info!("No GitHub webhook secret is set: /hooks/github refuses deliveries.");
+    }
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -293,7 +315,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
 }
 
 /// What only one process on a database may run at a time: the scheduler, the cron service,
-/// the workflow trigger service and lease recovery. Every `serve` process competes for
+/// the workflow trigger service, commit statuses and lease recovery. Every `serve` process competes for
 /// leadership; the others stand by and take over when the leader goes away.
 struct Leader {
     store: Store,
@@ -304,6 +326,10 @@ struct Leader {
     catalog_changed: Arc<Notify>,
     lease: Duration,
     shared_database: bool,
+    /// For commit statuses: the HTTP client, where to post and the masker for what is logged.
+    http: reqwest::Client,
+    status_config: StatusConfig,
+    masker: crate::secrets::Masker,
 }
 
 impl Leader {
@@ -437,6 +463,18 @@ impl Leader {
                 "workflow trigger service",
                 result.map_err(anyhow::Error::from),
             )
+        });
+        let statuses = GithubStatusService::new(
+            self.store.clone(),
+            self.catalog.clone(),
+            self.http.clone(),
+            self.status_config.clone(),
+            self.masker.clone(),
+        );
+        let (events, token) = (self.store.subscribe(), term.clone());
+        parts.spawn(async move {
+            statuses.run(events, token).await;
+            ("commit status service", Ok(()))
         });
         Ok(parts)
     }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{Backoff, Task, Workflow};
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
+use crate::github;
 use crate::lifecycle::TriggerRule;
 use crate::params::{ParamDecl, ParamType};
 use crate::schedule::Schedule;
@@ -76,6 +77,17 @@ pub fn is_valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether a repository is written `owner/name` with GitHub's characters.
+fn is_repository_name(name: &str) -> bool {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    matches!(name.split_once('/'), Some((owner, repo)) if valid(owner) && valid(repo))
 }
 
 /// Whether a task id is well formed: `[A-Za-z0-9_-]+` (it appears in templates as
@@ -445,9 +457,109 @@ impl Compiler<'_> {
                         self.templates(n, &format!("triggers.{}.{key}", entry.key));
                     }
                 }
+                if entry.key == "github" {
+                    self.github_trigger(&entry.value);
+                }
             }
         }
         items.iter().map(Node::to_json).collect()
+    }
+
+    /// Event names, actions, glob patterns, repositories and the status setting of a
+    /// `github` trigger; the schema has already checked the shapes.
+    fn github_trigger(&mut self, node: &Node) {
+        let events = node
+            .get("events")
+            .and_then(Node::as_seq)
+            .unwrap_or_default();
+        for event in events {
+            let Some(name) = event.as_str() else { continue };
+            if !github::events::is_known(name) {
+                let help =
+                    suggest::did_you_mean(name, github::events::KNOWN_EVENTS.iter().copied());
+                self.error(
+                    event.pos,
+                    format!("`{name}` is not a GitHub webhook event Sluice knows"),
+                    help.or_else(|| {
+                        Some("see the event names in the README's GitHub section".to_owned())
+                    }),
+                );
+            }
+        }
+        if let Some(actions) = node
+            .get("actions")
+            .filter(|a| a.as_seq().is_some_and(|s| !s.is_empty()))
+        {
+            let names: Vec<&str> = events.iter().filter_map(Node::as_str).collect();
+            if !names.is_empty() && names.iter().all(|e| !github::events::has_action(e)) {
+                self.error(
+                    actions.pos,
+                    format!(
+                        "`actions` can never match: {} deliveries have no action",
+                        names
+                            .iter()
+                            .map(|e| format!("`{e}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(
+                        "remove `actions`, or list an event that has actions, like `pull_request`"
+                            .to_owned(),
+                    ),
+                );
+            }
+        }
+        for key in ["branches", "tags", "paths"] {
+            let Some(items) = node.get(key).and_then(Node::as_seq) else {
+                continue;
+            };
+            let patterns: Vec<String> = items
+                .iter()
+                .map(|n| n.as_str().unwrap_or_default().to_owned())
+                .collect();
+            if let Err(e) = github::Patterns::new(&patterns) {
+                let pos = items.get(e.index).map_or(node.pos, |n| n.pos);
+                self.error(pos, format!("invalid `{key}`: {e}"), None);
+            }
+        }
+        for repository in node
+            .get("repositories")
+            .and_then(Node::as_seq)
+            .unwrap_or_default()
+        {
+            let Some(name) = repository.as_str() else {
+                continue;
+            };
+            if !is_repository_name(name) {
+                self.error(
+                    repository.pos,
+                    format!("`{name}` is not a repository name; write it `owner/name`"),
+                    None,
+                );
+            }
+        }
+        if let Some(status) = node.get("status") {
+            if let Some(context) = status.get("context")
+                && context.as_str().is_some_and(|c| c.trim().is_empty())
+            {
+                self.error(
+                    context.pos,
+                    "`status.context` is empty; give the status a name",
+                    None,
+                );
+            }
+            if let Some(description) = status.get("description")
+                && description
+                    .as_str()
+                    .is_some_and(|d| d.chars().count() > 100)
+            {
+                self.error(
+                    description.pos,
+                    "`status.description` is longer than 100 characters; GitHub shows 140 with the state",
+                    None,
+                );
+            }
+        }
     }
 
     fn inherited(&mut self, node: &Node) -> Inherited {

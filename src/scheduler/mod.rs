@@ -4,6 +4,7 @@
 //! by a timer set to the next due time, never by polling. It meets workers only in `store`.
 
 pub mod cron;
+pub mod github_status;
 pub mod recovery;
 pub mod triggers;
 

@@ -429,6 +429,11 @@ pub struct RunView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// What the trigger recorded: for `github`, the `event`, `action`, `delivery`,
+    /// `repository`, `branch`, `tag`, `sha`, `sender` and the commit `status` it reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub trigger_details: Option<Value>,
 }
 
 impl From<RunRecord> for RunView {
@@ -447,6 +452,7 @@ impl From<RunRecord> for RunView {
             created_at: r.created_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
+            trigger_details: r.trigger_details,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP side of `sluice serve`: the JSON API under `/api/v1` (bearer tokens, OpenAPI
-//! document) and the operations endpoints (`/healthz`, `/metrics`). `router` is a plain
+//! document), the operations endpoints (`/healthz`, `/metrics`) and GitHub's webhook
+//! (`/hooks/github`, authenticated by its signature). `router` is a plain
 //! function of the shared state, so tests drive it with `oneshot` and no socket.
 //!
 //! The server never imports `scheduler` or `worker`: it writes requests into `store` (a queued
@@ -20,10 +21,14 @@ use tracing::error;
 use utoipa::ToSchema;
 
 use crate::catalog::live::Catalog;
+use crate::config::WebhookSecret;
 use crate::store::{Store, StoreError};
+use crate::template::Templates;
 
 mod api;
 mod auth;
+mod deliveries;
+mod hooks;
 pub mod metrics;
 mod openapi;
 mod ops;
@@ -41,6 +46,10 @@ pub struct AppState {
     pub api_tokens: Arc<[String]>,
     /// The Prometheus recorder's handle, rendered by `/metrics` after the database gauges.
     pub metrics: Option<PrometheusHandle>,
+    /// The secret GitHub signs deliveries with; without one `/hooks/github` accepts nothing.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// Renders the params `github` triggers map from a delivery.
+    pub templates: Arc<Templates>,
 }
 
 impl AppState {
@@ -61,6 +70,16 @@ impl AppState {
                 .filter(|t| !t.is_empty())
                 .collect(),
             metrics,
+            webhook_secret: None,
+            templates: Arc::new(Templates::new()),
+        }
+    }
+
+    /// The same state, accepting GitHub deliveries signed with `secret` (none: refused).
+    pub fn with_webhook_secret(self, secret: Option<WebhookSecret>) -> AppState {
+        AppState {
+            webhook_secret: secret,
+            ..self
         }
     }
 }
@@ -71,6 +90,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("store", &self.store)
             .field("api_tokens", &self.api_tokens.len())
+            .field("webhook_secret", &self.webhook_secret.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +119,7 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/api/v1/runs/{id}/tasks/{task}/clear"),
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/logs"),
     (Method::GET, "/api/v1/import-errors"),
+    (Method::GET, "/api/v1/github/deliveries"),
 ];
 
 /// The whole HTTP surface: API routes behind the token check, operations routes open.
@@ -114,6 +135,7 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ));
     ops.merge(api)
+        .merge(hooks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, ops};
+use super::{AppState, api, deliveries, ops};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{AppState, api, ops};
     tags(
         (name = "workflows", description = "Workflow files in the catalog"),
         (name = "runs", description = "Runs, their tasks and logs"),
+        (name = "github", description = "GitHub webhook deliveries"),
         (name = "operations", description = "Health and metrics, open without a token"),
     )
 )]
@@ -56,6 +57,7 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::clear_task))
         .routes(routes!(api::task_logs))
         .routes(routes!(api::import_errors))
+        .routes(routes!(deliveries::list_deliveries))
 }
 
 /// The operations routes, open to everyone.

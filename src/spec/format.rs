@@ -191,13 +191,56 @@ pub struct GithubTrigger {
     /// The payload's `action` values that match (`opened`, `synchronize`, …). Empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
-    /// Branch name patterns (globs) that match. Empty: any branch.
+    /// Branch patterns (globs; `*` stays within a `/` segment, `**` crosses them; a leading
+    /// `!` excludes; the last pattern that matches decides). A push matches on its branch, a
+    /// pull request on its base branch, a workflow run on its head branch. With `branches` or
+    /// `tags` set, a delivery must name a branch or tag they take.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<String>,
-    /// Run parameters taken from the event; values are templates over `event`.
+    /// Tag patterns (globs with `!` exclusions, like `branches`): a pushed tag, or a release's
+    /// tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Changed-file patterns (globs with `!` exclusions): the run starts when at least one
+    /// changed file matches. Applied where the payload lists changed files (a push's commits);
+    /// other deliveries are not filtered by `paths`. Empty: any change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// The repositories (`owner/name`) whose deliveries match. Empty: any repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// Run parameters taken from the event; values are templates over `event` (the payload).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(extend("x-sluice-templated" = true))]
     pub params: IndexMap<String, Value>,
+    /// The commit status the run reports on the delivery's commit (`pending` when it starts,
+    /// then `success`, `failure` or `error`), when the secret `GITHUB_TOKEN` is set. Default:
+    /// on, with the context `sluice/<workflow id>`; `false` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusSetting>,
+}
+
+/// Whether and how a GitHub-triggered run reports its commit status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusSetting {
+    /// `true` reports with the defaults, `false` reports nothing.
+    Enabled(bool),
+    /// Reports with this context and description.
+    Custom(StatusSpec),
+}
+
+/// The commit status a run reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSpec {
+    /// The status's name on the pull request (what branch protection requires). Default
+    /// `sluice/<workflow id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Text shown before the state (`Eval gate: failed`). At most 100 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Starts a run when a run of another workflow ends in one of the given states.

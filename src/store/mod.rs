@@ -19,10 +19,13 @@ mod runs;
 mod schedules;
 mod tasks;
 
+pub use deliveries::{
+    DeliveryOutcome, DeliveryPage, DeliveryRecord, DeliveryRun, NewDelivery, Recorded,
+};
 pub use leader::Leadership;
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
-pub use runs::{NewRun, RunRecord};
+pub use runs::{NewRun, RunOrigin, RunRecord};
 pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
@@ -442,6 +445,9 @@ macro_rules! on_every_backend {
         )*
     };
 }
+
+// Declared after `on_every_backend!` so its conformance tests can use the macro.
+mod deliveries;
 
 #[cfg(test)]
 mod store_tests {

@@ -27,6 +27,17 @@ pub struct NewRun {
     pub data_interval_end: DateTime<Utc>,
 }
 
+/// Where a run came from, beyond its `trigger` name: recorded for runs started by a GitHub
+/// delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOrigin {
+    /// The trigger's facts (`event`, `delivery`, `repository`, `sha`, `sender`, …) as a JSON
+    /// object, shown by the API and read by the commit status service.
+    pub details: serde_json::Value,
+    /// The payload, which templates read as `event`.
+    pub event: serde_json::Value,
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -44,10 +55,16 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The trigger's facts (see `RunOrigin::details`), when it recorded any.
+    pub trigger_details: Option<serde_json::Value>,
+    /// The trigger's payload as templates see it under `event`; null when there is none.
+    /// Only `Store::run` reads it: listings leave it null, to stay small.
+    pub event: serde_json::Value,
 }
 
 pub(super) const RUN_COLUMNS: &str = "id, workflow_id, version_hash, state, trigger, triggered_by, params, \
-    logical_date, data_interval_start, data_interval_end, error, created_at, started_at, ended_at";
+    logical_date, data_interval_start, data_interval_end, error, created_at, started_at, ended_at, \
+    trigger_details";
 
 pub(super) fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
     let params: String = get(row, "params")?;
@@ -74,7 +91,80 @@ pub(super) fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
         created_at: get(row, "created_at")?,
         started_at: get(row, "started_at")?,
         ended_at: get(row, "ended_at")?,
+        trigger_details: json_column(row, "trigger_details")?,
+        event: serde_json::Value::Null,
     })
+}
+
+/// A nullable text column holding JSON.
+fn json_column(row: &QueryResult, column: &str) -> Result<Option<serde_json::Value>> {
+    get::<Option<String>>(row, column)?
+        .map(|text| serde_json::from_str(&text).map_err(StoreError::from))
+        .transpose()
+}
+
+/// Inserts a run in `queued` with one `pending` task instance (try 1) per task, inside
+/// `txn`; the caller commits and then publishes the run's `RunState` event.
+pub(super) async fn insert_run<C: ConnectionTrait>(
+    store: &Store,
+    txn: &C,
+    run: &NewRun,
+    origin: Option<&RunOrigin>,
+    tasks: &[NewTaskInstance],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let params = serde_json::to_string(&run.params)?;
+    let details = origin.map(|o| o.details.to_string());
+    let event = origin
+        .filter(|o| !o.event.is_null())
+        .map(|o| o.event.to_string());
+    // Only one scheduled run may exist per logical date, whichever scheduler creates it first;
+    // the unique key on (workflow, scheduled_for) decides.
+    let scheduled_for = (run.trigger == "schedule").then_some(run.logical_date);
+    let inserted = txn
+        .execute_raw(store.stmt(
+            &format!(
+                "INSERT INTO runs ({RUN_COLUMNS}, event, scheduled_for) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            vec![
+                run.id.as_str().into(),
+                run.workflow_id.as_str().into(),
+                run.version_hash.as_str().into(),
+                RunState::Queued.as_str().into(),
+                run.trigger.as_str().into(),
+                run.triggered_by.clone().into(),
+                params.into(),
+                run.logical_date.into(),
+                run.data_interval_start.into(),
+                run.data_interval_end.into(),
+                Value::String(None),
+                now.into(),
+                Value::ChronoDateTimeUtc(None),
+                Value::ChronoDateTimeUtc(None),
+                details.into(),
+                event.into(),
+                scheduled_for.into(),
+            ],
+        ))
+        .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e)
+            if scheduled_for.is_some()
+                && matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+        {
+            return Err(StoreError::AlreadyScheduled {
+                workflow_id: run.workflow_id.clone(),
+                logical_date: run.logical_date,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    insert_task_instances(store, txn, &run.id, tasks, TaskState::Pending, now).await
 }
 
 impl Store {
@@ -127,54 +217,8 @@ impl Store {
     /// Creates a run in `queued` with one `pending` task instance (try 1) per task, in one
     /// transaction.
     pub async fn create_run(&self, run: &NewRun, tasks: &[NewTaskInstance]) -> Result<()> {
-        let now = Utc::now();
-        let params = serde_json::to_string(&run.params)?;
         let txn = self.db().begin().await?;
-        // Only one scheduled run may exist per logical date, whichever scheduler creates it
-        // first; the unique key on (workflow, scheduled_for) decides.
-        let scheduled_for = (run.trigger == "schedule").then_some(run.logical_date);
-        let inserted = txn
-            .execute_raw(self.stmt(
-                &format!(
-                    "INSERT INTO runs ({RUN_COLUMNS}, scheduled_for) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                vec![
-                    run.id.as_str().into(),
-                    run.workflow_id.as_str().into(),
-                    run.version_hash.as_str().into(),
-                    RunState::Queued.as_str().into(),
-                    run.trigger.as_str().into(),
-                    run.triggered_by.clone().into(),
-                    params.into(),
-                    run.logical_date.into(),
-                    run.data_interval_start.into(),
-                    run.data_interval_end.into(),
-                    Value::String(None),
-                    now.into(),
-                    Value::ChronoDateTimeUtc(None),
-                    Value::ChronoDateTimeUtc(None),
-                    scheduled_for.into(),
-                ],
-            ))
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e)
-                if scheduled_for.is_some()
-                    && matches!(
-                        e.sql_err(),
-                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                    ) =>
-            {
-                return Err(StoreError::AlreadyScheduled {
-                    workflow_id: run.workflow_id.clone(),
-                    logical_date: run.logical_date,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        insert_task_instances(self, &txn, &run.id, tasks, TaskState::Pending, now).await?;
+        insert_run(self, &txn, run, None, tasks, Utc::now()).await?;
         txn.commit().await?;
         self.publish(StoreEvent::RunState {
             run_id: run.id.clone(),
@@ -183,15 +227,21 @@ impl Store {
         Ok(())
     }
 
+    /// A run with everything it recorded, its trigger's payload included.
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let row = self
             .db()
             .query_one_raw(self.stmt(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"),
+                &format!("SELECT {RUN_COLUMNS}, event FROM runs WHERE id = ?"),
                 vec![id.into()],
             ))
             .await?;
-        row.as_ref().map(run_from_row).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut run = run_from_row(&row)?;
+        run.event = json_column(&row, "event")?.unwrap_or(serde_json::Value::Null);
+        Ok(Some(run))
     }
 
     /// Moves a run from `from` to `to`, if it is still in `from`. Returns whether it moved.
@@ -340,7 +390,7 @@ impl RunRecord {
                 try_number: 0,
             },
             tasks,
-            event: serde_json::Value::Null,
+            event: self.event.clone(),
             upstream: serde_json::Value::Null,
             vars: vars.clone(),
             secrets: secrets.clone(),
