@@ -119,7 +119,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
         }
     }
 
-    let shared = Shared::new(&config);
+    let shared = Shared::new(&config)?;
 
     // SQLite has one process, this one: whatever was running when it last stopped was cut
     // off, so it is recovered now instead of waiting for leases to expire.
@@ -154,6 +154,9 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
     let triggers =
         WorkflowTriggerService::new(store.clone(), catalog.clone(), shared.templates.clone());
     let triggers_task = tokio::spawn(triggers.run(store.subscribe(), shutdown.clone()));
+    let failure_mail_task = shared
+        .failure_mail(&config, &store)
+        .map(|service| tokio::spawn(service.run(store.subscribe(), shutdown.clone())));
 
     let watch_task = {
         let changed = catalog_changed.clone();
@@ -179,7 +182,7 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             shutdown_grace,
             pools: config.pools.clone(),
         },
-        shared.worker_deps(Some(Arc::new(CatalogRuns {
+        shared.worker_deps(&store, Some(Arc::new(CatalogRuns {
             store: store.clone(),
             catalog: catalog.clone(),
         })))?,
@@ -237,6 +240,19 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             }
             Err(e) => {
                 error!(error = %e, "The {name} stopped unexpectedly.");
+                clean = false;
+            }
+        }
+    }
+    if let Some(task) = failure_mail_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "The failure mail service failed.");
+                clean = false;
+            }
+            Err(e) => {
+                error!(error = %e, "The failure mail service stopped unexpectedly.");
                 clean = false;
             }
         }

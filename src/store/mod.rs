@@ -17,6 +17,9 @@ mod runs;
 mod schedules;
 mod tasks;
 
+pub use alerts::{
+    TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled, decide as decide_throttle,
+};
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
 pub use runs::{NewRun, RunRecord};
@@ -45,6 +48,8 @@ pub enum StoreError {
     RunNotFound(String),
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
+    #[error("{0} kept changing under concurrent writers; try again")]
+    Contended(String),
 }
 
 impl From<UnknownName> for StoreError {
@@ -393,6 +398,9 @@ macro_rules! on_every_backend {
         )*
     };
 }
+
+// Declared after `on_every_backend!`, which its conformance tests use.
+mod alerts;
 
 #[cfg(test)]
 mod store_tests {

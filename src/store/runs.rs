@@ -316,10 +316,12 @@ impl RunRecord {
                 trigger: self.trigger.clone(),
                 triggered_by: self.triggered_by.clone(),
                 try_number: 0,
+                url: None,
             },
             tasks,
             event: serde_json::Value::Null,
             upstream: serde_json::Value::Null,
+            failed_tasks: Vec::new(),
             vars: vars.clone(),
             secrets: secrets.clone(),
         }
