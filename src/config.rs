@@ -603,10 +603,7 @@ since = 2026-11-01
         assert_eq!(config.concurrency, Some(32));
         assert_eq!(config.api_tokens, ["env-a", "env-b"]);
         assert_eq!(config.log_format, LogFormat::Human);
-        assert_eq!(
-            config.run_url("r1"),
-            "https://sluice.example.com/runs/r1"
-        );
+        assert_eq!(config.run_url("r1"), "https://sluice.example.com/runs/r1");
         // What has no flag still comes from the file.
         assert_eq!(config.pools.get("gpu"), Some(&2));
         // An override left empty keeps the file's value.
@@ -658,10 +655,15 @@ since = 2026-11-01
 
     #[test]
     fn a_public_url_without_a_scheme_is_rejected() {
-        let error = from_toml("public_url = \"sluice.example.com\"\n", Overrides::default())
-            .expect_err("no scheme");
+        let error = from_toml(
+            "public_url = \"sluice.example.com\"\n",
+            Overrides::default(),
+        )
+        .expect_err("no scheme");
         assert!(
-            error.to_string().contains("must start with http:// or https://"),
+            error
+                .to_string()
+                .contains("must start with http:// or https://"),
             "{error}"
         );
     }
@@ -724,7 +726,10 @@ since = 2026-11-01
         )
         .expect("valid");
         let smtp = config.smtp.expect("smtp");
-        assert_eq!((smtp.host.as_str(), smtp.port(), smtp.tls), ("127.0.0.1", 1025, SmtpTls::None));
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port(), smtp.tls),
+            ("127.0.0.1", 1025, SmtpTls::None)
+        );
         assert_eq!(smtp.password_secret.as_deref(), Some("SMTP_PASSWORD"));
         assert_eq!(smtp.timeout.0, std::time::Duration::from_secs(5));
         assert_eq!(config.alerts.email_on_failure, ["team@example.com"]);
@@ -737,13 +742,34 @@ since = 2026-11-01
         .expect("smtp");
         assert_eq!((defaults.tls, defaults.port()), (SmtpTls::Starttls, 587));
 
-        let bad = |text: &str| from_toml(text, Overrides::default()).expect_err(text).to_string();
-        assert!(bad("[smtp]\nhost = \"m\"\nfrom = \"nobody\"\n").contains("`smtp.from` must be an email address"));
-        assert!(bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword = \"x\"\n").contains("unknown field `password`"));
-        assert!(bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword_secret = \"P\"\n").contains("`smtp.username` is not"));
-        assert!(bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\ntls = \"ssl\"\n").contains("unknown variant `ssl`"));
-        assert!(bad("[alerts]\nemail_on_failure = [\"a@b\"]\n").contains("needs an `[smtp]` section"));
-        assert!(bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n").contains("not an email address"));
+        let bad = |text: &str| {
+            from_toml(text, Overrides::default())
+                .expect_err(text)
+                .to_string()
+        };
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"nobody\"\n")
+                .contains("`smtp.from` must be an email address")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword = \"x\"\n")
+                .contains("unknown field `password`")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword_secret = \"P\"\n")
+                .contains("`smtp.username` is not")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\ntls = \"ssl\"\n")
+                .contains("unknown variant `ssl`")
+        );
+        assert!(
+            bad("[alerts]\nemail_on_failure = [\"a@b\"]\n").contains("needs an `[smtp]` section")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n")
+                .contains("not an email address")
+        );
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl Shared {
         Some(FailureMailService::new(
             store.clone(),
             mailer,
-            FailureMailConfig::new(config.alerts.email_on_failure.clone(), self.base_url.clone()),
+            FailureMailConfig::new(
+                config.alerts.email_on_failure.clone(),
+                self.base_url.clone(),
+            ),
             self.masker.clone(),
         ))
     }

@@ -182,10 +182,13 @@ async fn serve(settings: Settings, shutdown_grace: Duration) -> anyhow::Result<E
             shutdown_grace,
             pools: config.pools.clone(),
         },
-        shared.worker_deps(&store, Some(Arc::new(CatalogRuns {
-            store: store.clone(),
-            catalog: catalog.clone(),
-        })))?,
+        shared.worker_deps(
+            &store,
+            Some(Arc::new(CatalogRuns {
+                store: store.clone(),
+                catalog: catalog.clone(),
+            })),
+        )?,
     );
     let worker_task = tokio::spawn(worker.run(store.subscribe(), stop_worker.clone()));
 

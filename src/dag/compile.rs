@@ -341,7 +341,9 @@ impl Compiler<'_> {
         let node = &entry.value;
         node.as_map()?;
         let after = self.duration(node, "after");
-        let at = node.get("at").and_then(|n| n.as_str().map(|s| (s.to_owned(), n.pos)));
+        let at = node
+            .get("at")
+            .and_then(|n| n.as_str().map(|s| (s.to_owned(), n.pos)));
         let from = node
             .get("from")
             .and_then(|n| self.typed::<DeadlineFrom>(n, "deadline.from"));
@@ -380,7 +382,11 @@ impl Compiler<'_> {
             }
             (None, Some((text, pos))) => {
                 if let Some(n) = node.get("from") {
-                    self.error(n.pos, "`deadline.from` goes with `after`, not with `at`", None);
+                    self.error(
+                        n.pos,
+                        "`deadline.from` goes with `after`, not with `at`",
+                        None,
+                    );
                 }
                 match parse_time_of_day(&text) {
                     Ok(time) => Some(Deadline::At { time }),

@@ -37,7 +37,10 @@ impl Deadline {
                     DeadlineFrom::LogicalDate => run.logical_date,
                 };
                 let after = chrono::Duration::from_std(after).ok()?;
-                Some(base.checked_add_signed(after).unwrap_or(DateTime::<Utc>::MAX_UTC))
+                Some(
+                    base.checked_add_signed(after)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                )
             }
             Deadline::At { time } => {
                 let end = run.data_interval_end;
@@ -141,14 +144,16 @@ mod tests {
             "2026-11-27T07:30:00Z",
             Some("2026-11-27T07:30:00Z"),
         );
-        assert_eq!(six.due_at(Tz::UTC, &manual), Some(utc("2026-11-28T06:00:00Z")));
-        // Exactly at the time counts as that time.
-        let on_time = times(
-            "2026-11-27T06:00:00Z",
-            "2026-11-27T06:00:00Z",
-            None,
+        assert_eq!(
+            six.due_at(Tz::UTC, &manual),
+            Some(utc("2026-11-28T06:00:00Z"))
         );
-        assert_eq!(six.due_at(Tz::UTC, &on_time), Some(utc("2026-11-27T06:00:00Z")));
+        // Exactly at the time counts as that time.
+        let on_time = times("2026-11-27T06:00:00Z", "2026-11-27T06:00:00Z", None);
+        assert_eq!(
+            six.due_at(Tz::UTC, &on_time),
+            Some(utc("2026-11-27T06:00:00Z"))
+        );
     }
 
     #[test]
@@ -157,11 +162,7 @@ mod tests {
             time: parse_time_of_day("02:30").expect("a time"),
         };
         // 29 March 2026, Berlin: 02:00 → 03:00.
-        let run = times(
-            "2026-03-28T23:00:00Z",
-            "2026-03-28T23:00:00Z",
-            None,
-        );
+        let run = times("2026-03-28T23:00:00Z", "2026-03-28T23:00:00Z", None);
         assert_eq!(
             half_two.due_at(chrono_tz::Europe::Berlin, &run),
             Some(utc("2026-03-29T01:00:00Z")),
@@ -222,21 +223,36 @@ mod tests {
     #[test]
     fn deadline_mistakes_are_reported_where_they_are() {
         let problems = |source: String| compile(&source).expect_err("invalid").join("\n");
-        let both = problems(format!("deadline: {{ after: 2h, at: \"06:00\" }}\n{HOOK}{TASKS}"));
+        let both = problems(format!(
+            "deadline: {{ after: 2h, at: \"06:00\" }}\n{HOOK}{TASKS}"
+        ));
         assert!(both.contains("w.yaml:1:"), "{both}");
         assert!(both.contains("both `after` and `at`"), "{both}");
         assert!(problems(format!("deadline: {{}}\n{HOOK}{TASKS}")).contains("needs `after`"));
         assert!(problems(format!("{HOOK}{TASKS}")).contains("has no `deadline`"));
-        assert!(problems(format!("deadline: {{ after: 1h }}\n{TASKS}")).contains("no `on_deadline` tasks"));
         assert!(
-            problems(format!("deadline: {{ at: \"06:00\", from: start }}\n{HOOK}{TASKS}"))
-                .contains("goes with `after`")
+            problems(format!("deadline: {{ after: 1h }}\n{TASKS}"))
+                .contains("no `on_deadline` tasks")
         );
-        let clash = problems(format!("deadline: {{ after: 1h }}\non_deadline:\n  a: {{ operator: noop }}\n{TASKS}"));
-        assert!(clash.contains("`a` is already a task in `tasks`"), "{clash}");
+        assert!(
+            problems(format!(
+                "deadline: {{ at: \"06:00\", from: start }}\n{HOOK}{TASKS}"
+            ))
+            .contains("goes with `after`")
+        );
+        let clash = problems(format!(
+            "deadline: {{ after: 1h }}\non_deadline:\n  a: {{ operator: noop }}\n{TASKS}"
+        ));
+        assert!(
+            clash.contains("`a` is already a task in `tasks`"),
+            "{clash}"
+        );
         let hooks_clash = problems(format!(
             "{TASKS}on_failure:\n  tell: {{ operator: noop }}\non_success:\n  tell: {{ operator: noop }}\n"
         ));
-        assert!(hooks_clash.contains("`tell` is already a task in `on_failure`"), "{hooks_clash}");
+        assert!(
+            hooks_clash.contains("`tell` is already a task in `on_failure`"),
+            "{hooks_clash}"
+        );
     }
 }

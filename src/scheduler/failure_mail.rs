@@ -80,7 +80,10 @@ impl FailureMailService {
         }
         let failures = self.store.task_failures(run_id).await?;
         let url = crate::config::run_url(&self.config.base_url, run_id);
-        let subject = format!("[critical] Workflow {} failed (run {run_id})", run.workflow_id);
+        let subject = format!(
+            "[critical] Workflow {} failed (run {run_id})",
+            run.workflow_id
+        );
         let mut text = format!(
             "Workflow {} failed.\n\nRun: {run_id}\nTrigger: {}\nLogical date: {}\n",
             run.workflow_id,
@@ -131,8 +134,14 @@ impl FailureMailService {
                 to: parse_addresses("alerts.email_on_failure", &self.config.recipients)?,
                 ..Envelope::default()
             };
-            let (message, message_id) =
-                compose(self.mailer.from(), &envelope, &subject, text, html, Vec::new())?;
+            let (message, message_id) = compose(
+                self.mailer.from(),
+                &envelope,
+                &subject,
+                text,
+                html,
+                Vec::new(),
+            )?;
             let reply = self
                 .mailer
                 .send(

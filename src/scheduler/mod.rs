@@ -513,7 +513,12 @@ impl Scheduler {
             Hook::Success => "Run succeeded",
             Hook::Deadline => "Run passed its deadline",
         };
-        info!(run_id, hooks = hooks.len(), "{why}; running its {} tasks.", hook.key());
+        info!(
+            run_id,
+            hooks = hooks.len(),
+            "{why}; running its {} tasks.",
+            hook.key()
+        );
         tracker.load(self.store.add_task_instances(run_id, &hooks).await?);
         let positions: Vec<usize> = tracker.workflow.hook_positions(hook).collect();
         self.evaluate(run_id, positions).await

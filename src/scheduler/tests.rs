@@ -87,7 +87,11 @@ async fn a_deadline_fires_once_when_it_passes_and_not_again_after_a_restart() {
         .into_iter()
         .find(|t| t.task_id == "late")
         .expect("late");
-    assert_eq!(late.state, TaskState::Queued, "a hook with no needs runs at once");
+    assert_eq!(
+        late.state,
+        TaskState::Queued,
+        "a hook with no needs runs at once"
+    );
     assert!(
         scheduler
             .fire_deadlines(due + Duration::hours(1))
@@ -120,10 +124,7 @@ async fn a_run_that_ended_has_no_deadline() {
     let mut scheduler = Scheduler::new(store.clone(), deps, SchedulerConfig::default());
     scheduler.adopt(&run_id).await.expect("adopt");
     assert!(scheduler.next_deadline().is_some());
-    store
-        .cancel_run(&run_id, "stop")
-        .await
-        .expect("cancel");
+    store.cancel_run(&run_id, "stop").await.expect("cancel");
     scheduler
         .handle(&StoreEvent::RunState {
             run_id: run_id.clone(),

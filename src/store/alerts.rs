@@ -169,7 +169,9 @@ impl Store {
             // Another writer changed the row between the read and the write: decide again on
             // what it wrote.
         }
-        Err(StoreError::Contended(format!("the alert throttle of `{key}`")))
+        Err(StoreError::Contended(format!(
+            "the alert throttle of `{key}`"
+        )))
     }
 
     /// Gives back a send slot whose alert could not be sent: the key's last send time is what
@@ -211,10 +213,7 @@ impl Store {
     /// Undoes [`Store::claim_once`] (the work failed; let a later attempt do it).
     pub async fn forget_once(&self, key: &str) -> Result<()> {
         self.db()
-            .execute_raw(self.stmt(
-                "DELETE FROM alert_throttle WHERE key = ?",
-                vec![key.into()],
-            ))
+            .execute_raw(self.stmt("DELETE FROM alert_throttle WHERE key = ?", vec![key.into()]))
             .await?;
         Ok(())
     }
@@ -338,7 +337,10 @@ mod store_tests {
         let mut sent = 0;
         for i in 0..100 {
             let now = start + chrono::Duration::seconds(i);
-            let outcome = store.throttle("wf/t/boom", WINDOW, now).await.expect("throttle");
+            let outcome = store
+                .throttle("wf/t/boom", WINDOW, now)
+                .await
+                .expect("throttle");
             match outcome.decision {
                 ThrottleDecision::Send { suppressed } => {
                     assert_eq!(suppressed, 0);
@@ -353,18 +355,27 @@ mod store_tests {
         }
         assert_eq!(sent, 1);
         // Another key is independent.
-        let other = store.throttle("wf/t/other", WINDOW, start).await.expect("other");
+        let other = store
+            .throttle("wf/t/other", WINDOW, start)
+            .await
+            .expect("other");
         assert_eq!(other.decision, ThrottleDecision::Send { suppressed: 0 });
         // After the window, the next alert carries the count.
         let later = start + chrono::Duration::seconds(601);
-        let next = store.throttle("wf/t/boom", WINDOW, later).await.expect("later");
+        let next = store
+            .throttle("wf/t/boom", WINDOW, later)
+            .await
+            .expect("later");
         assert_eq!(next.decision, ThrottleDecision::Send { suppressed: 99 });
         let after = store
             .throttle("wf/t/boom", WINDOW, later + chrono::Duration::seconds(1))
             .await
             .expect("after");
         assert!(
-            matches!(after.decision, ThrottleDecision::Suppress { suppressed: 1, .. }),
+            matches!(
+                after.decision,
+                ThrottleDecision::Suppress { suppressed: 1, .. }
+            ),
             "the count starts again after a send: {after:?}"
         );
     }
@@ -451,7 +462,11 @@ mod store_tests {
                     run_id: "r".into(),
                     task_id: c.task_id.clone(),
                     try_number: 1,
-                    state: if bad { TaskState::Failed } else { TaskState::Success },
+                    state: if bad {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Success
+                    },
                     exit_code: None,
                     error: bad.then(|| "exit code 3".to_owned()),
                     outputs: None,

@@ -18,7 +18,8 @@ mod schedules;
 mod tasks;
 
 pub use alerts::{
-    TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled, decide as decide_throttle,
+    TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled,
+    decide as decide_throttle,
 };
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};

@@ -213,7 +213,9 @@ impl Mailer {
                 }
             }
         }
-        Err(OperatorError::failed("the email was not sent: no attempt was allowed"))
+        Err(OperatorError::failed(
+            "the email was not sent: no attempt was allowed",
+        ))
     }
 }
 
@@ -415,7 +417,9 @@ pub(super) async fn send(
                 })?;
             let settings = SmtpSettings {
                 host: task_smtp.host.clone(),
-                port: task_smtp.port.unwrap_or_else(|| task_smtp.tls.default_port()),
+                port: task_smtp
+                    .port
+                    .unwrap_or_else(|| task_smtp.tls.default_port()),
                 tls: task_smtp.tls,
                 from,
                 credentials: task_smtp
@@ -533,7 +537,10 @@ pub fn compose(
 }
 
 /// Parses addresses (`a@example.com` or `Name <a@example.com>`); `field` names them in errors.
-pub fn parse_addresses(field: &str, addresses: &[String]) -> std::result::Result<Vec<Mailbox>, String> {
+pub fn parse_addresses(
+    field: &str,
+    addresses: &[String],
+) -> std::result::Result<Vec<Mailbox>, String> {
     addresses
         .iter()
         .map(|address| {
@@ -609,10 +616,12 @@ async fn attachment_part(
             let full = base_dir.join(path);
             let size = tokio::fs::metadata(&full)
                 .await
-                .map_err(|e| OperatorError::failed(format!(
-                    "cannot attach `{path}` (resolved to {}): {e}",
-                    full.display()
-                )))?
+                .map_err(|e| {
+                    OperatorError::failed(format!(
+                        "cannot attach `{path}` (resolved to {}): {e}",
+                        full.display()
+                    ))
+                })?
                 .len();
             if size > MAX_ATTACHMENT_BYTES {
                 return Err(OperatorError::failed(format!(
@@ -703,7 +712,10 @@ mod tests {
         let html = html_part("<script>x</script>", &framing);
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
         assert!(html.contains("CRITICAL"), "{html}");
-        assert!(html.contains("href=\"http://x/runs/r1?a=1&amp;b=2\""), "{html}");
+        assert!(
+            html.contains("href=\"http://x/runs/r1?a=1&amp;b=2\""),
+            "{html}"
+        );
         assert!(html.contains("3 similar alerts were held back"), "{html}");
         let text = text_part("body\n", &framing);
         assert!(text.starts_with("body\n\n3 similar"), "{text}");
@@ -722,9 +734,12 @@ mod tests {
             password_secret: Some("SMTP_PASSWORD".into()),
             timeout: HumanDuration(Duration::from_secs(5)),
         };
-        let missing = SmtpSettings::from_config(&config, &Secrets::from_pairs([]))
-            .expect_err("no secret");
-        assert!(missing.to_string().contains("SLUICE_SECRET_SMTP_PASSWORD"), "{missing}");
+        let missing =
+            SmtpSettings::from_config(&config, &Secrets::from_pairs([])).expect_err("no secret");
+        assert!(
+            missing.to_string().contains("SLUICE_SECRET_SMTP_PASSWORD"),
+            "{missing}"
+        );
         let secrets = Secrets::from_pairs([("SMTP_PASSWORD".to_owned(), "hunter2".to_owned())]);
         let settings = SmtpSettings::from_config(&config, &secrets).expect("settings");
         assert_eq!(

@@ -225,7 +225,9 @@ pub async fn run(ctx: &OpContext, mut config: AlertConfig) -> Result<Completion>
         let throttled = store
             .throttle(&key, window, Utc::now())
             .await
-            .map_err(|e| OperatorError::failed(format!("cannot read the alert's dedup state: {e}")))?;
+            .map_err(|e| {
+                OperatorError::failed(format!("cannot read the alert's dedup state: {e}"))
+            })?;
         outputs.insert("key".into(), json!(key));
         match throttled.decision {
             ThrottleDecision::Suppress {
@@ -334,7 +336,11 @@ async fn default_key(ctx: &OpContext, store: &Store) -> Result<String> {
         .map_err(|e| OperatorError::failed(format!("cannot read the run's failed tasks: {e}")))?;
     let mut key = format!("{}/{}", ctx.workflow, ctx.task);
     for failure in failures.iter().filter(|f| f.task_id != ctx.task) {
-        key.push_str(&format!(" | {}: {}", failure.task_id, error_kind(&failure.error)));
+        key.push_str(&format!(
+            " | {}: {}",
+            failure.task_id,
+            error_kind(&failure.error)
+        ));
     }
     Ok(key)
 }
@@ -354,7 +360,10 @@ pub fn error_kind(error: &str) -> String {
 }
 
 /// Sleeps for `delay` unless `cancel` fires first.
-async fn wait_or_cancel(cancel: &tokio_util::sync::CancellationToken, delay: Duration) -> Result<()> {
+async fn wait_or_cancel(
+    cancel: &tokio_util::sync::CancellationToken,
+    delay: Duration,
+) -> Result<()> {
     tokio::select! {
         _ = tokio::time::sleep(delay) => Ok(()),
         _ = cancel.cancelled() => Err(OperatorError::Cancelled),

@@ -63,13 +63,19 @@ async fn a_webhook_is_retried_after_429_and_500_then_succeeds() {
     )
     .await
     .expect("delivered");
-    assert_eq!(done.outputs["webhook"], json!({"status": 200, "attempts": 3}));
+    assert_eq!(
+        done.outputs["webhook"],
+        json!({"status": 200, "attempts": 3})
+    );
     assert_eq!(done.outputs["severity"], json!("critical"));
     let bodies = seen.lock().expect("lock").clone();
     assert_eq!(bodies.len(), 3);
     let text = bodies[2]["text"].as_str().expect("text");
     assert!(text.starts_with("[critical] Drift detected\n"), "{text}");
-    assert!(text.contains("/runs/run-1|Workflow wf, run run-1>"), "{text}");
+    assert!(
+        text.contains("/runs/run-1|Workflow wf, run run-1>"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -84,8 +90,14 @@ async fn a_refused_webhook_fails_at_once_with_the_reply() {
     .await
     .expect_err("refused");
     let message = err.to_string();
-    assert!(message.contains("answered 400 Bad Request: answer 400"), "{message}");
-    assert!(!message.contains("/hook"), "the URL stays out of errors: {message}");
+    assert!(
+        message.contains("answered 400 Bad Request: answer 400"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("/hook"),
+        "the URL stays out of errors: {message}"
+    );
     assert_eq!(seen.lock().expect("lock").len(), 1, "4xx is not retried");
     assert_eq!(seen.lock().expect("lock")[0], json!({"k": 1}));
 }
@@ -123,7 +135,10 @@ async fn cancelling_stops_the_backoff() {
         .await
         .expect("stops")
         .expect("joins");
-    assert!(matches!(result, Err(OperatorError::Cancelled)), "{result:?}");
+    assert!(
+        matches!(result, Err(OperatorError::Cancelled)),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +152,8 @@ async fn repeats_within_the_window_are_held_back_and_the_next_alert_says_so() {
         base_url: "http://sluice.test".into(),
         ..AlertServices::default()
     });
-    let with = json!({"window": "1h", "key": "drift/{{x}}", "webhook": {"url": url, "text": "Drift"}});
+    let with =
+        json!({"window": "1h", "key": "drift/{{x}}", "webhook": {"url": url, "text": "Drift"}});
     let first = run(&ctx, config(with.clone())).await.expect("first");
     assert_eq!(first.outputs["suppressed"], json!(false));
     assert_eq!(first.outputs["suppressed_before"], json!(0));
@@ -147,7 +163,11 @@ async fn repeats_within_the_window_are_held_back_and_the_next_alert_says_so() {
         assert_eq!(held.outputs["suppressed_count"], json!(n));
         assert!(!held.outputs.contains_key("webhook"));
     }
-    assert_eq!(seen.lock().expect("lock").len(), 1, "only the first went out");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "only the first went out"
+    );
     // With a window that has passed (1ms, waited out on the clock), the next alert goes out
     // and tells about the three.
     let passed = chrono::Utc::now() + chrono::Duration::milliseconds(2);
@@ -162,7 +182,10 @@ async fn repeats_within_the_window_are_held_back_and_the_next_alert_says_so() {
     .expect("later");
     assert_eq!(later.outputs["suppressed"], json!(false));
     let bodies = seen.lock().expect("lock").clone();
-    let text = bodies.last().and_then(|b| b["text"].as_str()).expect("text");
+    let text = bodies
+        .last()
+        .and_then(|b| b["text"].as_str())
+        .expect("text");
     assert!(
         text.contains("3 similar alerts were held back since the last one"),
         "{text}"
@@ -212,33 +235,60 @@ async fn email_without_an_smtp_server_is_a_config_error() {
 
 #[test]
 fn bad_configurations_are_reported() {
-    let err = |with: Value| Operator::Alert.check_config(with).expect_err("invalid").to_string();
+    let err = |with: Value| {
+        Operator::Alert
+            .check_config(with)
+            .expect_err("invalid")
+            .to_string()
+    };
     assert!(err(json!({})).contains("needs `email`, `webhook` or both"));
     assert!(err(json!({"webhook": {"url": "u"}})).contains("needs `text`, `blocks` or `json`"));
-    assert!(err(json!({"webhook": {"url": "u", "text": "t", "json": {}}})).contains("one or the other"));
+    assert!(
+        err(json!({"webhook": {"url": "u", "text": "t", "json": {}}})).contains("one or the other")
+    );
     assert!(err(json!({"email": {"subject": "s"}})).contains("at least one recipient"));
-    assert!(err(json!({"email": {"to": ["a@b"], "subject": "s",
-                                  "attachments": [{"content": "x"}]}})).contains("no `name`"));
-    assert!(err(json!({"email": {"to": ["a@b"], "subject": "s",
+    assert!(
+        err(json!({"email": {"to": ["a@b"], "subject": "s",
+                                  "attachments": [{"content": "x"}]}}))
+        .contains("no `name`")
+    );
+    assert!(
+        err(json!({"email": {"to": ["a@b"], "subject": "s",
                                   "attachments": [{"path": "a", "content": "x", "name": "n"}]}}))
-        .contains("both `path` and `content`"));
-    assert!(err(json!({"attempts": 0, "webhook": {"url": "u", "text": "t"}})).contains("at least 1"));
-    assert!(err(json!({"window": "0s", "webhook": {"url": "u", "text": "t"}})).contains("longer than zero"));
-    assert!(err(json!({"severity": "urgent", "webhook": {"url": "u", "text": "t"}})).contains("unknown variant"));
-    assert!(err(json!({"webhook": {"url": "u", "text": "t", "colour": 1}})).contains("unknown field"));
-    assert!(Operator::Alert
-        .check_config(json!({"email": {"to": "a@b", "subject": "s", "body": "b"},
+        .contains("both `path` and `content`")
+    );
+    assert!(
+        err(json!({"attempts": 0, "webhook": {"url": "u", "text": "t"}})).contains("at least 1")
+    );
+    assert!(
+        err(json!({"window": "0s", "webhook": {"url": "u", "text": "t"}}))
+            .contains("longer than zero")
+    );
+    assert!(
+        err(json!({"severity": "urgent", "webhook": {"url": "u", "text": "t"}}))
+            .contains("unknown variant")
+    );
+    assert!(
+        err(json!({"webhook": {"url": "u", "text": "t", "colour": 1}})).contains("unknown field")
+    );
+    assert!(
+        Operator::Alert
+            .check_config(json!({"email": {"to": "a@b", "subject": "s", "body": "b"},
                              "webhook": {"url": "u", "text": "t"}}))
-        .is_ok());
+            .is_ok()
+    );
 }
 
 #[tokio::test]
 async fn a_bad_webhook_url_is_a_config_error_that_does_not_echo_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctx, _log) = context(dir.path());
-    let err = run(&ctx, config(json!({"webhook": {"url": "not a url s3cr3t", "text": "t"}})))
-        .await
-        .expect_err("bad url");
+    let err = run(
+        &ctx,
+        config(json!({"webhook": {"url": "not a url s3cr3t", "text": "t"}})),
+    )
+    .await
+    .expect_err("bad url");
     assert!(matches!(err, OperatorError::Config { .. }), "{err}");
     assert!(!err.to_string().contains("s3cr3t"), "{err}");
 }
@@ -249,15 +299,23 @@ fn error_kinds_ignore_numbers_and_later_lines() {
         error_kind("the command exited with code 3\nstderr: …"),
         "the command exited with code #"
     );
-    assert_eq!(error_kind("timed out after 30s"), error_kind("timed out after 45s"));
+    assert_eq!(
+        error_kind("timed out after 30s"),
+        error_kind("timed out after 45s")
+    );
 }
 
 #[test]
 fn schema_documents_every_field() {
     let schema = serde_json::to_value(schemars::schema_for!(AlertConfig)).expect("schema");
     assert_eq!(schema["additionalProperties"], json!(false), "{schema}");
-    for field in ["severity", "email", "webhook", "key", "window", "attempts", "backoff"] {
+    for field in [
+        "severity", "email", "webhook", "key", "window", "attempts", "backoff",
+    ] {
         let doc = &schema["properties"][field]["description"];
-        assert!(doc.as_str().is_some_and(|d| !d.is_empty()), "{field}: {schema}");
+        assert!(
+            doc.as_str().is_some_and(|d| !d.is_empty()),
+            "{field}: {schema}"
+        );
     }
 }

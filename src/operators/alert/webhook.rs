@@ -89,7 +89,12 @@ impl WebhookSpec {
 }
 
 /// POSTs the webhook; returns its outputs (`status`, `attempts`).
-pub(super) async fn send(ctx: &OpContext, spec: &WebhookSpec, body: &Value, retry: Retry) -> Result<Outputs> {
+pub(super) async fn send(
+    ctx: &OpContext,
+    spec: &WebhookSpec,
+    body: &Value,
+    retry: Retry,
+) -> Result<Outputs> {
     let invalid = |message: String| OperatorError::Config {
         operator: "alert",
         message,
@@ -98,7 +103,9 @@ pub(super) async fn send(ctx: &OpContext, spec: &WebhookSpec, body: &Value, retr
     let url = reqwest::Url::parse(spec.url.trim())
         .map_err(|e| invalid(format!("`webhook.url` is not a valid URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("`webhook.url` must start with http:// or https://".into()));
+        return Err(invalid(
+            "`webhook.url` must start with http:// or https://".into(),
+        ));
     }
     let target = url.host_str().unwrap_or("the webhook").to_owned();
     let mut headers = reqwest::header::HeaderMap::new();
@@ -151,7 +158,10 @@ pub(super) async fn send(ctx: &OpContext, spec: &WebhookSpec, body: &Value, retr
                 (problem, retry_after)
             }
             Err(error) => {
-                let problem = format!("the webhook at {target} could not be reached: {}", chain(error));
+                let problem = format!(
+                    "the webhook at {target} could not be reached: {}",
+                    chain(error)
+                );
                 if last {
                     return Err(OperatorError::failed(after_attempts(problem, attempt)));
                 }
@@ -166,7 +176,9 @@ pub(super) async fn send(ctx: &OpContext, spec: &WebhookSpec, body: &Value, retr
         wait_or_cancel(&ctx.cancel, wait).await?;
         delay = retry.next(delay);
     }
-    Err(OperatorError::failed("the webhook was not called: no attempt was allowed"))
+    Err(OperatorError::failed(
+        "the webhook was not called: no attempt was allowed",
+    ))
 }
 
 fn after_attempts(problem: String, attempts: u32) -> String {
@@ -212,16 +224,30 @@ mod tests {
             body,
             json!({"text": "[critical] Drift detected\n_2 similar alerts were held back_\n<http://s/runs/r|wf run r>"})
         );
-        let with_blocks = spec(json!({"url": "http://x", "text": "t", "blocks": [{"type": "divider"}]}))
-            .body(Severity::Info, Some("n"), "l");
+        let with_blocks = spec(
+            json!({"url": "http://x", "text": "t", "blocks": [{"type": "divider"}]}),
+        )
+        .body(Severity::Info, Some("n"), "l");
         assert_eq!(with_blocks["blocks"].as_array().map(Vec::len), Some(2));
-        let raw = spec(json!({"url": "http://x", "json": {"summary": "s"}})).body(Severity::Info, Some("n"), "l");
-        assert_eq!(raw, json!({"summary": "s"}), "a JSON body is sent exactly as given");
+        let raw = spec(json!({"url": "http://x", "json": {"summary": "s"}})).body(
+            Severity::Info,
+            Some("n"),
+            "l",
+        );
+        assert_eq!(
+            raw,
+            json!({"summary": "s"}),
+            "a JSON body is sent exactly as given"
+        );
     }
 
     #[test]
     fn body_choices_are_checked() {
-        assert!(spec(json!({"url": "u", "text": "t", "json": {}})).check().is_err());
+        assert!(
+            spec(json!({"url": "u", "text": "t", "json": {}}))
+                .check()
+                .is_err()
+        );
         assert!(spec(json!({"url": "u"})).check().is_err());
         assert!(spec(json!({"url": "u", "blocks": []})).check().is_ok());
     }
