@@ -670,3 +670,39 @@ async fn serve_sends_the_failure_mail_once_per_failed_run() {
         "[critical] Workflow broken failed (run {second})"
     ))));
 }
+
+#[test]
+fn starttls_is_required_when_configured_so_mail_never_goes_out_in_clear() {
+    let sb = Sandbox::new();
+    // This server offers no STARTTLS.
+    let Some(smtp) = Smtp::start(&sb, &[]) else {
+        return;
+    };
+    sb.write(
+        "sluice.toml",
+        &smtp
+            .config("")
+            .replace("tls = \"none\"", "tls = \"starttls\""),
+    );
+    let file = sb.write(
+        "mail.yaml",
+        "tasks:\n  tell:\n    operator: alert\n    with: { backoff: 10ms, email: { to: a@example.com, subject: s } }\n",
+    );
+    let done = run(&sb, &file);
+    assert_eq!(done.code, 1, "{}", done.stderr);
+    let error = done.json()["tasks"]["tell"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("sending the email through 127.0.0.1:"),
+        "{error}"
+    );
+    assert!(error.contains("(STARTTLS)"), "{error}");
+    assert!(error.contains("STARTTLS is not supported"), "{error}");
+    assert!(
+        !error.contains("attempts"),
+        "a refusal is not retried: {error}"
+    );
+    assert!(smtp.mails().is_empty(), "nothing was sent without TLS");
+}

@@ -74,7 +74,8 @@ impl FailureMailService {
         if run.state != RunState::Failed || self.config.recipients.is_empty() {
             return Ok(false);
         }
-        let once = format!("failure-mail/{run_id}");
+        // `:` cannot appear in a workflow id, so this never meets an alert's default key.
+        let once = format!("once:failure-mail:{run_id}");
         if !self.store.claim_once(&once, chrono::Utc::now()).await? {
             return Ok(false);
         }
