@@ -180,6 +180,10 @@ impl AlertConfig {
                 *text = masked;
             }
         };
+        // The key is stored in the database and shown in outputs.
+        if let Some(key) = &mut self.key {
+            mask(key);
+        }
         if let Some(email) = &mut self.email {
             mask(&mut email.subject);
             mask(&mut email.body);

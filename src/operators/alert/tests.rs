@@ -319,3 +319,27 @@ fn schema_documents_every_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn secrets_in_what_an_alert_says_are_masked() {
+    let (url, seen) = receiver(&[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut ctx, _log) = context(dir.path());
+    ctx.masker = Arc::new(crate::secrets::Masker::new(["s3cr3t-value".to_owned()]));
+    ctx.alerts = Arc::new(AlertServices {
+        store: Some(memory_store().await),
+        ..AlertServices::default()
+    });
+    let done = run(
+        &ctx,
+        config(json!({"window": "1h", "key": "k-s3cr3t-value",
+                      "webhook": {"url": url, "text": "token s3cr3t-value",
+                                  "blocks": [{"type": "section", "text": "s3cr3t-value"}]}})),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(done.outputs["key"], json!("k-***"));
+    let body = seen.lock().expect("lock")[0].to_string();
+    assert!(!body.contains("s3cr3t-value"), "{body}");
+    assert!(body.contains("token ***"), "{body}");
+}
