@@ -205,6 +205,8 @@ tasks:
         headers.get("bcc").is_none(),
         "Bcc stays out of the headers: {headers}"
     );
+    assert_eq!(headers["x-sluice-severity"], json!("critical"));
+    assert_eq!(headers["importance"], json!("high"));
     assert_eq!(
         headers["message-id"],
         json["tasks"]["page"]["outputs"]["email"]["message_id"]
@@ -311,6 +313,8 @@ on_failure:
         .find(|m| m["rcpt_tos"] == json!(["oncall@example.com"]))
         .expect("the hook's mail");
     assert_eq!(hook["headers"]["subject"], json!("[warning] etl failed"));
+    assert_eq!(hook["headers"]["x-sluice-severity"], json!("warning"));
+    assert!(hook["headers"].get("importance").is_none());
     assert!(
         text(hook).contains("extract (try 1): the command exited with code 3"),
         "{}",
@@ -326,6 +330,7 @@ on_failure:
         standard["headers"]["subject"],
         json!(format!("[critical] Workflow etl failed (run {run_id})"))
     );
+    assert_eq!(standard["headers"]["importance"], json!("high"));
     let body = text(standard);
     assert!(
         body.contains("- extract (try 1): the command exited with code 3"),

@@ -14,7 +14,9 @@ use tracing::{info, warn};
 use super::Result;
 use crate::lifecycle::RunState;
 use crate::operators::LogSink;
-use crate::operators::alert::{Envelope, Mailer, Retry, compose, escape_html, parse_addresses};
+use crate::operators::alert::{
+    Envelope, Headline, Mailer, Retry, Severity, compose, escape_html, parse_addresses,
+};
 use crate::secrets::Masker;
 use crate::store::{Store, StoreEvent};
 
@@ -135,10 +137,14 @@ impl FailureMailService {
                 to: parse_addresses("alerts.email_on_failure", &self.config.recipients)?,
                 ..Envelope::default()
             };
+            let headline = Headline {
+                subject: &subject,
+                severity: Severity::Critical,
+            };
             let (message, message_id) = compose(
                 self.mailer.from(),
                 &envelope,
-                &subject,
+                &headline,
                 text,
                 html,
                 Vec::new(),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -463,8 +463,12 @@ pub(super) async fn send(
         parts.push(part);
     }
     let subject = format!("[{}] {}", framing.severity, spec.subject.trim());
+    let headline = Headline {
+        subject: &subject,
+        severity: framing.severity,
+    };
     let (message, message_id) =
-        compose(mailer.from(), &envelope, &subject, text, html, parts).map_err(invalid)?;
+        compose(mailer.from(), &envelope, &headline, text, html, parts).map_err(invalid)?;
     let reply = mailer.send(message, retry, &ctx.cancel, &ctx.log).await?;
     ctx.log.system(format!(
         "Email {message_id} sent to {} recipient(s): {reply}",
@@ -496,11 +500,52 @@ pub struct Envelope {
     pub bcc: Vec<Mailbox>,
 }
 
+/// What a mail says besides its parts.
+pub struct Headline<'a> {
+    pub subject: &'a str,
+    /// Sent as `X-Sluice-Severity` for mail filters; `critical` is also marked important.
+    pub severity: Severity,
+}
+
+/// A header whose value is plain text.
+macro_rules! text_header {
+    ($(#[$doc:meta])* $name:ident => $header:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        struct $name(String);
+
+        impl Header for $name {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($header)
+            }
+
+            fn parse(
+                text: &str,
+            ) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($name(text.to_owned()))
+            }
+
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
+}
+
+text_header!(
+    /// `X-Sluice-Severity`, for mail filters.
+    SeverityHeader => "X-Sluice-Severity"
+);
+text_header!(
+    /// `Importance`, which mail clients show as a flag.
+    ImportanceHeader => "Importance"
+);
+
 /// A mail with a text part, an HTML part and attachments; returns it with its Message-ID.
 pub fn compose(
     from: &Mailbox,
     envelope: &Envelope,
-    subject: &str,
+    headline: &Headline<'_>,
     text: String,
     html: String,
     attachments: Vec<SinglePart>,
@@ -509,8 +554,12 @@ pub fn compose(
     let message_id = format!("<{}@{domain}>", uuid::Uuid::new_v4().simple());
     let mut builder = Message::builder()
         .from(from.clone())
-        .subject(subject)
-        .message_id(Some(message_id.clone()));
+        .subject(headline.subject)
+        .message_id(Some(message_id.clone()))
+        .header(SeverityHeader(headline.severity.as_str().to_owned()));
+    if headline.severity == Severity::Critical {
+        builder = builder.header(ImportanceHeader("high".to_owned()));
+    }
     for mailbox in &envelope.to {
         builder = builder.to(mailbox.clone());
     }

@@ -19,7 +19,7 @@ use crate::duration::HumanDuration;
 use crate::secrets::Masker;
 use crate::store::{Store, ThrottleDecision};
 
-pub use email::{Envelope, Mailer, MailerError, SmtpSettings, compose, parse_addresses};
+pub use email::{Envelope, Headline, Mailer, MailerError, SmtpSettings, compose, parse_addresses};
 
 /// The longest wait between two attempts of one send.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
