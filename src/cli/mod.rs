@@ -175,6 +175,7 @@ impl Shared {
             templates: self.templates.clone(),
             secrets: self.secrets.clone(),
             vars: self.vars.clone(),
+            base_url: self.base_url.clone(),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct SchedulerDeps {
     pub secrets: Arc<Secrets>,
     /// Configured variables (`vars` in templates).
     pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The base of links to run pages (`run.url` in templates).
+    pub base_url: String,
 }
 
 /// The latest known try of one task in a tracked run.
@@ -342,11 +344,12 @@ impl Scheduler {
                 if task_results.is_none() {
                     task_results = Some(self.store.task_results(run_id).await?);
                 }
-                let context = tracker.run.render_context(
+                let mut context = tracker.run.render_context(
                     task_results.clone().unwrap_or_default(),
                     &self.deps.secrets,
                     &self.deps.vars,
                 );
+                context.run.url = Some(crate::config::run_url(&self.deps.base_url, run_id));
                 match self
                     .deps
                     .templates

@@ -33,6 +33,7 @@ async fn setup(source: &str) -> (Store, SchedulerDeps, String) {
         templates: Arc::new(Templates::new()),
         secrets: Arc::new(Secrets::from_pairs([])),
         vars: Arc::default(),
+        base_url: "http://127.0.0.1:8080".into(),
     };
     (store, deps, run_id)
 }
@@ -140,4 +141,16 @@ async fn a_run_that_ended_has_no_deadline() {
             .expect("fire")
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn conditions_see_the_run_page() {
+    let (store, deps, run_id) = setup(
+        "id: linked\ntasks:\n  a: { operator: noop, if: \"{{ run.url == 'http://127.0.0.1:8080/runs/' ~ run.id }}\" }\n",
+    )
+    .await;
+    let mut scheduler = Scheduler::new(store.clone(), deps, SchedulerConfig::default());
+    scheduler.adopt(&run_id).await.expect("adopt");
+    let a = store.task_instances(&run_id).await.expect("tis").remove(0);
+    assert_eq!(a.state, TaskState::Queued, "the condition held");
 }
