@@ -12,6 +12,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::duration::HumanDuration;
+
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_FILE: &str = "sluice.toml";
 /// The database used when nothing names one: a SQLite file in the working directory.
@@ -106,6 +108,11 @@ pub struct Config {
     pub public_url: Option<String>,
     /// GitHub webhooks and commit statuses.
     pub github: GithubConfig,
+    /// The SMTP server alert mail goes through (`[smtp]`); `None`: no mail without a
+    /// per-task `smtp`.
+    pub smtp: Option<SmtpConfig>,
+    /// Alerts sent without writing hooks (`[alerts]`).
+    pub alerts: AlertsConfig,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -123,6 +130,30 @@ impl Default for GithubConfig {
         GithubConfig {
             webhook_secret: None,
             api_url: DEFAULT_GITHUB_API_URL.to_owned(),
+        }
+    }
+}
+
+/// How a connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte, "SMTPS" (port 465).
+    Tls,
+    /// No encryption at all: only for a relay on the same machine or in tests.
+    None,
+}
+
+impl SmtpTls {
+    /// The usual port for this kind of connection.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
         }
     }
 }
@@ -147,6 +178,47 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
+fn default_smtp_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+/// `[smtp]`: the server alert mail is sent through.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The server's host name or address.
+    pub host: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// The sender address, like `sluice@example.com` or `Sluice <sluice@example.com>`.
+    pub from: String,
+    /// The login, when the server wants one.
+    pub username: Option<String>,
+    /// The name of the secret (`SLUICE_SECRET_<NAME>`) holding the password; the password
+    /// itself never goes into the file.
+    pub password_secret: Option<String>,
+    /// How long connecting and each SMTP command may take.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+}
+
+/// `[alerts]`: alerts that need no hooks in the workflow files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Addresses that get a standard mail for every failed run (through `[smtp]`).
+    #[serde(default)]
+    pub email_on_failure: Vec<String>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -160,6 +232,8 @@ impl Default for Config {
             variables: serde_json::Map::new(),
             public_url: None,
             github: GithubConfig::default(),
+            smtp: None,
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -198,6 +272,8 @@ struct FileConfig {
     pools: BTreeMap<String, u32>,
     #[serde(default)]
     vars: serde_json::Map<String, Value>,
+    smtp: Option<SmtpConfig>,
+    alerts: Option<AlertsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +380,24 @@ impl Config {
             )));
         }
         self.pools = file.pools;
+        if let Some(smtp) = &file.smtp {
+            check_smtp(smtp).map_err(invalid)?;
+        }
+        self.smtp = file.smtp;
+        if let Some(alerts) = file.alerts {
+            if !alerts.email_on_failure.is_empty() && self.smtp.is_none() {
+                return Err(invalid(
+                    "`alerts.email_on_failure` needs an `[smtp]` section to send through"
+                        .to_owned(),
+                ));
+            }
+            if let Some(bad) = alerts.email_on_failure.iter().find(|a| !a.contains('@')) {
+                return Err(invalid(format!(
+                    "`alerts.email_on_failure` holds `{bad}`, which is not an email address"
+                )));
+            }
+            self.alerts = alerts;
+        }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
             plain_datetimes(value);
@@ -358,8 +452,36 @@ impl Config {
 
     /// The UI page of a run, for links in alerts and commit statuses.
     pub fn run_url(&self, run_id: &str) -> String {
-        format!("{}/runs/{run_id}", self.base_url())
+        run_url(&self.base_url(), run_id)
     }
+}
+
+/// The UI page of a run under a base URL (see [`Config::base_url`]).
+pub fn run_url(base_url: &str, run_id: &str) -> String {
+    format!("{base_url}/runs/{run_id}")
+}
+
+/// Mistakes in `[smtp]` that would otherwise only show when the first alert is sent.
+fn check_smtp(smtp: &SmtpConfig) -> Result<(), String> {
+    if smtp.host.trim().is_empty() {
+        return Err("`smtp.host` is empty".to_owned());
+    }
+    if smtp.port == Some(0) {
+        return Err("`smtp.port` must be between 1 and 65535".to_owned());
+    }
+    if !smtp.from.contains('@') {
+        return Err(format!(
+            "`smtp.from` must be an email address, like `sluice@example.com`; found `{}`",
+            smtp.from
+        ));
+    }
+    if smtp.password_secret.is_some() && smtp.username.is_none() {
+        return Err("`smtp.password_secret` is set but `smtp.username` is not".to_owned());
+    }
+    if smtp.timeout.0.is_zero() {
+        return Err("`smtp.timeout` must be longer than zero".to_owned());
+    }
+    Ok(())
 }
 
 /// `public_url` must be an absolute http(s) URL, because it ends up in links sent elsewhere.
@@ -737,6 +859,62 @@ since = 2026-11-01
         // Absolute paths are kept as written.
         let config = from_toml("workflows = \"/opt/flows\"\n", Overrides::default()).expect("ok");
         assert_eq!(config.workflows, PathBuf::from("/opt/flows"));
+    }
+
+    #[test]
+    fn smtp_and_alerts_sections_are_read_and_checked() {
+        let config = from_toml(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = 1025\ntls = \"none\"\nfrom = \"sluice@example.com\"\n\
+             username = \"bot\"\npassword_secret = \"SMTP_PASSWORD\"\ntimeout = \"5s\"\n\
+             [alerts]\nemail_on_failure = [\"team@example.com\"]\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        let smtp = config.smtp.expect("smtp");
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port(), smtp.tls),
+            ("127.0.0.1", 1025, SmtpTls::None)
+        );
+        assert_eq!(smtp.password_secret.as_deref(), Some("SMTP_PASSWORD"));
+        assert_eq!(smtp.timeout.0, std::time::Duration::from_secs(5));
+        assert_eq!(config.alerts.email_on_failure, ["team@example.com"]);
+        let defaults = from_toml(
+            "[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
+            Overrides::default(),
+        )
+        .expect("valid")
+        .smtp
+        .expect("smtp");
+        assert_eq!((defaults.tls, defaults.port()), (SmtpTls::Starttls, 587));
+
+        let bad = |text: &str| {
+            from_toml(text, Overrides::default())
+                .expect_err(text)
+                .to_string()
+        };
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"nobody\"\n")
+                .contains("`smtp.from` must be an email address")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword = \"x\"\n")
+                .contains("unknown field `password`")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\npassword_secret = \"P\"\n")
+                .contains("`smtp.username` is not")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\ntls = \"ssl\"\n")
+                .contains("unknown variant `ssl`")
+        );
+        assert!(
+            bad("[alerts]\nemail_on_failure = [\"a@b\"]\n").contains("needs an `[smtp]` section")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n")
+                .contains("not an email address")
+        );
     }
 
     #[test]

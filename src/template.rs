@@ -307,6 +307,8 @@ pub struct RunInfo {
     /// Who or what started it (a user, a webhook delivery, an upstream run), when known.
     pub triggered_by: Option<String>,
     pub try_number: u32,
+    /// The run's page in the UI (`Config::run_url`), where the process knows it.
+    pub url: Option<String>,
 }
 
 /// Everything a template can refer to.
@@ -320,13 +322,15 @@ pub struct RenderContext {
     pub event: Value,
     /// The upstream run that triggered this one (workflow triggers), or null.
     pub upstream: Value,
+    /// In hooks: the run's failed tasks, each `{"id", "error", "try_number"}`; empty elsewhere.
+    pub failed_tasks: Vec<Value>,
     pub vars: Map<String, Value>,
     pub secrets: Arc<Secrets>,
 }
 
 impl RenderContext {
     /// The context as minijinja sees it: `params`, `run`, `ds`, `ts`, `tasks`, `event`,
-    /// `upstream`, `vars` and `secrets`.
+    /// `upstream`, `failed_tasks`, `vars` and `secrets`.
     pub fn to_value(&self) -> minijinja::Value {
         let run = &self.run;
         let ts = rfc3339(&run.logical_date);
@@ -360,6 +364,7 @@ impl RenderContext {
                 "try_number".to_owned(),
                 minijinja::Value::from(run.try_number),
             ),
+            ("url".to_owned(), minijinja::Value::from(run.url.clone())),
         ])));
         let root: IndexMap<String, minijinja::Value> = [
             ("params", map_to_value(&self.params)),
@@ -372,6 +377,10 @@ impl RenderContext {
             ("tasks", map_to_value(&self.tasks)),
             ("event", from_json(&self.event)),
             ("upstream", from_json(&self.upstream)),
+            (
+                "failed_tasks",
+                from_json(&Value::Array(self.failed_tasks.clone())),
+            ),
             ("vars", map_to_value(&self.vars)),
             (
                 "secrets",
@@ -558,6 +567,7 @@ mod tests {
                 trigger: "schedule".into(),
                 triggered_by: None,
                 try_number: 1,
+                url: Some("https://sluice.example.com/runs/run-1".into()),
             },
             tasks: json!({"a": {"outputs": {"x": 42, "metrics": {"f1": 0.9}}, "state": "success"}})
                 .as_object()
@@ -565,6 +575,7 @@ mod tests {
                 .unwrap(),
             event: json!({"pull_request": {"head": {"sha": "abc123"}}}),
             upstream: Value::Null,
+            failed_tasks: vec![json!({"id": "a", "error": "exit code 3", "try_number": 2})],
             vars: json!({"region": "eu"}).as_object().cloned().unwrap(),
             secrets: Arc::new(Secrets::from_pairs([(
                 "API_KEY".to_string(),
@@ -576,6 +587,19 @@ mod tests {
 
     fn render(source: &str) -> Result<Value, TemplateError> {
         Templates::new().render_value(&json!(source), &context())
+    }
+
+    #[test]
+    fn hooks_see_the_run_link_and_the_failed_tasks() {
+        assert_eq!(
+            render("{{ run.url }}").unwrap(),
+            json!("https://sluice.example.com/runs/run-1")
+        );
+        assert_eq!(
+            render("{% for f in failed_tasks %}{{ f.id }}#{{ f.try_number }}: {{ f.error }}{% endfor %}")
+                .unwrap(),
+            json!("a#2: exit code 3")
+        );
     }
 
     #[test]

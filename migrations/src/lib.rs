@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_initial;
 mod m20261127_000002_github_deliveries;
+mod m20261127_000003_alert_throttle;
 mod m20261127_000004_multi_node;
 
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_github_deliveries::Migration),
+            Box::new(m20261127_000003_alert_throttle::Migration),
             Box::new(m20261127_000004_multi_node::Migration),
         ]
     }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use crate::catalog::versions::Versions;
 use crate::operators::RunLauncher;
+use crate::operators::alert::{AlertServices, Mailer, SmtpSettings};
 use crate::scheduler::SchedulerDeps;
 use crate::secrets::{Masker, Secrets};
-use crate::store::StoreConfig;
+use crate::store::{Store, StoreConfig};
 use crate::template::Templates;
 use crate::worker::WorkerDeps;
 
@@ -109,25 +110,66 @@ impl Settings {
 }
 
 /// What the scheduler and the workers of one process share: compiled workflow versions,
-/// templates, secrets and their masker, configured variables.
+/// templates, secrets and their masker, configured variables, the mailer and run links.
 pub struct Shared {
     pub versions: Arc<Versions>,
     pub templates: Arc<Templates>,
     pub secrets: Arc<Secrets>,
     pub masker: Arc<Masker>,
     pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The mailer for `[smtp]`, built once: its connection pool serves every alert.
+    pub mailer: Option<Mailer>,
+    /// The base of links to run pages.
+    pub base_url: String,
 }
 
 impl Shared {
-    pub fn new(config: &Config) -> Shared {
+    pub fn new(config: &Config) -> anyhow::Result<Shared> {
         let secrets = Arc::new(Secrets::from_env());
-        Shared {
+        let mailer = match &config.smtp {
+            Some(smtp) => Some(Mailer::new(&SmtpSettings::from_config(smtp, &secrets)?)?),
+            None => None,
+        };
+        Ok(Shared {
             versions: Arc::new(Versions::new()),
             templates: Arc::new(Templates::new()),
             masker: Arc::new(secrets.masker()),
             secrets,
             vars: Arc::new(config.variables.clone()),
+            mailer,
+            base_url: config.base_url(),
+        })
+    }
+
+    /// The default failure mail service, when `[alerts] email_on_failure` asks for one.
+    pub fn failure_mail(
+        &self,
+        config: &Config,
+        store: &Store,
+    ) -> Option<crate::scheduler::failure_mail::FailureMailService> {
+        use crate::scheduler::failure_mail::{FailureMailConfig, FailureMailService};
+        let mailer = self.mailer.clone()?;
+        if config.alerts.email_on_failure.is_empty() {
+            return None;
         }
+        Some(FailureMailService::new(
+            store.clone(),
+            mailer,
+            FailureMailConfig::new(
+                config.alerts.email_on_failure.clone(),
+                self.base_url.clone(),
+            ),
+            self.masker.clone(),
+        ))
+    }
+
+    /// What the `alert` operator uses, over `store`.
+    pub fn alert_services(&self, store: &Store) -> Arc<AlertServices> {
+        Arc::new(AlertServices {
+            mailer: self.mailer.clone(),
+            store: Some(store.clone()),
+            base_url: self.base_url.clone(),
+        })
     }
 
     pub fn scheduler_deps(&self) -> SchedulerDeps {
@@ -136,13 +178,19 @@ impl Shared {
             templates: self.templates.clone(),
             secrets: self.secrets.clone(),
             vars: self.vars.clone(),
+            base_url: self.base_url.clone(),
         }
     }
 
     /// `runs` starts other workflows for the `trigger` operator; `None` where there is no
     /// catalog of them.
-    pub fn worker_deps(&self, runs: Option<Arc<dyn RunLauncher>>) -> anyhow::Result<WorkerDeps> {
+    pub fn worker_deps(
+        &self,
+        store: &Store,
+        runs: Option<Arc<dyn RunLauncher>>,
+    ) -> anyhow::Result<WorkerDeps> {
         Ok(WorkerDeps {
+            alerts: self.alert_services(store),
             versions: self.versions.clone(),
             templates: self.templates.clone(),
             secrets: self.secrets.clone(),

@@ -60,7 +60,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let shared = Shared::new(&settings.config);
+    let shared = Shared::new(&settings.config)?;
     let masker = shared.masker.clone();
     let store = Store::open(&settings.store()).await?;
     let path = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
@@ -116,7 +116,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             poll: None,
         },
         // `run` has no catalog of other workflows to start: `trigger` needs `serve`.
-        shared.worker_deps(None)?,
+        shared.worker_deps(&store, None)?,
     );
     let stop_worker = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(worker_events, stop_worker.clone()));
@@ -140,6 +140,9 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
         .await
         .context("the scheduler stopped unexpectedly")??;
     let _ = std::fs::remove_dir_all(&scratch_root);
+    if let Some(failure_mail) = shared.failure_mail(&settings.config, &store) {
+        failure_mail.run_once(&run_id).await?;
+    }
 
     let run = store
         .run(&run_id)

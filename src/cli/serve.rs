@@ -184,7 +184,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         }
     }
 
-    let shared = Shared::new(&config);
+    let shared = Shared::new(&config)?;
     // Other processes share a PostgreSQL database; SQLite has this one only.
     let shared_database = store.backend() == sea_orm::DbBackend::Postgres;
     if !shared_database {
@@ -218,6 +218,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
             shared.secrets.get("GITHUB_TOKEN").map(str::to_owned),
         ),
         masker: (*shared.masker).clone(),
+        failure_mail: shared.failure_mail(&config, &store),
     };
     let leader_task = tokio::spawn(leader.run(shutdown.clone()));
 
@@ -250,10 +251,13 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
                 only_run: None,
                 poll: shared_database.then_some(POLL_FALLBACK),
             },
-            shared.worker_deps(Some(Arc::new(CatalogRuns {
-                store: store.clone(),
-                catalog: catalog.clone(),
-            })))?,
+            shared.worker_deps(
+                &store,
+                Some(Arc::new(CatalogRuns {
+                    store: store.clone(),
+                    catalog: catalog.clone(),
+                })),
+            )?,
         );
         Some(tokio::spawn(
             worker.run(store.subscribe(), stop_worker.clone()),
@@ -315,7 +319,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
 }
 
 /// What only one process on a database may run at a time: the scheduler, the cron service,
-/// the workflow trigger service, commit statuses and lease recovery. Every `serve` process competes for
+/// the workflow trigger service, commit statuses, the failure mail and lease recovery. Every `serve` process competes for
 /// leadership; the others stand by and take over when the leader goes away.
 struct Leader {
     store: Store,
@@ -330,6 +334,8 @@ struct Leader {
     http: reqwest::Client,
     status_config: StatusConfig,
     masker: crate::secrets::Masker,
+    /// The standard mail for failed runs (`[alerts] email_on_failure`), when configured.
+    failure_mail: Option<crate::scheduler::failure_mail::FailureMailService>,
 }
 
 impl Leader {
@@ -476,6 +482,14 @@ impl Leader {
             statuses.run(events, token).await;
             ("commit status service", Ok(()))
         });
+
+        if let Some(failure_mail) = self.failure_mail.clone() {
+            let (events, token) = (self.store.subscribe(), term.clone());
+            parts.spawn(async move {
+                let result = failure_mail.run(events, token).await;
+                ("failure mail service", result.map_err(anyhow::Error::from))
+            });
+        }
         Ok(parts)
     }
 }

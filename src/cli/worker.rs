@@ -72,7 +72,7 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
              (--database postgres://…); with SQLite, `sluice serve` runs the tasks itself"
         );
     }
-    let shared = Shared::new(config);
+    let shared = Shared::new(config)?;
     // Without the workflow files, everything but `trigger` still runs: tasks read their
     // workflow from the version pinned in the database.
     let runs: Option<Arc<dyn RunLauncher>> = if config.workflows.is_dir() {
@@ -105,7 +105,7 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
             only_run: None,
             poll: Some(POLL_FALLBACK),
         },
-        shared.worker_deps(runs)?,
+        shared.worker_deps(&store, runs)?,
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let mut task = tokio::spawn(worker.run(store.subscribe(), stop.clone()));

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Backoff, Task, Workflow};
+use super::deadline::{Deadline, DeadlineFrom, parse_time_of_day};
+use super::{Backoff, Hook, Task, Workflow};
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
 use crate::github;
@@ -301,21 +302,37 @@ impl Compiler<'_> {
             }
             None => (Vec::new(), DiGraph::new()),
         };
-        let on_failure = match root.entry("on_failure") {
-            Some(entry) => {
-                if let Some(map) = entry.value.as_map() {
-                    for e in map.iter().filter(|e| tasks.iter().any(|t| t.id == e.key)) {
+        // Hook ids share one namespace with the tasks: templates and the database name a
+        // task by its id alone.
+        let mut taken: HashMap<String, &'static str> =
+            tasks.iter().map(|t| (t.id.clone(), "tasks")).collect();
+        let mut hooks: Vec<Vec<Task>> = Vec::with_capacity(Hook::ALL.len());
+        for hook in Hook::ALL {
+            let group = hook.key();
+            let Some(entry) = root.entry(group) else {
+                hooks.push(Vec::new());
+                continue;
+            };
+            if let Some(map) = entry.value.as_map() {
+                for e in map {
+                    if let Some(other) = taken.get(&e.key) {
                         self.error(
                             e.key_pos,
-                            format!("`{}` is already a task in `tasks`; use another id", e.key),
+                            format!("`{}` is already a task in `{other}`; use another id", e.key),
                             None,
                         );
                     }
                 }
-                self.task_group(&entry.value, "on_failure", &inherited).0
+                for e in map {
+                    taken.entry(e.key.clone()).or_insert(group);
+                }
             }
-            None => Vec::new(),
-        };
+            hooks.push(self.task_group(&entry.value, group, &inherited).0);
+        }
+        let on_deadline = hooks.pop().unwrap_or_default();
+        let on_success = hooks.pop().unwrap_or_default();
+        let on_failure = hooks.pop().unwrap_or_default();
+        let deadline = self.deadline(root, &on_deadline);
         Workflow {
             id,
             description,
@@ -330,9 +347,87 @@ impl Compiler<'_> {
             triggers,
             tasks,
             on_failure,
+            on_success,
+            deadline,
+            on_deadline,
             graph,
             source: source.to_owned(),
             source_hash: hex::encode(Sha256::digest(source.as_bytes())),
+        }
+    }
+
+    /// Reads `deadline`: `after` (with `from`) or `at`, and `on_deadline` to go with it.
+    fn deadline(&mut self, root: &Node, on_deadline: &[Task]) -> Option<Deadline> {
+        let Some(entry) = root.entry("deadline") else {
+            if let Some(hooks) = root.entry("on_deadline")
+                && !on_deadline.is_empty()
+            {
+                self.error(
+                    hooks.key_pos,
+                    "`on_deadline` has tasks but the workflow has no `deadline`",
+                    Some("add `deadline: { after: 2h }` or `deadline: { at: \"06:00\" }`".into()),
+                );
+            }
+            return None;
+        };
+        let node = &entry.value;
+        node.as_map()?;
+        let after = self.duration(node, "after");
+        let at = node
+            .get("at")
+            .and_then(|n| n.as_str().map(|s| (s.to_owned(), n.pos)));
+        let from = node
+            .get("from")
+            .and_then(|n| self.typed::<DeadlineFrom>(n, "deadline.from"));
+        if on_deadline.is_empty() {
+            self.error(
+                entry.key_pos,
+                "`deadline` is set but there are no `on_deadline` tasks to run when it passes",
+                None,
+            );
+        }
+        match (node.get("after"), at) {
+            (Some(_), Some((_, pos))) => {
+                self.error(pos, "`deadline` has both `after` and `at`; give one", None);
+                None
+            }
+            (None, None) => {
+                self.error(
+                    entry.key_pos,
+                    "`deadline` needs `after` (like `2h`) or `at` (like \"06:00\")",
+                    None,
+                );
+                None
+            }
+            (Some(_), None) => {
+                let after = after?;
+                if after.is_zero() {
+                    if let Some(n) = node.get("after") {
+                        self.error(n.pos, "`deadline.after` must be longer than zero", None);
+                    }
+                    return None;
+                }
+                Some(Deadline::After {
+                    after,
+                    from: from.unwrap_or(DeadlineFrom::Start),
+                })
+            }
+            (None, Some((text, pos))) => {
+                if let Some(n) = node.get("from") {
+                    self.error(
+                        n.pos,
+                        "`deadline.from` goes with `after`, not with `at`",
+                        None,
+                    );
+                }
+                match parse_time_of_day(&text) {
+                    Ok(time) => Some(Deadline::At { time }),
+                    Err(message) => {
+                        self.error(pos, format!("invalid `deadline.at`: {message}"), None);
+                        None
+                    }
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use crate::params::ParamDecl;
 
 mod compile;
 
+pub mod deadline;
 pub mod intervals;
 
 pub use compile::{DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, compile, is_valid_id};
@@ -36,6 +37,11 @@ pub struct Workflow {
     pub tasks: Vec<Task>,
     /// Tasks run after a run fails, in file order. They have no `needs` among `tasks`.
     pub on_failure: Vec<Task>,
+    /// Tasks run after every main task succeeded, before the run ends as a success.
+    pub on_success: Vec<Task>,
+    /// When a run should be done by; `on_deadline` runs once when a run passes it.
+    pub deadline: Option<deadline::Deadline>,
+    pub on_deadline: Vec<Task>,
     pub graph: DiGraph<usize, ()>,
     /// The exact file content this workflow was compiled from, and its SHA-256 (hex).
     pub source: String,
@@ -93,18 +99,72 @@ impl Task {
     }
 }
 
+/// The groups of tasks that run around the main tasks, on a run's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `on_failure`: after the main tasks ended with a failure.
+    Failure,
+    /// `on_success`: after every main task succeeded.
+    Success,
+    /// `on_deadline`: once, when the run passes its deadline while still running.
+    Deadline,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::Failure, Hook::Success, Hook::Deadline];
+
+    /// The workflow key the group is written under.
+    pub fn key(self) -> &'static str {
+        match self {
+            Hook::Failure => "on_failure",
+            Hook::Success => "on_success",
+            Hook::Deadline => "on_deadline",
+        }
+    }
+}
+
 impl Workflow {
-    /// Every task: `tasks` in file order, then the `on_failure` hooks. A task's position in
-    /// this sequence is its position for `task_at`.
+    /// Every task: `tasks` in file order, then the hooks (`on_failure`, `on_success`,
+    /// `on_deadline`). A task's position in this sequence is its position for `task_at`.
     pub fn all_tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.iter().chain(&self.on_failure)
+        self.tasks
+            .iter()
+            .chain(&self.on_failure)
+            .chain(&self.on_success)
+            .chain(&self.on_deadline)
     }
 
     /// The task at a position of `all_tasks`.
     pub fn task_at(&self, position: usize) -> Option<&Task> {
-        match position.checked_sub(self.tasks.len()) {
-            None => self.tasks.get(position),
-            Some(hook) => self.on_failure.get(hook),
+        if position < self.tasks.len() {
+            return self.tasks.get(position);
+        }
+        Hook::ALL.into_iter().find_map(|hook| {
+            let range = self.hook_positions(hook);
+            range
+                .contains(&position)
+                .then(|| &self.hooks(hook)[position - range.start])
+        })
+    }
+
+    /// A hook group's tasks.
+    pub fn hooks(&self, hook: Hook) -> &[Task] {
+        match hook {
+            Hook::Failure => &self.on_failure,
+            Hook::Success => &self.on_success,
+            Hook::Deadline => &self.on_deadline,
+        }
+    }
+
+    /// The positions (in `all_tasks`) of a hook group.
+    pub fn hook_positions(&self, hook: Hook) -> std::ops::Range<usize> {
+        let failure = self.tasks.len();
+        let success = failure + self.on_failure.len();
+        let deadline = success + self.on_success.len();
+        match hook {
+            Hook::Failure => failure..success,
+            Hook::Success => success..deadline,
+            Hook::Deadline => deadline..deadline + self.on_deadline.len(),
         }
     }
 

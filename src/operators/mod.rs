@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Masker;
 
+pub mod alert;
 pub mod http;
 pub mod noop;
 pub mod shell;
@@ -188,6 +189,8 @@ pub struct OpContext {
     pub first_started_at: DateTime<Utc>,
     /// Starting and watching other runs; `None` where there is no catalog (`sluice run`).
     pub runs: Option<Arc<dyn RunLauncher>>,
+    /// The mailer, dedup state and run links the `alert` operator uses.
+    pub alerts: Arc<alert::AlertServices>,
 }
 
 fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {
@@ -256,6 +259,7 @@ registry! {
     Http => http::HttpConfig,
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
+    Alert => alert::AlertConfig,
 }
 
 impl std::fmt::Display for Operator {

@@ -690,6 +690,7 @@ pub(crate) mod test_support {
             masker: Arc::new(Masker::default()),
             first_started_at: chrono::Utc::now(),
             runs: None,
+            alerts: Arc::default(),
         };
         (ctx, rx)
     }

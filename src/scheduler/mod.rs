@@ -1,9 +1,11 @@
 //! The scheduler: decides, for each run it drives, which task instances become queued,
 //! skipped or upstream_failed, and when the run is over. It is event-driven: a committed task
 //! state change (a `StoreEvent`) makes its downstream tasks ready at once; retries are queued
-//! by a timer set to the next due time, never by polling. It meets workers only in `store`.
+//! by a timer set to the next due time, never by polling; so are run deadlines. It meets
+//! workers only in `store`.
 
 pub mod cron;
+pub mod failure_mail;
 pub mod github_status;
 pub mod recovery;
 pub mod triggers;
@@ -11,13 +13,14 @@ pub mod triggers;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::catalog::versions::{VersionError, Versions};
-use crate::dag::{Workflow, intervals};
+use crate::dag::deadline::RunTimes;
+use crate::dag::{Hook, Workflow, intervals};
 use crate::lifecycle::{Decision, Outcome, RunState, TaskState, UpstreamSummary};
 use crate::secrets::Secrets;
 use crate::store::{
@@ -44,6 +47,8 @@ pub struct SchedulerDeps {
     pub secrets: Arc<Secrets>,
     /// Configured variables (`vars` in templates).
     pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The base of links to run pages (`run.url` in templates).
+    pub base_url: String,
 }
 
 /// The latest known try of one task in a tracked run.
@@ -55,8 +60,9 @@ struct Slot {
 }
 
 /// A run the scheduler drives: the pinned workflow and the state of each task's latest try.
-/// Positions are those of `Workflow::all_tasks`: the main tasks, then the `on_failure` hooks,
-/// whose slots stay empty until the main tasks have failed.
+/// Positions are those of `Workflow::all_tasks`: the main tasks, then the hooks, whose slots
+/// stay empty until their event (a failure, a success, the deadline) has happened. A hook
+/// group's task instances existing in the database is the record that its event fired.
 struct Tracker {
     run: RunRecord,
     workflow: Arc<Workflow>,
@@ -64,9 +70,8 @@ struct Tracker {
     upstream: Vec<Vec<usize>>,
     downstream: Vec<Vec<usize>>,
     slots: Vec<Option<Slot>>,
-    /// How many main tasks, and how many hooks, have a final latest try.
+    /// How many main tasks have a final latest try.
     main_done: usize,
-    hooks_done: usize,
     /// Adopted while queued: the run moves to `running` together with its first decisions.
     starting: bool,
 }
@@ -79,7 +84,7 @@ impl Tracker {
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
-        let total = main + workflow.on_failure.len();
+        let total = workflow.all_tasks().count();
         let mut upstream = vec![Vec::new(); total];
         let mut downstream = vec![Vec::new(); total];
         for (position, task) in workflow.all_tasks().enumerate() {
@@ -106,7 +111,6 @@ impl Tracker {
             downstream,
             slots: vec![None; total],
             main_done: 0,
-            hooks_done: 0,
             starting: false,
         }
     }
@@ -167,14 +171,44 @@ impl Tracker {
             }
         }
         let newly_done = !was_done && self.outcome(task).is_some();
-        if newly_done {
-            if task < self.main_len() {
-                self.main_done += 1;
-            } else {
-                self.hooks_done += 1;
-            }
+        if newly_done && task < self.main_len() {
+            self.main_done += 1;
         }
         newly_done
+    }
+
+    /// Whether a hook group's task instances exist (its event has fired).
+    fn hooks_started(&self, hook: Hook) -> bool {
+        self.slots[self.workflow.hook_positions(hook)]
+            .iter()
+            .any(Option::is_some)
+    }
+
+    /// Whether some hook that was started has not ended.
+    fn hooks_running(&self) -> bool {
+        self.slots[self.main_len()..]
+            .iter()
+            .flatten()
+            .any(|slot| slot.state.outcome().is_none())
+    }
+
+    /// When this run's deadline passes, if it has one that has not fired yet.
+    fn deadline_due(&self) -> Option<DateTime<Utc>> {
+        let deadline = self.workflow.deadline?;
+        if self.workflow.on_deadline.is_empty()
+            || self.hooks_started(Hook::Deadline)
+            || self.run.state.is_final()
+        {
+            return None;
+        }
+        deadline.due_at(
+            self.workflow.timezone,
+            &RunTimes {
+                logical_date: self.run.logical_date,
+                data_interval_end: self.run.data_interval_end,
+                started_at: self.run.started_at,
+            },
+        )
     }
 }
 
@@ -233,6 +267,7 @@ impl Scheduler {
                     .set_run_state(run_id, RunState::Queued, RunState::Running, None)
                     .await?;
                 tracker.run.state = RunState::Running;
+                tracker.run.started_at.get_or_insert_with(Utc::now);
                 info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
                 Ok(())
             }
@@ -324,11 +359,12 @@ impl Scheduler {
                 if task_results.is_none() {
                     task_results = Some(self.store.task_results(run_id).await?);
                 }
-                let context = tracker.run.render_context(
+                let mut context = tracker.run.render_context(
                     task_results.clone().unwrap_or_default(),
                     &self.deps.secrets,
                     &self.deps.vars,
                 );
+                context.run.url = Some(crate::config::run_url(&self.deps.base_url, run_id));
                 match self
                     .deps
                     .templates
@@ -362,6 +398,7 @@ impl Scheduler {
             let applied = if tracker.starting {
                 tracker.starting = false;
                 tracker.run.state = RunState::Running;
+                tracker.run.started_at.get_or_insert_with(Utc::now);
                 info!(run_id, workflow = %tracker.run.workflow_id, "Run started.");
                 self.store.start_run(run_id, &batch).await?
             } else {
@@ -381,8 +418,9 @@ impl Scheduler {
         self.finish_if_done(run_id).await
     }
 
-    /// Ends the run once every task is final: success, or, when a main task failed, the
-    /// `on_failure` hooks first and then failed.
+    /// Ends the run once every task is final: after the main tasks, the `on_success` or
+    /// `on_failure` hooks run first, and hooks already running (`on_deadline`) are waited for.
+    /// Hooks do not change the run's state: the main tasks decide it.
     async fn finish_if_done(&mut self, run_id: &str) -> Result<()> {
         let Some(tracker) = self.runs.get(run_id) else {
             return Ok(());
@@ -400,14 +438,16 @@ impl Scheduler {
             })
             .map(|t| tracker.workflow.tasks[t].id.clone())
             .collect();
-        let hooks = tracker.workflow.on_failure.len();
-        if !failed.is_empty() && hooks > 0 {
-            if tracker.slots[main..].iter().all(Option::is_none) {
-                return Box::pin(self.start_hooks(run_id)).await;
-            }
-            if tracker.hooks_done < hooks {
-                return Ok(());
-            }
+        let hook = if failed.is_empty() {
+            Hook::Success
+        } else {
+            Hook::Failure
+        };
+        if !tracker.workflow.hooks(hook).is_empty() && !tracker.hooks_started(hook) {
+            return Box::pin(self.start_hooks(run_id, hook)).await;
+        }
+        if tracker.hooks_running() {
+            return Ok(());
         }
         let (state, error) = if failed.is_empty() {
             (RunState::Success, None)
@@ -498,25 +538,53 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Creates the `on_failure` hooks' task instances and dispatches the ready ones.
-    async fn start_hooks(&mut self, run_id: &str) -> Result<()> {
+    /// Creates a hook group's task instances and dispatches the ready ones.
+    async fn start_hooks(&mut self, run_id: &str, hook: Hook) -> Result<()> {
         let Some(tracker) = self.runs.get_mut(run_id) else {
             return Ok(());
         };
         let hooks: Vec<NewTaskInstance> = tracker
             .workflow
-            .on_failure
+            .hooks(hook)
             .iter()
             .map(NewTaskInstance::first_try)
             .collect();
+        let why = match hook {
+            Hook::Failure => "Run failed",
+            Hook::Success => "Run succeeded",
+            Hook::Deadline => "Run passed its deadline",
+        };
         info!(
             run_id,
             hooks = hooks.len(),
-            "Run failed; running its on_failure tasks."
+            "{why}; running its {} tasks.",
+            hook.key()
         );
         tracker.load(self.store.add_task_instances(run_id, &hooks).await?);
-        let positions: Vec<usize> = (tracker.main_len()..tracker.slots.len()).collect();
+        let positions: Vec<usize> = tracker.workflow.hook_positions(hook).collect();
         self.evaluate(run_id, positions).await
+    }
+
+    /// The earliest deadline among the driven runs that have not fired theirs.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.runs.values().filter_map(Tracker::deadline_due).min()
+    }
+
+    /// Starts the `on_deadline` tasks of every driven run whose deadline is at or before
+    /// `now` and has not fired; returns those runs' ids. Each run's deadline fires once: its
+    /// `on_deadline` task instances, once written, are the record of it.
+    pub async fn fire_deadlines(&mut self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut due: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, tracker)| tracker.deadline_due().is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.sort();
+        for run_id in &due {
+            self.start_hooks(run_id, Hook::Deadline).await?;
+        }
+        Ok(due)
     }
 
     /// Queues retries whose delay is over and returns when the next one is due.
@@ -545,13 +613,16 @@ impl Scheduler {
             if self.config.exit_when_idle && self.is_idle() {
                 return Ok(());
             }
-            let sleep_for = next_due
+            // One timer for retries and deadlines, set to whichever comes first.
+            let wake = next_due.into_iter().chain(self.next_deadline()).min();
+            let sleep_for = wake
                 .map(|due| (due - Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(std::time::Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(sleep_for), if next_due.is_some() => {
+                _ = tokio::time::sleep(sleep_for), if wake.is_some() => {
                     next_due = self.queue_due().await?;
+                    self.fire_deadlines(Utc::now()).await?;
                 }
                 _ = reload.tick(), if reloading => {
                     self.reload().await?;
@@ -590,3 +661,6 @@ pub struct SchedulerConfig {
 fn schedules_retry(event: &StoreEvent) -> bool {
     matches!(event, StoreEvent::TaskStates { changes, .. } if changes.iter().any(|c| c.state == TaskState::Scheduled))
 }
+
+#[cfg(test)]
+mod tests;

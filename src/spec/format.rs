@@ -73,11 +73,52 @@ pub struct WorkflowSpec {
     /// Settings every task inherits unless it sets its own.
     #[serde(default)]
     pub defaults: DefaultsSpec,
-    /// Tasks run after a run has failed, in the same shape as `tasks`.
+    /// Tasks run after a run has failed, in the same shape as `tasks`. Templates see the
+    /// failed tasks as `failed_tasks` (`id`, `error`, `try_number`) and the run's page as
+    /// `run.url`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub on_failure: IndexMap<String, TaskSpec>,
+    /// Tasks run after every task has succeeded, before the run counts as a success. Their
+    /// own outcome does not change the run's state.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub on_success: IndexMap<String, TaskSpec>,
+    /// When a run should be done by. A run still going then runs its `on_deadline` tasks,
+    /// once, and carries on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DeadlineSpec>,
+    /// Tasks run once when a run passes its `deadline` while it is still running.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub on_deadline: IndexMap<String, TaskSpec>,
     /// The tasks, by id. Their order is the display order; `needs` sets the execution order.
     pub tasks: IndexMap<String, TaskSpec>,
+}
+
+/// When a run should be done by: `after` a duration, or `at` a time of day.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineSpec {
+    /// How long after `from` the run should be done, like `2h`. Not together with `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<HumanDuration>,
+    /// What `after` counts from: `start` (when the run started; default) or `logical_date`
+    /// (for scheduled runs, the start of the data interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DeadlineFrom>,
+    /// A time of day, `HH:MM`, in the workflow's `timezone`: the run should be done by the
+    /// first such time at or after the end of its data interval (for a manual run, when it
+    /// was triggered). Not together with `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// What a deadline's `after` counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineFrom {
+    /// When the run started.
+    Start,
+    /// The run's logical date.
+    LogicalDate,
 }
 
 /// Settings every task inherits unless it sets its own.

@@ -19,6 +19,10 @@ mod runs;
 mod schedules;
 mod tasks;
 
+pub use alerts::{
+    TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled,
+    decide as decide_throttle,
+};
 pub use deliveries::{
     DeliveryOutcome, DeliveryPage, DeliveryRecord, DeliveryRun, NewDelivery, Recorded,
 };
@@ -58,6 +62,8 @@ pub enum StoreError {
     RunNotFound(String),
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
+    #[error("{0} kept changing under concurrent writers; try again")]
+    Contended(String),
 }
 
 impl From<UnknownName> for StoreError {
@@ -446,7 +452,8 @@ macro_rules! on_every_backend {
     };
 }
 
-// Declared after `on_every_backend!` so its conformance tests can use the macro.
+// Declared after `on_every_backend!` so their conformance tests can use the macro.
+mod alerts;
 mod deliveries;
 
 #[cfg(test)]

@@ -388,10 +388,12 @@ impl RunRecord {
                 trigger: self.trigger.clone(),
                 triggered_by: self.triggered_by.clone(),
                 try_number: 0,
+                url: None,
             },
             tasks,
             event: self.event.clone(),
             upstream: serde_json::Value::Null,
+            failed_tasks: Vec::new(),
             vars: vars.clone(),
             secrets: secrets.clone(),
         }

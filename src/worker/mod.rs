@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
 use crate::lifecycle::TaskState;
+use crate::operators::alert::AlertServices;
 use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
 use crate::secrets::{Masker, Secrets};
 use crate::store::{
@@ -80,6 +81,8 @@ pub struct WorkerDeps {
     pub runs: Option<Arc<dyn RunLauncher>>,
     /// Configured variables (`vars` in templates).
     pub vars: Arc<serde_json::Map<String, Value>>,
+    /// The mailer, dedup state and run links of the `alert` operator.
+    pub alerts: Arc<AlertServices>,
 }
 
 /// A run's facts a try needs, cached per run.
@@ -463,6 +466,7 @@ async fn execute(
         masker: deps.masker.clone(),
         first_started_at: claimed.started_at,
         runs: deps.runs.clone(),
+        alerts: deps.alerts.clone(),
     };
     let started = Instant::now();
     let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -612,6 +616,18 @@ async fn render(
         .map_err(|e| e.to_string())?;
     let mut context = run.run.render_context(results, &deps.secrets, &deps.vars);
     context.run.try_number = claimed.try_number;
+    context.run.url = Some(deps.alerts.run_url(&claimed.run_id));
+    if run.workflow.task_index(&task.id).is_none() {
+        // A hook: it reports on the run's failed tasks.
+        context.failed_tasks = store
+            .task_failures(&claimed.run_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|f| run.workflow.task_index(&f.task_id).is_some())
+            .map(|f| f.to_context())
+            .collect();
+    }
     let context = context.to_value();
     let with = deps
         .templates
@@ -655,6 +671,7 @@ mod tests {
             secrets,
             http: reqwest::Client::new(),
             runs: None,
+            alerts: Arc::default(),
         }
     }
 

@@ -1,0 +1,254 @@
+//! Alert webhooks: a Slack-compatible `{"text": …}` (with optional blocks) or any JSON body,
+//! POSTed to a URL, retried on 429, 5xx and connection failures.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Retry, Severity, wait_or_cancel};
+use crate::duration::HumanDuration;
+use crate::operators::shell::Text;
+use crate::operators::{OpContext, OperatorError, Outputs, Result};
+
+/// How much of a refusing server's answer the task's error quotes.
+const ERROR_BODY_CHARS: usize = 300;
+/// A `Retry-After` longer than this is not waited for in full.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// The `webhook` of an alert.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Where to POST; keep it in a secret: `{{ secrets.SLACK_WEBHOOK_URL }}`.
+    pub url: String,
+    /// The message, sent as Slack's `{"text": …}` with the severity in front.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Slack Block Kit blocks, sent beside `text` (which is then the notification's fallback).
+    #[serde(default)]
+    pub blocks: Option<Vec<Value>>,
+    /// Any JSON body instead of `text` and `blocks`, sent exactly as given.
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// Extra request headers, by name.
+    #[serde(default)]
+    pub headers: IndexMap<String, Text>,
+    /// How long one request may take. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl WebhookSpec {
+    /// Problems visible before templates are rendered.
+    pub(super) fn check(&self) -> std::result::Result<(), String> {
+        match (&self.json, self.text.is_some() || self.blocks.is_some()) {
+            (Some(_), true) => {
+                Err("`webhook` has `json` and `text`/`blocks`; give one or the other".into())
+            }
+            (None, false) => Err("`webhook` needs `text`, `blocks` or `json`".into()),
+            _ if self.timeout.0.is_zero() => {
+                Err("`webhook.timeout` must be longer than zero".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The body to send: `json` as given, or the Slack message with the severity, the
+    /// held-back count and the run's link.
+    pub(super) fn body(&self, severity: Severity, note: Option<&str>, run_link: &str) -> Value {
+        if let Some(json) = &self.json {
+            return json.clone();
+        }
+        let mut text = format!("[{severity}] {}", self.text.as_deref().unwrap_or("").trim());
+        if let Some(note) = note {
+            text.push_str(&format!("\n_{note}_"));
+        }
+        text.push('\n');
+        text.push_str(run_link);
+        let mut body = json!({ "text": text });
+        if let Some(blocks) = &self.blocks {
+            let mut blocks = blocks.clone();
+            if let Some(note) = note {
+                blocks.push(json!({
+                    "type": "context",
+                    "elements": [{ "type": "mrkdwn", "text": note }]
+                }));
+            }
+            body["blocks"] = Value::Array(blocks);
+        }
+        body
+    }
+}
+
+/// POSTs the webhook; returns its outputs (`status`, `attempts`).
+pub(super) async fn send(
+    ctx: &OpContext,
+    spec: &WebhookSpec,
+    body: &Value,
+    retry: Retry,
+) -> Result<Outputs> {
+    let invalid = |message: String| OperatorError::Config {
+        operator: "alert",
+        message,
+    };
+    // The URL is usually a secret: messages name its host at most.
+    let url = reqwest::Url::parse(spec.url.trim())
+        .map_err(|e| invalid(format!("`webhook.url` is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            "`webhook.url` must start with http:// or https://".into(),
+        ));
+    }
+    let target = url.host_str().unwrap_or("the webhook").to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &spec.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
+        let value = HeaderValue::from_str(&value.0)
+            .map_err(|_| invalid(format!("the value of header `{name}` is not valid")))?;
+        headers.insert(name, value);
+    }
+    let mut delay = retry.backoff;
+    for attempt in 1..=retry.attempts {
+        let request = ctx
+            .http
+            .post(url.clone())
+            .headers(headers.clone())
+            .json(body)
+            .timeout(spec.timeout.0);
+        let sent = tokio::select! {
+            sent = request.send() => sent,
+            _ = ctx.cancel.cancelled() => return Err(OperatorError::Cancelled),
+        };
+        let last = attempt == retry.attempts;
+        let (problem, wait) = match sent {
+            Ok(response) if response.status().is_success() => {
+                let status = response.status().as_u16();
+                ctx.log.system(format!(
+                    "Webhook to {target} answered {status} (attempt {attempt})."
+                ));
+                let mut outputs = Outputs::new();
+                outputs.insert("status".into(), json!(status));
+                outputs.insert("attempts".into(), json!(attempt));
+                return Ok(outputs);
+            }
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                let text = response.text().await.unwrap_or_default();
+                let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+                let problem = format!("the webhook at {target} answered {status}: {excerpt}");
+                let transient = status.as_u16() == 429 || status.is_server_error();
+                if !transient || last {
+                    return Err(OperatorError::failed(after_attempts(problem, attempt)));
+                }
+                (problem, retry_after)
+            }
+            Err(error) => {
+                let problem = format!(
+                    "the webhook at {target} could not be reached: {}",
+                    chain(error)
+                );
+                if last {
+                    return Err(OperatorError::failed(after_attempts(problem, attempt)));
+                }
+                (problem, None)
+            }
+        };
+        let wait = wait.map_or(delay, |w| w.max(delay));
+        ctx.log.system(format!(
+            "Attempt {attempt}: {problem}; trying again in {}.",
+            HumanDuration(wait)
+        ));
+        wait_or_cancel(&ctx.cancel, wait).await?;
+        delay = retry.next(delay);
+    }
+    Err(OperatorError::failed(
+        "the webhook was not called: no attempt was allowed",
+    ))
+}
+
+fn after_attempts(problem: String, attempts: u32) -> String {
+    if attempts > 1 {
+        format!("{problem} (after {attempts} attempts)")
+    } else {
+        problem
+    }
+}
+
+/// The error and its causes in one line, without the URL (which may be a secret).
+fn chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(with: Value) -> WebhookSpec {
+        serde_json::from_value(with).expect("a valid webhook")
+    }
+
+    #[test]
+    fn slack_text_gets_severity_note_and_link() {
+        let body = spec(json!({"url": "http://x", "text": "Drift detected"})).body(
+            Severity::Critical,
+            Some("2 similar alerts were held back"),
+            "<http://s/runs/r|wf run r>",
+        );
+        assert_eq!(
+            body,
+            json!({"text": "[critical] Drift detected\n_2 similar alerts were held back_\n<http://s/runs/r|wf run r>"})
+        );
+        let with_blocks = spec(
+            json!({"url": "http://x", "text": "t", "blocks": [{"type": "divider"}]}),
+        )
+        .body(Severity::Info, Some("n"), "l");
+        assert_eq!(with_blocks["blocks"].as_array().map(Vec::len), Some(2));
+        let raw = spec(json!({"url": "http://x", "json": {"summary": "s"}})).body(
+            Severity::Info,
+            Some("n"),
+            "l",
+        );
+        assert_eq!(
+            raw,
+            json!({"summary": "s"}),
+            "a JSON body is sent exactly as given"
+        );
+    }
+
+    #[test]
+    fn body_choices_are_checked() {
+        assert!(
+            spec(json!({"url": "u", "text": "t", "json": {}}))
+                .check()
+                .is_err()
+        );
+        assert!(spec(json!({"url": "u"})).check().is_err());
+        assert!(spec(json!({"url": "u", "blocks": []})).check().is_ok());
+    }
+}

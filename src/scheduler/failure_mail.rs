@@ -1,0 +1,198 @@
+//! The default failure mail (`[alerts] email_on_failure`): when a run ends failed, a standard
+//! mail to the configured addresses with the run, its failed tasks and their errors, and a
+//! link to its page — no hooks needed in the workflow files. Sent once per run, however many
+//! processes listen (`Store::claim_once`). `run_once(run_id)` is the whole job; `run` listens
+//! for runs ending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Result;
+use crate::lifecycle::RunState;
+use crate::operators::LogSink;
+use crate::operators::alert::{
+    Envelope, Headline, Mailer, Retry, Severity, compose, escape_html, parse_addresses,
+};
+use crate::secrets::Masker;
+use crate::store::{Store, StoreEvent};
+
+/// How the failure mail is sent.
+#[derive(Debug, Clone)]
+pub struct FailureMailConfig {
+    /// Who gets it.
+    pub recipients: Vec<String>,
+    /// The base of links to run pages.
+    pub base_url: String,
+    /// Attempts and backoff for transient SMTP failures. Default: 4 attempts from 1s.
+    pub retry: Retry,
+}
+
+impl FailureMailConfig {
+    pub fn new(recipients: Vec<String>, base_url: String) -> Self {
+        FailureMailConfig {
+            recipients,
+            base_url,
+            retry: Retry {
+                attempts: 4,
+                backoff: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FailureMailService {
+    store: Store,
+    mailer: Mailer,
+    config: FailureMailConfig,
+    masker: Arc<Masker>,
+}
+
+impl FailureMailService {
+    pub fn new(
+        store: Store,
+        mailer: Mailer,
+        config: FailureMailConfig,
+        masker: Arc<Masker>,
+    ) -> Self {
+        FailureMailService {
+            store,
+            mailer,
+            config,
+            masker,
+        }
+    }
+
+    /// Sends the failure mail of `run_id` if the run ended failed and no process has sent it
+    /// yet; returns whether this call sent it. A send that fails is logged and left to a
+    /// later call.
+    pub async fn run_once(&self, run_id: &str) -> Result<bool> {
+        let Some(run) = self.store.run(run_id).await? else {
+            return Ok(false);
+        };
+        if run.state != RunState::Failed || self.config.recipients.is_empty() {
+            return Ok(false);
+        }
+        // `:` cannot appear in a workflow id, so this never meets an alert's default key.
+        let once = format!("once:failure-mail:{run_id}");
+        if !self.store.claim_once(&once, chrono::Utc::now()).await? {
+            return Ok(false);
+        }
+        let failures = self.store.task_failures(run_id).await?;
+        let url = crate::config::run_url(&self.config.base_url, run_id);
+        let subject = format!(
+            "[critical] Workflow {} failed (run {run_id})",
+            run.workflow_id
+        );
+        let mut text = format!(
+            "Workflow {} failed.\n\nRun: {run_id}\nTrigger: {}\nLogical date: {}\n",
+            run.workflow_id,
+            run.trigger,
+            run.logical_date.to_rfc3339()
+        );
+        if let (Some(started), Some(ended)) = (run.started_at, run.ended_at) {
+            text.push_str(&format!(
+                "Started: {}\nEnded: {}\n",
+                started.to_rfc3339(),
+                ended.to_rfc3339()
+            ));
+        }
+        let mut rows = String::new();
+        if !failures.is_empty() {
+            text.push_str("\nFailed tasks:\n");
+            for failure in &failures {
+                text.push_str(&format!(
+                    "- {} (try {}): {}\n",
+                    failure.task_id, failure.try_number, failure.error
+                ));
+                rows.push_str(&format!(
+                    "<li><strong>{}</strong> (try {}): <code>{}</code></li>\n",
+                    escape_html(&failure.task_id),
+                    failure.try_number,
+                    escape_html(&failure.error)
+                ));
+            }
+        }
+        if let Some(error) = &run.error {
+            text.push_str(&format!("\nRun error: {error}\n"));
+        }
+        text.push_str(&format!("\n{url}\n"));
+        let html = format!(
+            "<!DOCTYPE html>\n<html><body>\n<p><strong style=\"color:#dc2626\">CRITICAL</strong>: \
+             workflow <strong>{workflow}</strong> failed (run {run}).</p>\n<ul>\n{rows}</ul>\n\
+             <p>{error}</p>\n<p><a href=\"{url}\">Open the run</a></p>\n</body></html>\n",
+            workflow = escape_html(&run.workflow_id),
+            run = escape_html(run_id),
+            error = escape_html(run.error.as_deref().unwrap_or("")),
+            url = escape_html(&url),
+        );
+        // Errors were masked when stored; masking again costs little and guards the rest.
+        let text = self.masker.mask(&text).into_owned();
+        let html = self.masker.mask(&html).into_owned();
+        let sent = async {
+            let envelope = Envelope {
+                to: parse_addresses("alerts.email_on_failure", &self.config.recipients)?,
+                ..Envelope::default()
+            };
+            let headline = Headline {
+                subject: &subject,
+                severity: Severity::Critical,
+            };
+            let (message, message_id) = compose(
+                self.mailer.from(),
+                &envelope,
+                &headline,
+                text,
+                html,
+                Vec::new(),
+            )?;
+            let reply = self
+                .mailer
+                .send(
+                    message,
+                    self.config.retry,
+                    &CancellationToken::new(),
+                    &LogSink::discard(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((message_id, reply))
+        }
+        .await;
+        match sent {
+            Ok((message_id, reply)) => {
+                info!(run_id, %message_id, %reply, "Failure mail sent.");
+                Ok(true)
+            }
+            Err(error) => {
+                warn!(run_id, error = %self.masker.mask(&error), "The failure mail could not be sent.");
+                self.store.forget_once(&once).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends the failure mail of every run that ends failed, until `shutdown`.
+    pub async fn run(
+        self,
+        mut events: mpsc::UnboundedReceiver<StoreEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                event = events.recv() => match event {
+                    Some(StoreEvent::RunState { run_id, state: RunState::Failed }) => {
+                        self.run_once(&run_id).await?;
+                    }
+                    Some(_) => {}
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+}

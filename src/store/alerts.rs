@@ -1,0 +1,491 @@
+//! Alert dedup and throttle state (`alert_throttle`): per alert key, when the last alert went
+//! out and how many were held back since. Shared through the database, so a window holds
+//! across processes and restarts. `decide` is the whole rule, with the time as a parameter;
+//! the store methods apply it with writes guarded on the version they read.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+
+use super::{Result, Store, StoreError, get};
+use crate::lifecycle::TaskState;
+
+/// How often a throttle write is tried again when another writer changed the row in between.
+const MAX_ATTEMPTS: usize = 20;
+
+/// What the store knows about one alert key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleState {
+    /// When the last alert under the key went out; `None` if none has (or it failed).
+    pub last_sent_at: Option<DateTime<Utc>>,
+    /// Alerts held back since the last one that went out.
+    pub suppressed: u64,
+}
+
+/// Whether an alert goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleDecision {
+    /// Send it; `suppressed` alerts under the same key were held back since the last one that
+    /// went out, and the alert should say so.
+    Send { suppressed: u64 },
+    /// Hold it back: an alert under the same key went out at `last_sent_at`, less than a window
+    /// ago. `suppressed` counts this one too.
+    Suppress {
+        suppressed: u64,
+        last_sent_at: DateTime<Utc>,
+    },
+}
+
+/// The throttle rule: an alert goes out unless one under the same key went out less than
+/// `window` before `now`. A `last_sent_at` in the future (another machine's clock ahead) counts
+/// as within the window.
+pub fn decide(
+    state: Option<&ThrottleState>,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> ThrottleDecision {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    match state {
+        Some(ThrottleState {
+            last_sent_at: Some(last),
+            suppressed,
+        }) if last.checked_add_signed(window).is_none_or(|end| now < end) => {
+            ThrottleDecision::Suppress {
+                suppressed: suppressed + 1,
+                last_sent_at: *last,
+            }
+        }
+        Some(state) => ThrottleDecision::Send {
+            suppressed: state.suppressed,
+        },
+        None => ThrottleDecision::Send { suppressed: 0 },
+    }
+}
+
+/// A send slot taken by [`Store::throttle`]. When the send then fails, give it back with
+/// [`Store::release_throttle`], so the next alert is not held back by one that never arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleClaim {
+    key: String,
+    token: String,
+    previous: Option<ThrottleState>,
+}
+
+/// The outcome of [`Store::throttle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttled {
+    pub decision: ThrottleDecision,
+    /// Set when the decision is `Send`.
+    pub claim: Option<ThrottleClaim>,
+}
+
+/// The latest try of a task that failed, as alerts describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub task_id: String,
+    pub try_number: u32,
+    pub error: String,
+}
+
+impl TaskFailure {
+    /// The failure as templates see it in `failed_tasks`.
+    pub fn to_context(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.task_id,
+            "error": self.error,
+            "try_number": self.try_number,
+        })
+    }
+}
+
+impl Store {
+    /// Decides whether an alert under `key` goes out at `now` and records the decision: a send
+    /// takes the window's slot and resets the count, a hold-back adds one to the count.
+    pub async fn throttle(
+        &self,
+        key: &str,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Throttled> {
+        for _ in 0..MAX_ATTEMPTS {
+            let row = self
+                .db()
+                .query_one_raw(self.stmt(
+                    "SELECT last_sent_at, suppressed, version FROM alert_throttle WHERE key = ?",
+                    vec![key.into()],
+                ))
+                .await?;
+            let (state, version) = match &row {
+                Some(row) => (
+                    Some(ThrottleState {
+                        last_sent_at: get(row, "last_sent_at")?,
+                        suppressed: get::<i64>(row, "suppressed")?.max(0) as u64,
+                    }),
+                    Some(get::<i64>(row, "version")?),
+                ),
+                None => (None, None),
+            };
+            let decision = decide(state.as_ref(), now, window);
+            let (statement, token) = match (decision, version) {
+                (ThrottleDecision::Send { .. }, None) => {
+                    let token = uuid::Uuid::new_v4().to_string();
+                    let sql = "INSERT INTO alert_throttle \
+                               (key, last_sent_at, suppressed, version, claim, updated_at) \
+                               VALUES (?, ?, 0, 1, ?, ?) ON CONFLICT (key) DO NOTHING";
+                    let values = vec![key.into(), now.into(), token.as_str().into(), now.into()];
+                    (self.stmt(sql, values), Some(token))
+                }
+                (ThrottleDecision::Send { .. }, Some(version)) => {
+                    let token = uuid::Uuid::new_v4().to_string();
+                    let sql = "UPDATE alert_throttle SET last_sent_at = ?, suppressed = 0, \
+                               version = version + 1, claim = ?, updated_at = ? \
+                               WHERE key = ? AND version = ?";
+                    let values = vec![
+                        now.into(),
+                        token.as_str().into(),
+                        now.into(),
+                        key.into(),
+                        version.into(),
+                    ];
+                    (self.stmt(sql, values), Some(token))
+                }
+                (ThrottleDecision::Suppress { .. }, version) => {
+                    let sql = "UPDATE alert_throttle SET suppressed = suppressed + 1, \
+                               version = version + 1, updated_at = ? WHERE key = ? AND version = ?";
+                    let values = vec![now.into(), key.into(), version.unwrap_or(0).into()];
+                    (self.stmt(sql, values), None)
+                }
+            };
+            let moved = self.db().execute_raw(statement).await?.rows_affected() == 1;
+            if moved {
+                let claim = token.map(|token| ThrottleClaim {
+                    key: key.to_owned(),
+                    token,
+                    previous: state,
+                });
+                return Ok(Throttled { decision, claim });
+            }
+            // Another writer changed the row between the read and the write: decide again on
+            // what it wrote.
+        }
+        Err(StoreError::Contended(format!(
+            "the alert throttle of `{key}`"
+        )))
+    }
+
+    /// Gives back a send slot whose alert could not be sent: the key's last send time is what
+    /// it was before, and the alerts held back meanwhile stay counted.
+    pub async fn release_throttle(&self, claim: &ThrottleClaim) -> Result<()> {
+        let previous_sent = claim.previous.and_then(|p| p.last_sent_at);
+        let previous_count = claim.previous.map_or(0, |p| p.suppressed) as i64;
+        self.db()
+            .execute_raw(self.stmt(
+                "UPDATE alert_throttle SET last_sent_at = ?, suppressed = suppressed + ?, \
+                 version = version + 1, claim = NULL, updated_at = ? WHERE key = ? AND claim = ?",
+                vec![
+                    previous_sent.into(),
+                    previous_count.into(),
+                    Utc::now().into(),
+                    claim.key.as_str().into(),
+                    claim.token.as_str().into(),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `key` happened; true for the first caller only, in any process. What
+    /// must be done once per event (the failure mail of a run) is done by whoever gets true.
+    pub async fn claim_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let inserted = self
+            .db()
+            .execute_raw(self.stmt(
+                "INSERT INTO alert_throttle (key, last_sent_at, suppressed, version, claim, updated_at) \
+                 VALUES (?, ?, 0, 1, NULL, ?) ON CONFLICT (key) DO NOTHING",
+                vec![key.into(), now.into(), now.into()],
+            ))
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Undoes [`Store::claim_once`] (the work failed; let a later attempt do it).
+    pub async fn forget_once(&self, key: &str) -> Result<()> {
+        self.db()
+            .execute_raw(self.stmt("DELETE FROM alert_throttle WHERE key = ?", vec![key.into()]))
+            .await?;
+        Ok(())
+    }
+
+    /// The tasks of a run whose latest try failed, in the order they were created.
+    pub async fn task_failures(&self, run_id: &str) -> Result<Vec<TaskFailure>> {
+        let mut latest: indexmap::IndexMap<String, (u32, TaskState, Option<String>)> =
+            indexmap::IndexMap::new();
+        for ti in self.task_instances(run_id).await? {
+            // Rows come oldest first, so a later try replaces an earlier one.
+            latest.insert(ti.task_id, (ti.try_number, ti.state, ti.error));
+        }
+        Ok(latest
+            .into_iter()
+            .filter(|(_, (_, state, _))| *state == TaskState::Failed)
+            .map(|(task_id, (try_number, _, error))| TaskFailure {
+                task_id,
+                try_number,
+                error: error.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a valid time")
+            .with_timezone(&Utc)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn the_first_alert_goes_out() {
+        assert_eq!(
+            decide(None, at("2026-11-27T10:00:00Z"), HOUR),
+            ThrottleDecision::Send { suppressed: 0 }
+        );
+    }
+
+    #[test]
+    fn repeats_within_the_window_are_held_back_and_counted() {
+        let state = ThrottleState {
+            last_sent_at: Some(at("2026-11-27T10:00:00Z")),
+            suppressed: 2,
+        };
+        assert_eq!(
+            decide(Some(&state), at("2026-11-27T10:59:59Z"), HOUR),
+            ThrottleDecision::Suppress {
+                suppressed: 3,
+                last_sent_at: at("2026-11-27T10:00:00Z")
+            }
+        );
+        // A clock behind the sender's still counts as inside the window.
+        assert!(matches!(
+            decide(Some(&state), at("2026-11-27T09:59:00Z"), HOUR),
+            ThrottleDecision::Suppress { .. }
+        ));
+    }
+
+    #[test]
+    fn after_the_window_the_next_alert_says_how_many_were_held_back() {
+        let state = ThrottleState {
+            last_sent_at: Some(at("2026-11-27T10:00:00Z")),
+            suppressed: 99,
+        };
+        assert_eq!(
+            decide(Some(&state), at("2026-11-27T11:00:00Z"), HOUR),
+            ThrottleDecision::Send { suppressed: 99 }
+        );
+        // A key whose last send failed (no send time) sends at once.
+        let failed = ThrottleState {
+            last_sent_at: None,
+            suppressed: 4,
+        };
+        assert_eq!(
+            decide(Some(&failed), at("2026-11-27T10:00:01Z"), HOUR),
+            ThrottleDecision::Send { suppressed: 4 }
+        );
+    }
+
+    #[test]
+    fn a_huge_window_does_not_overflow() {
+        let state = ThrottleState {
+            last_sent_at: Some(at("2026-11-27T10:00:00Z")),
+            suppressed: 0,
+        };
+        assert!(matches!(
+            decide(Some(&state), at("2300-01-01T00:00:00Z"), Duration::MAX),
+            ThrottleDecision::Suppress { .. }
+        ));
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::store::{Claim, DecisionBatch, NewRun, NewTaskInstance, TaskCompletion};
+
+    on_every_backend! {
+        a_hundred_alerts_in_one_window_send_one_and_count_the_rest => hundred_in_one_window,
+        a_failed_send_gives_its_slot_back => failed_send_gives_slot_back,
+        claim_once_is_true_once => claim_once_once,
+        task_failures_lists_latest_failed_tries => failures_of_a_run,
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a valid time")
+            .with_timezone(&Utc)
+    }
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    async fn hundred_in_one_window(store: Store) {
+        let start = at("2026-11-27T10:00:00Z");
+        let mut sent = 0;
+        for i in 0..100 {
+            let now = start + chrono::Duration::seconds(i);
+            let outcome = store
+                .throttle("wf/t/boom", WINDOW, now)
+                .await
+                .expect("throttle");
+            match outcome.decision {
+                ThrottleDecision::Send { suppressed } => {
+                    assert_eq!(suppressed, 0);
+                    assert!(outcome.claim.is_some());
+                    sent += 1;
+                }
+                ThrottleDecision::Suppress { suppressed, .. } => {
+                    assert_eq!(suppressed, i as u64);
+                    assert!(outcome.claim.is_none());
+                }
+            }
+        }
+        assert_eq!(sent, 1);
+        // Another key is independent.
+        let other = store
+            .throttle("wf/t/other", WINDOW, start)
+            .await
+            .expect("other");
+        assert_eq!(other.decision, ThrottleDecision::Send { suppressed: 0 });
+        // After the window, the next alert carries the count.
+        let later = start + chrono::Duration::seconds(601);
+        let next = store
+            .throttle("wf/t/boom", WINDOW, later)
+            .await
+            .expect("later");
+        assert_eq!(next.decision, ThrottleDecision::Send { suppressed: 99 });
+        let after = store
+            .throttle("wf/t/boom", WINDOW, later + chrono::Duration::seconds(1))
+            .await
+            .expect("after");
+        assert!(
+            matches!(
+                after.decision,
+                ThrottleDecision::Suppress { suppressed: 1, .. }
+            ),
+            "the count starts again after a send: {after:?}"
+        );
+    }
+
+    async fn failed_send_gives_slot_back(store: Store) {
+        let start = at("2026-11-27T10:00:00Z");
+        let first = store.throttle("k", WINDOW, start).await.expect("first");
+        let claim = first.claim.expect("a claim");
+        let held = store
+            .throttle("k", WINDOW, start + chrono::Duration::seconds(1))
+            .await
+            .expect("held");
+        assert!(matches!(held.decision, ThrottleDecision::Suppress { .. }));
+        store.release_throttle(&claim).await.expect("release");
+        let retry = store
+            .throttle("k", WINDOW, start + chrono::Duration::seconds(2))
+            .await
+            .expect("retry");
+        assert_eq!(
+            retry.decision,
+            ThrottleDecision::Send { suppressed: 1 },
+            "the slot is free again and the held-back alert is still counted"
+        );
+        // Releasing twice changes nothing.
+        store.release_throttle(&claim).await.expect("again");
+        let held = store
+            .throttle("k", WINDOW, start + chrono::Duration::seconds(3))
+            .await
+            .expect("held again");
+        assert!(matches!(held.decision, ThrottleDecision::Suppress { .. }));
+    }
+
+    async fn claim_once_once(store: Store) {
+        let now = Utc::now();
+        assert!(store.claim_once("mail/r1", now).await.expect("first"));
+        assert!(!store.claim_once("mail/r1", now).await.expect("second"));
+        store.forget_once("mail/r1").await.expect("forget");
+        assert!(store.claim_once("mail/r1", now).await.expect("again"));
+    }
+
+    async fn failures_of_a_run(store: Store) {
+        let now = Utc::now();
+        let run = NewRun {
+            id: "r".into(),
+            workflow_id: "wf".into(),
+            version_hash: "h".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        };
+        let task = |id: &str| NewTaskInstance {
+            task_id: id.into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            queue: "default".into(),
+            not_before: None,
+        };
+        store
+            .create_run(&run, &[task("ok"), task("bad")])
+            .await
+            .expect("run");
+        assert!(store.task_failures("r").await.expect("none").is_empty());
+        let mut batch = DecisionBatch::default();
+        for ti in store.task_instances("r").await.expect("tis") {
+            batch.push(ti.id, &ti.task_id, 1, TaskState::Pending, TaskState::Queued);
+        }
+        store.apply_decisions("r", &batch).await.expect("queue");
+        let claim = Claim {
+            worker: "w",
+            limit: 10,
+            lease: Duration::from_secs(30),
+            pools: &Default::default(),
+            queues: &[],
+            run_id: None,
+        };
+        let claimed = store.claim(&claim).await.expect("claim");
+        let completions: Vec<TaskCompletion> = claimed
+            .iter()
+            .map(|c| {
+                let bad = c.task_id == "bad";
+                TaskCompletion {
+                    id: c.id,
+                    run_id: "r".into(),
+                    task_id: c.task_id.clone(),
+                    try_number: 1,
+                    state: if bad {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Success
+                    },
+                    exit_code: None,
+                    error: bad.then(|| "exit code 3".to_owned()),
+                    outputs: None,
+                    ended_at: now,
+                    retry: None,
+                }
+            })
+            .collect();
+        store.complete(&[], &completions).await.expect("complete");
+        assert_eq!(
+            store.task_failures("r").await.expect("failures"),
+            vec![TaskFailure {
+                task_id: "bad".into(),
+                try_number: 1,
+                error: "exit code 3".into()
+            }]
+        );
+    }
+}
