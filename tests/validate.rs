@@ -121,7 +121,9 @@ fn duplicate_workflow_ids_across_files_are_reported() {
     );
 }
 
-/// A thousand ten-task files validate in well under a second (debug build: a loose bound).
+/// A thousand ten-task files validate in well under a second in a release build
+/// (BENCHMARKS.md); this unoptimised build gets a loose bound that still catches a blow-up.
+/// CPU time is measured rather than wall time, so a busy machine does not fail the test.
 #[test]
 fn validating_a_thousand_files_is_fast() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,9 +142,27 @@ fn validating_a_thousand_files_is_fast() {
     for i in 0..1000 {
         std::fs::write(dir.path().join(format!("wf_{i:04}.yaml")), &body).unwrap();
     }
-    let started = std::time::Instant::now();
-    let output = sluice(&[dir.path()]);
-    let elapsed = started.elapsed();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(elapsed.as_secs_f64() < 3.0, "took {elapsed:?}");
+    // Reaped by wait4 below, which std cannot do while reporting the child's own CPU time.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("validate")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sluice validate");
+    // wait4 reports this child's own CPU time; other tests' children do not count.
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid pointers to the two out-parameters.
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as libc::pid_t, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "validate failed: {status}"
+    );
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    assert!(cpu < 6.0, "took {cpu:.2} s of CPU");
 }
