@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_initial;
 mod m20261127_000004_multi_node;
+mod m20261127_000005_users;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000004_multi_node::Migration),
+            Box::new(m20261127_000005_users::Migration),
         ]
     }
 
