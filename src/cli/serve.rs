@@ -16,14 +16,16 @@ use tracing::{error, info, warn};
 use super::{DatabaseArgs, Settings, Shared, init_tracing_with};
 use crate::catalog::live::Catalog;
 use crate::catalog::runs::CatalogRuns;
-use crate::config::{LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::secrets::Masker;
 use crate::server::{self, AppState};
 use crate::store::Store;
+use crate::web::UiSettings;
 use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -242,7 +244,8 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         catalog.clone(),
         &config.api_tokens,
         Some(metrics),
-    );
+    )
+    .with_ui(ui_settings(&config, shared.masker.clone())?);
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -477,6 +480,26 @@ async fn reap_expired_leases(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// The web UI's settings: the `admin` password from `SLUICE_ADMIN_PASSWORD` (hashed here, so
+/// the plain text is dropped at once) or else the hash in `sluice.toml`.
+fn ui_settings(config: &Config, masker: Arc<Masker>) -> anyhow::Result<UiSettings> {
+    let admin_password_hash = match std::env::var("SLUICE_ADMIN_PASSWORD") {
+        Ok(password) if !password.is_empty() => Some(crate::web::auth::hash_password(&password)?),
+        _ => config.admin_password_hash.clone(),
+    };
+    if admin_password_hash.is_none() {
+        info!(
+            "No admin password is set (SLUICE_ADMIN_PASSWORD or ui.admin_password_hash): only users added with `sluice user add` can log in to the UI."
+        );
+    }
+    Ok(UiSettings {
+        admin_password_hash,
+        session_lifetime: config.session_lifetime,
+        secure_cookies: config.base_url().starts_with("https://"),
+        masker,
+    })
 }
 
 pub(super) fn worker_name() -> String {

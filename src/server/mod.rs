@@ -28,6 +28,8 @@ pub mod metrics;
 mod openapi;
 mod ops;
 
+pub(crate) use api::with_downstream;
+
 /// The largest request body accepted; anything bigger is answered with 413. Run params are
 /// small documents, so a megabyte leaves room without letting one request fill memory.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub api_tokens: Arc<[String]>,
     /// The Prometheus recorder's handle, rendered by `/metrics` after the database gauges.
     pub metrics: Option<PrometheusHandle>,
+    /// How the web UI logs people in and what it masks.
+    pub ui: Arc<crate::web::UiSettings>,
 }
 
 impl AppState {
@@ -61,6 +65,15 @@ impl AppState {
                 .filter(|t| !t.is_empty())
                 .collect(),
             metrics,
+            ui: Arc::default(),
+        }
+    }
+
+    /// The same state with the web UI's settings.
+    pub fn with_ui(self, ui: crate::web::UiSettings) -> AppState {
+        AppState {
+            ui: Arc::new(ui),
+            ..self
         }
     }
 }
@@ -101,8 +114,14 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/import-errors"),
 ];
 
-/// The whole HTTP surface: API routes behind the token check, operations routes open.
+/// The whole HTTP surface: API routes behind the token check, operations routes open, and the
+/// web UI (its own login) beside them.
 pub fn router(state: AppState) -> Router {
+    let web = crate::web::router(crate::web::WebState {
+        store: state.store.clone(),
+        catalog: state.catalog.clone(),
+        settings: state.ui.clone(),
+    });
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();
     let mut doc = doc;
@@ -114,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ));
     ops.merge(api)
+        .merge(web)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
