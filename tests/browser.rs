@@ -1,7 +1,8 @@
 //! The web UI in a real browser: Debian's headless `chromium` driven over WebDriver
 //! (`chromedriver`, which this test starts on a free port). Log in, open the workflows page,
 //! trigger a run through the form with a param, watch its tasks turn green without a reload
-//! (server-sent events), open a task's log, and save screenshots to `docs/screenshots/`.
+//! (server-sent events), open a task's log, and save screenshots (to `docs/screenshots/` with
+//! `SLUICE_UPDATE_SCREENSHOTS=1`).
 //!
 //! Without chromium the test is skipped, except in CI (`CI` set), where it fails:
 //! `scripts/test` installs `chromium` and `chromium-driver` when they are missing.
@@ -123,8 +124,14 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         .expect("a WebDriver session")
 }
 
+/// Where screenshots go: `docs/screenshots/` (the README's) when `SLUICE_UPDATE_SCREENSHOTS`
+/// is set, else a scratch folder, so that running the tests leaves the checkout unchanged.
 fn screenshot_path(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let dir = if std::env::var_os("SLUICE_UPDATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    } else {
+        std::env::temp_dir().join("sluice-browser-screenshots")
+    };
     std::fs::create_dir_all(&dir).expect("screenshots folder");
     dir.join(name)
 }
@@ -314,6 +321,25 @@ tasks:
         c.goto(&format!("{}/workflows/release", server.base)).await.expect("workflow page");
         c.wait().for_element(Locator::Css("svg.dag g.node.s-success")).await.expect("a green node");
         save_screenshot(&c, "workflow.png").await;
+
+        // Hostile text is shown as text, and nothing in it runs. (Added last, so the
+        // screenshots above show only the demo workflows; the catalog picks it up within a
+        // second.)
+        write_workflow(
+            &sb,
+            "hostile",
+            "description: \"<img src=x onerror=\\\"window.pwned=1\\\"><script>window.pwned=2</script>\"\n\
+             tasks:\n  a: { operator: noop }\n",
+        );
+        c.goto(&format!("{}/workflows/hostile", server.base)).await.expect("hostile page");
+        wait_until(&c, "the hostile workflow to load", "document.querySelector('p.desc') || (location.reload(), false)", Duration::from_secs(15)).await;
+        let description = c.wait().for_element(Locator::Css("p.desc")).await.expect("description");
+        assert_eq!(
+            description.text().await.expect("text"),
+            "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>"
+        );
+        let pwned = c.execute("return window.pwned === undefined;", vec![]).await.expect("check");
+        assert_eq!(pwned, json!(true), "an injected script ran");
 
         // The same run page at a phone's width.
         c.set_window_size(390, 844).await.expect("phone width");
