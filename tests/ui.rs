@@ -775,6 +775,26 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
     let (status, page) = visitor.get("/workflows/tick?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
 
+    // The workflow page's stream tells the grid the state of each cell, then what changes.
+    let newest = ids.last().expect("runs").clone();
+    server.wait_run(&newest, Duration::from_secs(30)).await;
+    let mut grid = visitor.get_response("/workflows/tick/events").await;
+    assert_eq!(grid.status(), StatusCode::OK);
+    let mut cells = String::new();
+    let cell = format!("\"run_id\":\"{newest}\",\"task_id\":\"a\",\"state\":\"success\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cells.contains(&cell) {
+        let chunk = tokio::time::timeout_at(deadline, grid.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no cell event for {newest}: {cells}"))
+            .expect("stream")
+            .expect("the workflow stream stays open");
+        cells.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(cells.contains("event: cell"), "{cells}");
+    assert!(cells.contains("event: run"), "{cells}");
+    drop(grid);
+
     // A live run page hears a task finish without asking again.
     let run_id = server.start_run("gate", json!({})).await;
     let mut response = visitor
