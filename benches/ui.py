@@ -168,7 +168,11 @@ def main():
         try:
             jar = http.cookiejar.CookieJar()
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-            form = urllib.parse.urlencode({"name": "admin", "password": PASSWORD, "next": "/"}).encode()
+            login_page = opener.open(serve.base + "/login", timeout=10).read().decode()
+            token = re.search(r'name="login_token" value="([0-9a-f]+)"', login_page).group(1)
+            form = urllib.parse.urlencode(
+                {"name": "admin", "password": PASSWORD, "next": "/", "login_token": token}
+            ).encode()
             opener.open(serve.base + "/login", data=form, timeout=10).read()
             # A deep page: follow the cursor ten pages back.
             path = "/workflows/bench"

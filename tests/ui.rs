@@ -70,13 +70,43 @@ struct Visitor {
     csrf: String,
 }
 
-async fn login(server: &Server, name: &str, password: &str) -> Visitor {
-    let response = client()
-        .post(format!("{}/login", server.base))
-        .form_fields(&[("name", name), ("password", password), ("next", "/")])
+/// Loads the login form (which sets its pairing cookie) and posts it with `fields`.
+async fn post_login(base: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let form = client()
+        .get(format!("{base}/login"))
         .send()
         .await
-        .expect("POST /login");
+        .expect("GET /login");
+    let pairing = form
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sluice_login="))
+        .and_then(|v| v.split(';').next())
+        .expect("the login form sets its cookie")
+        .to_owned();
+    let page = form.text().await.expect("login page");
+    let marker = "name=\"login_token\" value=\"";
+    let start = page.find(marker).expect("a login token") + marker.len();
+    let token = page[start..].split('"').next().expect("token").to_owned();
+    let mut all = fields.to_vec();
+    all.push(("login_token", &token));
+    client()
+        .post(format!("{base}/login"))
+        .header(COOKIE, pairing)
+        .form_fields(&all)
+        .send()
+        .await
+        .expect("POST /login")
+}
+
+async fn login(server: &Server, name: &str, password: &str) -> Visitor {
+    let response = post_login(
+        &server.base,
+        &[("name", name), ("password", password), ("next", "/")],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "login as {name}");
     let set_cookie = response
         .headers()
@@ -238,14 +268,20 @@ async fn anonymous_visitors_are_sent_to_login_and_sessions_work() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     // A wrong password is refused with the form again.
-    let refused = anonymous
-        .post(format!("{}/login", server.base))
-        .form_fields(&[("name", "admin"), ("password", "wrong"), ("next", "/")])
-        .send()
-        .await
-        .expect("login");
+    let refused = post_login(
+        &server.base,
+        &[("name", "admin"), ("password", "wrong"), ("next", "/")],
+    )
+    .await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert!(refused.headers().get(SET_COOKIE).is_none());
+    assert!(
+        !refused
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().is_ok_and(|c| c.starts_with("sluice_session="))),
+        "no session for a wrong password"
+    );
     assert!(
         refused
             .text()
@@ -253,29 +289,58 @@ async fn anonymous_visitors_are_sent_to_login_and_sessions_work() {
             .expect("body")
             .contains("The user name or the password is wrong.")
     );
-    let unknown = anonymous
-        .post(format!("{}/login", server.base))
-        .form_fields(&[
+    let unknown = post_login(
+        &server.base,
+        &[
             ("name", "nobody"),
             ("password", ADMIN_PASSWORD),
             ("next", "/"),
-        ])
-        .send()
-        .await
-        .expect("login");
+        ],
+    )
+    .await;
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
 
+    // A login posted from elsewhere (no pairing cookie, or no token) is refused even with the
+    // right password, so no other site can log a visitor in to an account of its choosing.
+    for fields in [
+        vec![
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/"),
+        ],
+        vec![
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("login_token", "forged"),
+        ],
+    ] {
+        let forged = anonymous
+            .post(format!("{}/login", server.base))
+            .header(COOKIE, "sluice_login=other")
+            .form_fields(&fields)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{fields:?}");
+        assert!(
+            forged
+                .text()
+                .await
+                .expect("body")
+                .contains("came from another site")
+        );
+    }
+
     // The right password: a session cookie that scripts cannot read and other sites do not get.
-    let response = anonymous
-        .post(format!("{}/login", server.base))
-        .form_fields(&[
+    let response = post_login(
+        &server.base,
+        &[
             ("name", "admin"),
             ("password", ADMIN_PASSWORD),
             ("next", "/workflows/hello"),
-        ])
-        .send()
-        .await
-        .expect("login");
+        ],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/workflows/hello");
     let cookie = response.headers()[SET_COOKIE]
@@ -316,16 +381,15 @@ async fn sessions_are_secure_over_https_and_expire() {
     shipped_workflows(&sb);
     sb.write("sluice.toml", "[ui]\nsession_lifetime = \"1s\"\n");
     let server = start(&sb, &["--public-url", "https://sluice.example.com"], &[]);
-    let response = client()
-        .post(format!("{}/login", server.base))
-        .form_fields(&[
+    let response = post_login(
+        &server.base,
+        &[
             ("name", "admin"),
             ("password", ADMIN_PASSWORD),
             ("next", "/"),
-        ])
-        .send()
-        .await
-        .expect("login");
+        ],
+    )
+    .await;
     let cookie = response.headers()[SET_COOKIE]
         .to_str()
         .expect("ascii")

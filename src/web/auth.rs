@@ -68,16 +68,21 @@ pub(super) fn same(expected: &str, given: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the cookie `wanted`, unless it is missing or empty.
+fn cookie<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
         .filter(|v| !v.is_empty())
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
 }
 
 /// The logged-in user of a request. Extracting it from a request without a live session
@@ -177,14 +182,48 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// `GET /login`.
-pub async fn login_page(Query(query): Query<NextQuery>) -> Result<Response> {
-    let next = query.next.as_deref().and_then(local_path).unwrap_or("/");
-    Ok(render(
+/// The cookie that pairs a login form with the browser that loaded it.
+const LOGIN_COOKIE: &str = "sluice_login";
+
+/// The login page with a fresh form token, set both in the form and in a cookie: a login
+/// posted from another site lacks the cookie (SameSite) and is refused, so nobody can log a
+/// visitor in to an account of their choosing.
+fn login_form(
+    state: &WebState,
+    status: StatusCode,
+    next: &str,
+    name: &str,
+    error: Option<&str>,
+) -> Result<Response> {
+    let token = random_token();
+    let page = render(
         "login.html",
-        minijinja::context! { title => "Log in", next, error => None::<String>, name => "" },
-    )?
-    .into_response())
+        minijinja::context! { title => "Log in", next, name, error, login_token => token.clone() },
+    )?;
+    let secure = if state.settings.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Lax; Max-Age=3600{secure}"
+    );
+    let mut response = (status, page).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie)
+            .map_err(|e| WebError::Internal(format!("cannot build the login cookie: {e}")))?,
+    );
+    Ok(response)
+}
+
+/// `GET /login`.
+pub async fn login_page(
+    State(state): State<WebState>,
+    Query(query): Query<NextQuery>,
+) -> Result<Response> {
+    let next = query.next.as_deref().and_then(local_path).unwrap_or("/");
+    login_form(&state, StatusCode::OK, next, "", None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +232,9 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     next: String,
+    /// The token of the form, matched against the login cookie.
+    #[serde(default)]
+    login_token: String,
 }
 
 /// Who `name` is, if `password` is theirs.
@@ -223,20 +265,31 @@ async fn check_password(state: &WebState, name: &str, password: &str) -> Result<
 }
 
 /// `POST /login`: checks the password, starts a session and sets its cookie.
-pub async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Result<Response> {
+pub async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response> {
     let next = local_path(&form.next).unwrap_or("/").to_owned();
+    let paired = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(c, &form.login_token));
+    if !paired {
+        return login_form(
+            &state,
+            StatusCode::FORBIDDEN,
+            &next,
+            &form.name,
+            Some("The login form expired or came from another site; please log in again."),
+        );
+    }
     let Some(role) = check_password(&state, &form.name, &form.password).await? else {
         info!(user = %form.name, "A UI login was refused.");
-        let page = render(
-            "login.html",
-            minijinja::context! {
-                title => "Log in",
-                next,
-                name => form.name,
-                error => Some("The user name or the password is wrong."),
-            },
-        )?;
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        return login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            &next,
+            &form.name,
+            Some("The user name or the password is wrong."),
+        );
     };
     let token = random_token();
     let now = Utc::now();
@@ -267,10 +320,15 @@ pub async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -
         lifetime.as_secs()
     );
     let mut response = Redirect::to(&next).into_response();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.append(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie)
             .map_err(|e| WebError::Internal(format!("cannot build the session cookie: {e}")))?,
+    );
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sluice_login=; Path=/login; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     Ok(response)
 }
