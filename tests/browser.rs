@@ -274,6 +274,7 @@ tasks:
         )
         .await;
         wait_until(&c, "the run to succeed", "document.querySelector('#run-state .badge.s-success')", Duration::from_secs(30)).await;
+        wait_until(&c, "the note that the run ended", "!document.getElementById('live-note').hidden", Duration::from_secs(10)).await;
         let same = c.execute("return window.stillTheSamePage === true;", vec![]).await.expect("check");
         assert_eq!(same, json!(true), "the page was not reloaded");
 

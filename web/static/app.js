@@ -73,6 +73,9 @@ function liveRun(main, source) {
     if (["success", "failed", "cancelled"].includes(d.state)) {
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
+      // Times, durations and the Gantt chart are drawn by the server.
+      const note = document.getElementById("live-note");
+      if (note) note.hidden = false;
     }
   });
   source.addEventListener("end", () => {
