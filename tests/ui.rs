@@ -722,6 +722,7 @@ tasks:
       command: |
         echo '{IMG}'
         echo "secret is {{{{ secrets.API_KEY }}}}"
+        echo "admin password: ${{SLUICE_ADMIN_PASSWORD:-not in the task environment}}"
         echo "html=<b onmouseover=alert(3)>x</b>" >> "$SLUICE_OUTPUT"
         echo "key={{{{ secrets.API_KEY }}}}" >> "$SLUICE_OUTPUT"
         echo "note={{{{ params.note }}}}" >> "$SLUICE_OUTPUT"
@@ -756,6 +757,10 @@ tasks:
             assert!(!page.contains(raw), "{raw} unescaped on {path}");
         }
         assert!(!page.contains(secret), "the secret shows on {path}");
+        assert!(
+            !page.contains(ADMIN_PASSWORD),
+            "the admin password shows on {path}"
+        );
         seen.push_str(&page);
     }
     for escaped in [
@@ -766,6 +771,7 @@ tasks:
         "&lt;b onmouseover=alert(3)&gt;",                            // output
         "&lt;svg onload=alert(4)&gt;",                               // run param
         "secret is ***",                                             // log, masked
+        "admin password: not in the task environment",               // never inherited
         "&quot;key&quot;: &quot;***&quot;",                          // output, masked
     ] {
         assert!(seen.contains(escaped), "{escaped} missing");

@@ -114,6 +114,8 @@ struct ServeOptions {
     lease: Duration,
     workers: bool,
     queues: Vec<String>,
+    /// The argon2 hash of `SLUICE_ADMIN_PASSWORD`, when it was set.
+    admin_password_hash: Option<String>,
 }
 
 pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -122,6 +124,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
         lease: args.lease.0,
         workers: !args.no_workers,
         queues: args.queues.unwrap_or_default(),
+        admin_password_hash: take_admin_password()?,
     };
     let overrides = Overrides {
         database: args.database.url,
@@ -245,7 +248,11 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         &config.api_tokens,
         Some(metrics),
     )
-    .with_ui(ui_settings(&config, shared.masker.clone())?);
+    .with_ui(ui_settings(
+        &config,
+        options.admin_password_hash.clone(),
+        shared.masker.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -482,24 +489,40 @@ async fn reap_expired_leases(
     }
 }
 
-/// The web UI's settings: the `admin` password from `SLUICE_ADMIN_PASSWORD` (hashed here, so
-/// the plain text is dropped at once) or else the hash in `sluice.toml`.
-fn ui_settings(config: &Config, masker: Arc<Masker>) -> anyhow::Result<UiSettings> {
-    let admin_password_hash = match std::env::var("SLUICE_ADMIN_PASSWORD") {
-        Ok(password) if !password.is_empty() => Some(crate::web::auth::hash_password(&password)?),
-        _ => config.admin_password_hash.clone(),
+/// Hashes `SLUICE_ADMIN_PASSWORD` and removes it from the environment, so that the tasks this
+/// process starts (which inherit its environment) never see it.
+fn take_admin_password() -> anyhow::Result<Option<String>> {
+    let Some(password) = std::env::var_os("SLUICE_ADMIN_PASSWORD") else {
+        return Ok(None);
     };
+    // SAFETY: called before the runtime starts, while this process has a single thread, so
+    // nothing reads the environment concurrently.
+    unsafe { std::env::remove_var("SLUICE_ADMIN_PASSWORD") };
+    let password = password
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("SLUICE_ADMIN_PASSWORD is not valid UTF-8"))?;
+    if password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::web::auth::hash_password(&password)?))
+}
+
+/// The web UI's settings: the `admin` password from `SLUICE_ADMIN_PASSWORD` (already hashed)
+/// or else the hash in `sluice.toml`.
+fn ui_settings(config: &Config, from_env: Option<String>, masker: Arc<Masker>) -> UiSettings {
+    let admin_password_hash = from_env.or_else(|| config.admin_password_hash.clone());
     if admin_password_hash.is_none() {
         info!(
-            "No admin password is set (SLUICE_ADMIN_PASSWORD or ui.admin_password_hash): only users added with `sluice user add` can log in to the UI."
+            "No admin password is set (SLUICE_ADMIN_PASSWORD or ui.admin_password_hash): \
+             only users added with `sluice user add` can log in to the UI."
         );
     }
-    Ok(UiSettings {
+    UiSettings {
         admin_password_hash,
         session_lifetime: config.session_lifetime,
         secure_cookies: config.base_url().starts_with("https://"),
         masker,
-    })
+    }
 }
 
 pub(super) fn worker_name() -> String {
