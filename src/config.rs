@@ -113,6 +113,10 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Alerts sent without writing hooks (`[alerts]`).
     pub alerts: AlertsConfig,
+    /// The argon2 hash (PHC string) of the web UI's `admin` password, from `[ui]`.
+    pub admin_password_hash: Option<String>,
+    /// How long a web UI login lasts.
+    pub session_lifetime: std::time::Duration,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -219,6 +223,9 @@ pub struct AlertsConfig {
     pub email_on_failure: Vec<String>,
 }
 
+/// How long a web UI login lasts when the file does not say.
+pub const DEFAULT_SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -234,6 +241,8 @@ impl Default for Config {
             github: GithubConfig::default(),
             smtp: None,
             alerts: AlertsConfig::default(),
+            admin_password_hash: None,
+            session_lifetime: DEFAULT_SESSION_LIFETIME,
         }
     }
 }
@@ -268,6 +277,7 @@ struct FileConfig {
     public_url: Option<String>,
     api: Option<ApiSection>,
     github: Option<GithubSection>,
+    ui: Option<UiSection>,
     #[serde(default)]
     pools: BTreeMap<String, u32>,
     #[serde(default)]
@@ -287,6 +297,13 @@ struct GithubSection {
 #[serde(deny_unknown_fields)]
 struct ApiSection {
     tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiSection {
+    admin_password_hash: Option<String>,
+    session_lifetime: Option<String>,
 }
 
 impl Config {
@@ -372,6 +389,32 @@ impl Config {
             }
             if let Some(url) = github.api_url {
                 self.github.api_url = checked_api_url(&url).map_err(invalid)?;
+            }
+        }
+        if let Some(ui) = file.ui {
+            if let Some(hash) = ui.admin_password_hash {
+                // Only the hash belongs in a file; a plain password here would be a leak.
+                if !hash.starts_with("$argon2") {
+                    return Err(invalid(
+                        "`ui.admin_password_hash` must be an argon2 hash (`$argon2id$…`); \
+                         make one with `sluice user hash`"
+                            .to_owned(),
+                    ));
+                }
+                self.admin_password_hash = Some(hash);
+            }
+            if let Some(lifetime) = ui.session_lifetime {
+                let lifetime = humantime::parse_duration(&lifetime).map_err(|e| {
+                    invalid(format!(
+                        "`ui.session_lifetime` `{lifetime}` is not a duration ({e}); write e.g. `12h`"
+                    ))
+                })?;
+                if lifetime.is_zero() {
+                    return Err(invalid(
+                        "`ui.session_lifetime` must be longer than 0s".to_owned(),
+                    ));
+                }
+                self.session_lifetime = lifetime;
             }
         }
         if let Some((name, _)) = file.pools.iter().find(|(_, slots)| **slots == 0) {
@@ -940,5 +983,41 @@ since = 2026-11-01
         );
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert!("xml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn the_ui_section_takes_a_hash_and_a_lifetime() {
+        let config = from_toml(
+            "[ui]\nadmin_password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"\n\
+             session_lifetime = \"2h\"\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert!(
+            config
+                .admin_password_hash
+                .as_deref()
+                .is_some_and(|h| h.starts_with("$argon2id$"))
+        );
+        assert_eq!(
+            config.session_lifetime,
+            std::time::Duration::from_secs(7200)
+        );
+        assert_eq!(Config::default().session_lifetime, DEFAULT_SESSION_LIFETIME);
+        for (text, expected) in [
+            (
+                "[ui]\nadmin_password_hash = \"hunter2\"\n",
+                "must be an argon2 hash",
+            ),
+            ("[ui]\nsession_lifetime = \"soon\"\n", "is not a duration"),
+            ("[ui]\nsession_lifetime = \"0s\"\n", "longer than 0s"),
+            (
+                "[ui]\nadmin_password = \"x\"\n",
+                "unknown field `admin_password`",
+            ),
+        ] {
+            let error = from_toml(text, Overrides::default()).expect_err(text);
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
     }
 }

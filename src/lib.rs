@@ -26,6 +26,7 @@ pub mod catalog;
 // Layer 8: the runtime.
 pub mod scheduler;
 pub mod server;
+pub mod web;
 pub mod worker;
 // Layer 9: the command line.
 pub mod cli;

@@ -7,6 +7,7 @@ mod m20261127_000001_initial;
 mod m20261127_000002_github_deliveries;
 mod m20261127_000003_alert_throttle;
 mod m20261127_000004_multi_node;
+mod m20261127_000005_users;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_github_deliveries::Migration),
             Box::new(m20261127_000003_alert_throttle::Migration),
             Box::new(m20261127_000004_multi_node::Migration),
+            Box::new(m20261127_000005_users::Migration),
         ]
     }
 

@@ -27,6 +27,7 @@ pub mod runs;
 pub mod schema;
 pub mod serve;
 pub mod trigger;
+pub mod user;
 pub mod validate;
 pub mod worker;
 
@@ -65,6 +66,8 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Create (or cancel) the scheduled runs of a date range through the API.
     Backfill(backfill::BackfillArgs),
+    /// Manage web UI users.
+    User(user::UserArgs),
 }
 
 /// Where the database is.
@@ -249,6 +252,10 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => one_thread(trigger::execute(config, args)),
         Command::Runs(args) => one_thread(runs::execute(config, args)),
         Command::Backfill(args) => one_thread(backfill::execute(config, args)),
+        Command::User(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(user::execute(config, args))
+        }
     };
     match result {
         Ok(code) => code,

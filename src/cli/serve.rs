@@ -16,15 +16,17 @@ use tracing::{error, info, warn};
 use super::{DatabaseArgs, Settings, Shared, init_tracing_with};
 use crate::catalog::live::Catalog;
 use crate::catalog::runs::CatalogRuns;
-use crate::config::{LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides};
 use crate::duration::HumanDuration;
 use crate::scheduler::cron::{CronConfig, CronService};
 use crate::scheduler::github_status::{GithubStatusService, StatusConfig};
 use crate::scheduler::recovery::{self, Orphans};
 use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::secrets::Masker;
 use crate::server::{self, AppState};
 use crate::store::Store;
+use crate::web::UiSettings;
 use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +131,8 @@ struct ServeOptions {
     lease: Duration,
     workers: bool,
     queues: Vec<String>,
+    /// The argon2 hash of `SLUICE_ADMIN_PASSWORD`, when it was set.
+    admin_password_hash: Option<String>,
 }
 
 pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -137,6 +141,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
         lease: args.tasks.lease.0,
         workers: !args.no_workers,
         queues: args.queues.unwrap_or_default(),
+        admin_password_hash: take_admin_password()?,
     };
     let overrides = Overrides {
         database: args.database.url,
@@ -272,7 +277,12 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         &config.api_tokens,
         Some(metrics),
     )
-    .with_webhook_secret(config.github.webhook_secret.clone());
+    .with_webhook_secret(config.github.webhook_secret.clone())
+    .with_ui(ui_settings(
+        &config,
+        options.admin_password_hash.clone(),
+        shared.masker.clone(),
+    ));
     if config.github.webhook_secret.is_none() {
         info!("No GitHub webhook secret is set: /hooks/github refuses deliveries.");
     }
@@ -535,6 +545,42 @@ async fn reap_expired_leases(
             _ = term.cancelled() => return Ok(()),
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Hashes `SLUICE_ADMIN_PASSWORD` and removes it from the environment, so that the tasks this
+/// process starts (which inherit its environment) never see it.
+fn take_admin_password() -> anyhow::Result<Option<String>> {
+    let Some(password) = std::env::var_os("SLUICE_ADMIN_PASSWORD") else {
+        return Ok(None);
+    };
+    // SAFETY: called before the runtime starts, while this process has a single thread, so
+    // nothing reads the environment concurrently.
+    unsafe { std::env::remove_var("SLUICE_ADMIN_PASSWORD") };
+    let password = password
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("SLUICE_ADMIN_PASSWORD is not valid UTF-8"))?;
+    if password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::web::auth::hash_password(&password)?))
+}
+
+/// The web UI's settings: the `admin` password from `SLUICE_ADMIN_PASSWORD` (already hashed)
+/// or else the hash in `sluice.toml`.
+fn ui_settings(config: &Config, from_env: Option<String>, masker: Arc<Masker>) -> UiSettings {
+    let admin_password_hash = from_env.or_else(|| config.admin_password_hash.clone());
+    if admin_password_hash.is_none() {
+        info!(
+            "No admin password is set (SLUICE_ADMIN_PASSWORD or ui.admin_password_hash): \
+             only users added with `sluice user add` can log in to the UI."
+        );
+    }
+    UiSettings {
+        admin_password_hash,
+        session_lifetime: config.session_lifetime,
+        secure_cookies: config.base_url().starts_with("https://"),
+        masker,
     }
 }
 

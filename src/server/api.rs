@@ -635,7 +635,7 @@ pub struct ClearResponse {
 }
 
 /// The task at `index` and every task downstream of it, in file order.
-fn with_downstream(workflow: &Workflow, index: usize) -> Vec<String> {
+pub(crate) fn with_downstream(workflow: &Workflow, index: usize) -> Vec<String> {
     let mut seen = vec![false; workflow.tasks.len()];
     let mut stack = vec![index];
     while let Some(i) = stack.pop() {

@@ -33,6 +33,8 @@ pub mod metrics;
 mod openapi;
 mod ops;
 
+pub(crate) use api::with_downstream;
+
 /// The largest request body accepted; anything bigger is answered with 413. Run params are
 /// small documents, so a megabyte leaves room without letting one request fill memory.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub webhook_secret: Option<WebhookSecret>,
     /// Renders the params `github` triggers map from a delivery.
     pub templates: Arc<Templates>,
+    /// How the web UI logs people in and what it masks.
+    pub ui: Arc<crate::web::UiSettings>,
 }
 
 impl AppState {
@@ -72,6 +76,7 @@ impl AppState {
             metrics,
             webhook_secret: None,
             templates: Arc::new(Templates::new()),
+            ui: Arc::default(),
         }
     }
 
@@ -79,6 +84,14 @@ impl AppState {
     pub fn with_webhook_secret(self, secret: Option<WebhookSecret>) -> AppState {
         AppState {
             webhook_secret: secret,
+            ..self
+        }
+    }
+
+    /// The same state with the web UI's settings.
+    pub fn with_ui(self, ui: crate::web::UiSettings) -> AppState {
+        AppState {
+            ui: Arc::new(ui),
             ..self
         }
     }
@@ -122,8 +135,14 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/github/deliveries"),
 ];
 
-/// The whole HTTP surface: API routes behind the token check, operations routes open.
+/// The whole HTTP surface: API routes behind the token check, operations routes open, and the
+/// web UI (its own login) beside them.
 pub fn router(state: AppState) -> Router {
+    let web = crate::web::router(crate::web::WebState {
+        store: state.store.clone(),
+        catalog: state.catalog.clone(),
+        settings: state.ui.clone(),
+    });
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();
     let mut doc = doc;
@@ -136,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         ));
     ops.merge(api)
         .merge(hooks::router())
+        .merge(web)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

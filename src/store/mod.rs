@@ -15,9 +15,11 @@ mod leader;
 mod listing;
 mod logs;
 mod notify;
+mod pages;
 mod runs;
 mod schedules;
 mod tasks;
+mod users;
 
 pub use alerts::{
     TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled,
@@ -34,6 +36,7 @@ pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
 };
+pub use users::{Role, SessionRecord, UnknownRole, UserRecord};
 
 use crate::lifecycle::{InvalidTransition, UnknownName};
 

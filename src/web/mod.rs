@@ -1,0 +1,222 @@
+//! The web UI: server-rendered pages (minijinja templates from `web/templates`, embedded in the
+//! binary with `web/static`), login sessions, form actions behind a per-session CSRF token, and
+//! server-sent events that keep the run and workflow pages live.
+//!
+//! It sits beside `server` (which mounts `router` next to the API) and reads through `store`
+//! and `catalog`; like `server`, it never imports `scheduler` or `worker`: an action writes to
+//! the store and they react to its events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, SecondsFormat, Utc};
+use tracing::error;
+
+use crate::catalog::live::Catalog;
+use crate::secrets::Masker;
+use crate::store::{Store, StoreError};
+
+mod actions;
+mod assets;
+pub mod auth;
+mod graph;
+mod live;
+mod pages;
+mod trigger;
+
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "sluice_session";
+
+/// How the UI authenticates and what it shows.
+#[derive(Debug, Clone)]
+pub struct UiSettings {
+    /// The argon2 hash of the `admin` user's password; without one, only users created with
+    /// `sluice user add` can log in.
+    pub admin_password_hash: Option<String>,
+    pub session_lifetime: Duration,
+    /// Mark the session cookie `Secure` (the UI is served over https).
+    pub secure_cookies: bool,
+    /// Masks secret values in everything a page shows.
+    pub masker: Arc<Masker>,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        UiSettings {
+            admin_password_hash: None,
+            session_lifetime: crate::config::DEFAULT_SESSION_LIFETIME,
+            secure_cookies: false,
+            masker: Arc::new(Masker::new(Vec::new())),
+        }
+    }
+}
+
+/// What every UI handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    pub settings: Arc<UiSettings>,
+}
+
+/// The UI's routes, with their state already applied so they merge into any router.
+pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
+    Router::new()
+        .route("/", get(pages::workflows))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", get(auth::logout_page).post(auth::logout))
+        .route("/workflows/{id}", get(pages::workflow))
+        .route(
+            "/workflows/{id}/trigger",
+            get(trigger::form).post(trigger::submit),
+        )
+        .route("/workflows/{id}/pause", post(actions::pause))
+        .route("/workflows/{id}/unpause", post(actions::unpause))
+        .route("/workflows/{id}/events", get(live::workflow_events))
+        .route("/runs/{run_id}", get(pages::run))
+        .route("/runs/{run_id}/cancel", post(actions::cancel))
+        .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
+        .route("/runs/{run_id}/events", get(live::run_events))
+        .route("/static/{*path}", get(assets::serve))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// The policy for every UI response: scripts and styles only from this server (so an injected
+/// `<script>` or `style=` does nothing), no framing, no MIME sniffing, no referrer to others.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; \
+                   frame-ancestors 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Every way a UI request fails, rendered as an HTML page with the matching status.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not allowed: a missing or wrong CSRF token, or a role that may not act.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("rendering the page failed: {0}")]
+    Template(#[from] minijinja::Error),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = WebError> = std::result::Result<T, E>;
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            WebError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            WebError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            WebError::Template(_) | WebError::Internal(_) | WebError::Store(_) => {
+                error!(cause = %self, "A page failed on the server side.");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the server could not show this page; the cause is in its log".to_owned(),
+                )
+            }
+        };
+        let body = render(
+            "error.html",
+            minijinja::context! { title => status.canonical_reason(), status => status.as_u16(), message },
+        )
+        .unwrap_or_else(|_| Html(format!("<!doctype html><title>{status}</title><p>{status}</p>")));
+        (status, body).into_response()
+    }
+}
+
+/// Renders one of the embedded templates; `.html` templates escape every value.
+pub(crate) fn render(name: &str, context: minijinja::Value) -> Result<Html<String>> {
+    Ok(Html(
+        assets::templates().get_template(name)?.render(context)?,
+    ))
+}
+
+/// A time as the pages print it: UTC, ISO 8601, to the second.
+pub(crate) fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A duration as people read it: `850ms`, `12.3s`, `4m 05s`, `2h 03m`.
+pub(crate) fn human_duration(d: chrono::TimeDelta) -> String {
+    let ms = d.num_milliseconds().max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+/// A path inside this site, safe to redirect to after login (never `//host` or a scheme).
+pub(crate) fn local_path(candidate: &str) -> Option<&str> {
+    let ok = candidate.starts_with('/')
+        && !candidate.starts_with("//")
+        && !candidate.starts_with("/\\")
+        && !candidate.chars().any(|c| c.is_control());
+    ok.then_some(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        let d = chrono::TimeDelta::milliseconds;
+        assert_eq!(human_duration(d(850)), "850ms");
+        assert_eq!(human_duration(d(12_340)), "12.3s");
+        assert_eq!(human_duration(d(245_000)), "4m 05s");
+        assert_eq!(human_duration(d(7_380_000)), "2h 03m");
+        assert_eq!(human_duration(d(-5)), "0ms");
+    }
+
+    #[test]
+    fn only_local_paths_are_redirect_targets() {
+        assert_eq!(local_path("/runs/x?a=1"), Some("/runs/x?a=1"));
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "runs",
+            "/a\nb",
+            "",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
+    }
+}

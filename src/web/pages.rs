@@ -1,0 +1,518 @@
+//! The pages people read: the workflows list, a workflow (graph, run grid, params, source) and
+//! a run (state, params, Gantt, every try with outputs and logs). Every text from a workflow
+//! file or a run reaches the templates as plain data, which escape it; outputs, params, errors
+//! and logs pass the masker first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use minijinja::Value as Page;
+use minijinja::value::Serde;
+
+use super::graph::{Span, dag_layout, gantt};
+use super::{Result, WebError, WebState, auth::Session, human_duration, iso, render};
+use crate::catalog::live::Entry;
+use crate::dag::Workflow;
+use crate::secrets::Masker;
+use crate::store::{RunFilter, RunRecord, TaskInstanceRecord};
+
+/// Recent runs shown per workflow on the list page.
+const RECENT_RUNS: usize = 12;
+/// Runs per page of a workflow's grid.
+pub(super) const GRID_PAGE: usize = 20;
+
+/// A state as the pages show it: a CSS class for the colour and a symbol so it reads without
+/// colour too.
+pub(super) fn symbol(state: &str) -> &'static str {
+    match state {
+        "success" => "✓",
+        "failed" => "✗",
+        "upstream_failed" => "⚠",
+        "running" => "▶",
+        "queued" => "…",
+        "scheduled" => "◷",
+        "pending" => "·",
+        "up_for_retry" => "↻",
+        "skipped" => "»",
+        "cancelled" => "⊘",
+        _ => " ",
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RunCell {
+    id: String,
+    state: String,
+    symbol: &'static str,
+    created_at: String,
+}
+
+impl RunCell {
+    fn of(run: &RunRecord) -> RunCell {
+        RunCell {
+            id: run.id.clone(),
+            state: run.state.as_str().to_owned(),
+            symbol: symbol(run.state.as_str()),
+            created_at: iso(run.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WorkflowRow {
+    id: String,
+    description: Option<String>,
+    tags: Vec<String>,
+    schedule: Option<String>,
+    timezone: String,
+    next_run: Option<String>,
+    paused: bool,
+    stale: bool,
+    path: String,
+    recent: Vec<RunCell>,
+}
+
+/// The next time the workflow's schedule fires after `now`, unless it is paused.
+fn next_run(workflow: &Workflow, paused: bool, now: chrono::DateTime<Utc>) -> Option<String> {
+    if paused {
+        return None;
+    }
+    let schedule = workflow.schedule.as_ref()?;
+    schedule
+        .next_after(now.with_timezone(&workflow.timezone))
+        .map(|at| iso(at.with_timezone(&Utc)))
+}
+
+/// `GET /`: every workflow with its schedule and recent runs, import errors first.
+pub async fn workflows(State(state): State<WebState>, session: Session) -> Result<Response> {
+    let paused = state.store.paused().await?;
+    let snapshot = state.catalog.snapshot();
+    let now = Utc::now();
+    let mut rows = Vec::with_capacity(snapshot.workflows.len());
+    for entry in snapshot.workflows.values() {
+        let w = &entry.workflow;
+        let is_paused = paused.contains(&w.id);
+        let filter = RunFilter {
+            workflow: Some(w.id.clone()),
+            ..RunFilter::default()
+        };
+        let page = state
+            .store
+            .list_runs(&filter, RECENT_RUNS, None)
+            .await?
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+        let mut recent: Vec<RunCell> = page.runs.iter().map(RunCell::of).collect();
+        // Oldest on the left, as a timeline reads.
+        recent.reverse();
+        rows.push(WorkflowRow {
+            id: w.id.clone(),
+            description: w.description.clone(),
+            tags: w.tags.clone(),
+            schedule: w.schedule.as_ref().map(|s| s.expression.clone()),
+            timezone: w.timezone.name().to_owned(),
+            next_run: next_run(w, is_paused, now),
+            paused: is_paused,
+            stale: entry.stale,
+            path: entry.path.display().to_string(),
+            recent,
+        });
+    }
+    let import_errors: Vec<Value> = snapshot
+        .import_errors
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "path": e.path.display().to_string(),
+                "problems": e.diagnostics.iter().map(|d| serde_json::json!({
+                    "location": format!("{}:{}:{}", d.path.display(), d.line, d.column),
+                    "message": d.message,
+                    "help": d.help,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(render(
+        "workflows.html",
+        minijinja::context! {
+            title => "Workflows",
+            user => session.view(),
+            workflows => Page::from(Serde(&rows)),
+            import_errors => Page::from(Serde(&import_errors)),
+        },
+    )?
+    .into_response())
+}
+
+pub(super) fn find_workflow(state: &WebState, id: &str) -> Result<Entry> {
+    state
+        .catalog
+        .get(id)
+        .ok_or_else(|| WebError::NotFound(format!("there is no workflow `{id}`")))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct ParamRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub default: Option<String>,
+    pub allowed: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub required: bool,
+}
+
+pub(super) fn param_rows(workflow: &Workflow) -> Vec<ParamRow> {
+    workflow
+        .params
+        .iter()
+        .map(|(name, decl)| ParamRow {
+            name: name.clone(),
+            kind: decl.kind.name(),
+            default: decl.default.as_ref().map(Value::to_string),
+            allowed: decl
+                .allowed
+                .as_ref()
+                .map(|values| values.iter().map(Value::to_string).collect()),
+            description: decl.description.clone(),
+            required: decl.default.is_none(),
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WorkflowQuery {
+    /// The `next_cursor` of the previous page of runs.
+    cursor: Option<String>,
+    /// The run whose states colour the graph; the newest on the page when absent.
+    run: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GridRow {
+    task: String,
+    cells: Vec<GridCell>,
+}
+
+#[derive(Debug, Serialize)]
+struct GridCell {
+    run_id: String,
+    state: String,
+    symbol: &'static str,
+}
+
+/// `GET /workflows/{id}`: the graph, the grid of recent runs × tasks, params and source.
+pub async fn workflow(
+    State(state): State<WebState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<WorkflowQuery>,
+) -> Result<Response> {
+    let entry = find_workflow(&state, &id)?;
+    let w = &entry.workflow;
+    let paused = state.store.paused().await?.contains(&w.id);
+    let filter = RunFilter {
+        workflow: Some(w.id.clone()),
+        ..RunFilter::default()
+    };
+    let page = state
+        .store
+        .list_runs(
+            &filter,
+            GRID_PAGE,
+            query.cursor.as_deref().filter(|c| !c.is_empty()),
+        )
+        .await?
+        .map_err(|e| WebError::BadRequest(e.to_string()))?;
+    let run_ids: Vec<String> = page.runs.iter().map(|r| r.id.clone()).collect();
+    let mut selected_id = query.run.clone().or_else(|| run_ids.first().cloned());
+    let mut states = state.store.latest_task_states(&run_ids).await?;
+    // A selected run outside this page (a link from elsewhere) still colours the graph.
+    if let Some(run) = &selected_id
+        && !states.contains_key(run)
+    {
+        match state.store.run(run).await? {
+            Some(r) if r.workflow_id == w.id => {
+                states.extend(
+                    state
+                        .store
+                        .latest_task_states(std::slice::from_ref(run))
+                        .await?,
+                );
+            }
+            _ => selected_id = None,
+        }
+    }
+    let empty = HashMap::new();
+    let selected_states = selected_id
+        .as_ref()
+        .and_then(|r| states.get(r))
+        .unwrap_or(&empty);
+    let layout = dag_layout(w, selected_states);
+    let grid: Vec<GridRow> = w
+        .all_tasks()
+        .map(|task| GridRow {
+            task: task.id.clone(),
+            cells: page
+                .runs
+                .iter()
+                .map(|run| {
+                    let state = states
+                        .get(&run.id)
+                        .and_then(|tasks| tasks.get(&task.id))
+                        .map_or("none", |s| s.as_str());
+                    GridCell {
+                        run_id: run.id.clone(),
+                        state: state.to_owned(),
+                        symbol: symbol(state),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let runs: Vec<RunCell> = page.runs.iter().map(RunCell::of).collect();
+    let now = Utc::now();
+    Ok(render(
+        "workflow.html",
+        minijinja::context! {
+            title => w.id.clone(),
+            user => session.view(),
+            workflow => minijinja::context! {
+                id => w.id.clone(),
+                description => w.description.clone(),
+                tags => w.tags.clone(),
+                schedule => w.schedule.as_ref().map(|s| s.expression.clone()),
+                timezone => w.timezone.name(),
+                next_run => next_run(w, paused, now),
+                paused,
+                stale => entry.stale,
+                path => entry.path.display().to_string(),
+                source => w.source.clone(),
+                on_failure => w.on_failure.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            },
+            params => Page::from(Serde(param_rows(w))),
+            layout => Page::from(Serde(&layout)),
+            selected => selected_id,
+            runs => Page::from(Serde(&runs)),
+            grid => Page::from(Serde(&grid)),
+            cursor => query.cursor.filter(|c| !c.is_empty()),
+            next_cursor => page.next_cursor,
+        },
+    )?
+    .into_response())
+}
+
+/// The workflow a run pinned: the live one when the hash matches, else the stored version.
+pub(super) async fn pinned_workflow(state: &WebState, run: &RunRecord) -> Result<Arc<Workflow>> {
+    if let Some(entry) = state.catalog.get(&run.workflow_id)
+        && entry.workflow.source_hash == run.version_hash
+    {
+        return Ok(entry.workflow);
+    }
+    let (path, source) = state
+        .store
+        .workflow_version(&run.version_hash)
+        .await?
+        .ok_or_else(|| {
+            WebError::Internal(format!(
+                "run `{}` pins workflow version `{}`, which is not stored",
+                run.id, run.version_hash
+            ))
+        })?;
+    crate::catalog::compile_source(std::path::Path::new(&path), &source)
+        .map(Arc::new)
+        .map_err(|_| {
+            WebError::Internal(format!(
+                "the stored workflow version `{}` of run `{}` no longer compiles",
+                run.version_hash, run.id
+            ))
+        })
+}
+
+/// JSON as people read it, with secrets masked.
+fn masked_json(masker: &Masker, value: &Value) -> String {
+    let mut value = value.clone();
+    masker.mask_json(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+struct TryView {
+    try_number: u32,
+    state: String,
+    symbol: &'static str,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration: Option<String>,
+    worker: Option<String>,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    outputs: Option<String>,
+    logs: Vec<LogView>,
+}
+
+#[derive(Debug, Serialize)]
+struct LogView {
+    stream: String,
+    line: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskView {
+    id: String,
+    operator: String,
+    state: String,
+    symbol: &'static str,
+    tries: Vec<TryView>,
+    hook: bool,
+}
+
+/// `GET /runs/{run_id}`: the run, a Gantt of its tries, and each task's tries with outputs
+/// and logs.
+pub async fn run(
+    State(state): State<WebState>,
+    session: Session,
+    Path(run_id): Path<String>,
+) -> Result<Response> {
+    let run = state
+        .store
+        .run(&run_id)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let workflow = pinned_workflow(&state, &run).await?;
+    let tries = state.store.task_instances(&run_id).await?;
+    let logs = state.store.logs(&run_id, None).await?;
+    let masker = &state.settings.masker;
+    let last_log_id = logs.last().map_or(0, |l| l.id);
+    let mut logs_by_try: HashMap<(String, u32), Vec<LogView>> = HashMap::new();
+    for l in logs {
+        logs_by_try
+            .entry((l.task_id, l.try_number))
+            .or_default()
+            .push(LogView {
+                stream: l.stream,
+                line: masker.mask(&l.line).into_owned(),
+            });
+    }
+    let mut by_task: BTreeMap<String, Vec<TaskInstanceRecord>> = BTreeMap::new();
+    for t in &tries {
+        by_task
+            .entry(t.task_id.clone())
+            .or_default()
+            .push(t.clone());
+    }
+    let hooks: Vec<&str> = workflow.on_failure.iter().map(|t| t.id.as_str()).collect();
+    let tasks: Vec<TaskView> = workflow
+        .all_tasks()
+        .map(|task| {
+            let mut task_tries = by_task.remove(&task.id).unwrap_or_default();
+            task_tries.sort_by_key(|t| t.try_number);
+            let state = task_tries
+                .last()
+                .map_or("none", |t| t.state.as_str())
+                .to_owned();
+            TaskView {
+                id: task.id.clone(),
+                operator: task.operator.clone(),
+                symbol: symbol(&state),
+                state,
+                hook: hooks.contains(&task.id.as_str()),
+                tries: task_tries
+                    .into_iter()
+                    .map(|t| TryView {
+                        try_number: t.try_number,
+                        state: t.state.as_str().to_owned(),
+                        symbol: symbol(t.state.as_str()),
+                        started_at: t.started_at.map(iso),
+                        ended_at: t.ended_at.map(iso),
+                        duration: t
+                            .started_at
+                            .zip(t.ended_at)
+                            .map(|(s, e)| human_duration(e - s)),
+                        worker: t.worker.clone(),
+                        exit_code: t.exit_code,
+                        error: t.error.as_deref().map(|e| masker.mask(e).into_owned()),
+                        outputs: t
+                            .outputs
+                            .as_ref()
+                            .map(|o| masked_json(masker, &Value::Object(o.clone()))),
+                        logs: logs_by_try
+                            .remove(&(t.task_id.clone(), t.try_number))
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let order: Vec<String> = workflow.all_tasks().map(|t| t.id.clone()).collect();
+    let spans: Vec<Span> = tries
+        .iter()
+        .map(|t| Span {
+            task_id: t.task_id.clone(),
+            try_number: t.try_number,
+            state: t.state,
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+        })
+        .collect();
+    let now = Utc::now();
+    let chart = gantt(&order, &spans, now);
+    let params: Vec<(String, String)> = run
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), masked_json(masker, v)))
+        .collect();
+    let duration = run
+        .started_at
+        .map(|s| human_duration(run.ended_at.unwrap_or(now) - s));
+    let final_state = run.state.is_final();
+    Ok(render(
+        "run.html",
+        minijinja::context! {
+            title => format!("{} · run {}", run.workflow_id, run.id),
+            user => session.view(),
+            run => minijinja::context! {
+                id => run.id,
+                workflow => run.workflow_id,
+                state => run.state.as_str(),
+                symbol => symbol(run.state.as_str()),
+                trigger => run.trigger,
+                triggered_by => run.triggered_by,
+                logical_date => iso(run.logical_date),
+                created_at => iso(run.created_at),
+                started_at => run.started_at.map(iso),
+                ended_at => run.ended_at.map(iso),
+                duration,
+                error => run.error.as_deref().map(|e| masker.mask(e).into_owned()),
+                version => run.version_hash,
+                final => final_state,
+            },
+            params => Page::from(Serde(&params)),
+            tasks => Page::from(Serde(&tasks)),
+            gantt => Page::from(Serde(&chart)),
+            last_log_id,
+        },
+    )?
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::TaskState;
+
+    #[test]
+    fn every_state_has_a_symbol() {
+        for state in TaskState::ALL {
+            assert_ne!(symbol(state.as_str()), " ", "{state}");
+        }
+        for state in crate::lifecycle::RunState::ALL {
+            assert_ne!(symbol(state.as_str()), " ", "{state}");
+        }
+        assert_eq!(symbol("none"), " ");
+    }
+}

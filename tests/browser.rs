@@ -1,0 +1,365 @@
+//! The web UI in a real browser: Debian's headless `chromium` driven over WebDriver
+//! (`chromedriver`, which this test starts on a free port). Log in, open the workflows page,
+//! trigger a run through the form with a param, watch its tasks turn green without a reload
+//! (server-sent events), open a task's log, and save screenshots (to `docs/screenshots/` with
+//! `SLUICE_UPDATE_SCREENSHOTS=1`).
+//!
+//! Without chromium the test is skipped, except in CI (`CI` set), where it fails:
+//! `scripts/test` installs `chromium` and `chromium-driver` when they are missing.
+
+mod common;
+
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Sandbox;
+use common::server::{Server, write_workflow};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PASSWORD: &str = "browser-test-password";
+
+/// `chromedriver` on a free loopback port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// Starts chromedriver, or says why it cannot (the test is then skipped outside CI).
+async fn start_driver() -> Option<Driver> {
+    let missing = |what: &str| {
+        let message =
+            format!("{what} is not installed; scripts/test installs chromium and chromium-driver");
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("skipping the browser test: {message}");
+        None
+    };
+    if !Path::new(CHROMIUM).is_file() {
+        return missing(CHROMIUM);
+    }
+    let Some(chromedriver) = which("chromedriver") else {
+        return missing("chromedriver");
+    };
+    let port = free_port();
+    // No --allowed-ips: with it, chromedriver would listen on every interface.
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let status = format!("{}/status", driver.url);
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = match http.get(&status).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["value"]["ready"] == true),
+            Err(_) => false,
+        };
+        if ready {
+            return Some(driver);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--window-size=1280,900", format!("--user-data-dir={}", profile.display())],
+        }),
+    );
+    // chromedriver speaks plain HTTP on loopback, so no TLS connector is needed.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// Where screenshots go: `docs/screenshots/` (the README's) when `SLUICE_UPDATE_SCREENSHOTS`
+/// is set, else a scratch folder, so that running the tests leaves the checkout unchanged.
+fn screenshot_path(name: &str) -> PathBuf {
+    let dir = if std::env::var_os("SLUICE_UPDATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    } else {
+        std::env::temp_dir().join("sluice-browser-screenshots")
+    };
+    std::fs::create_dir_all(&dir).expect("screenshots folder");
+    dir.join(name)
+}
+
+async fn save_screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshot_path(name), png).expect("write screenshot");
+}
+
+/// Waits until `script` (a JavaScript expression) is true in the page.
+async fn wait_until(c: &Client, what: &str, script: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let value = c
+            .execute(&format!("return Boolean({script});"), vec![])
+            .await
+            .expect("script runs");
+        if value == json!(true) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let source = c.source().await.unwrap_or_default();
+            panic!("timed out after {limit:?} waiting for {what}:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_trigger_watch_live_and_read_a_log() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let sb = Sandbox::new();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
+        .expect("shipped workflows")
+    {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            sb.write(
+                &format!("workflows/{name}"),
+                &std::fs::read_to_string(&path).expect("read"),
+            );
+        }
+    }
+    let flag = sb.path().join("release.flag");
+    write_workflow(
+        &sb,
+        "release",
+        &format!(
+            r#"description: Evaluate a model, wait for the release flag, then publish it.
+tags: [llmops, demo]
+params:
+  model: {{ type: string, default: gpt-4o-mini, description: Model under test }}
+  samples: {{ type: integer, default: 200, minimum: 1, description: Golden-set rows to score }}
+  region: {{ type: string, enum: [eu, us], default: eu, description: Where to deploy }}
+  dry_run: {{ type: boolean, default: false, description: Skip the publish step }}
+tasks:
+  prepare:
+    operator: shell
+    with: {{ command: "echo preparing {{{{ params.model }}}} on {{{{ params.samples }}}} samples" }}
+  evaluate:
+    operator: shell
+    needs: [prepare]
+    with:
+      command: |
+        echo "scoring {{{{ params.model }}}}"
+        echo "faithfulness=0.93" >> "$SLUICE_OUTPUT"
+  approval:
+    operator: shell
+    needs: [prepare]
+    with: {{ command: "while [ ! -e '{flag}' ]; do sleep 0.05; done; echo approved" }}
+  publish:
+    operator: shell
+    needs: [evaluate, approval]
+    with: {{ command: "echo publishing {{{{ params.model }}}} to {{{{ params.region }}}}" }}
+"#,
+            flag = flag.display()
+        ),
+    );
+    let server = Server::start_with(&sb, &[], &[("SLUICE_ADMIN_PASSWORD", PASSWORD)]);
+    let profile = tempfile::tempdir().expect("a fresh profile folder");
+    let c = browser(&driver, profile.path()).await;
+
+    let flow = AssertUnwindSafe(async {
+        // Anonymous: the UI sends us to the login page.
+        c.goto(&server.base).await.expect("open the UI");
+        let url = c.current_url().await.expect("url");
+        assert_eq!(url.path(), "/login", "{url}");
+        save_screenshot(&c, "login.png").await;
+        c.find(Locator::Id("name")).await.expect("name").send_keys("admin").await.expect("type");
+        c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
+        c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("log in");
+
+        // The workflows page.
+        let heading = c.wait().for_element(Locator::Css("main h1")).await.expect("heading");
+        assert_eq!(heading.text().await.expect("text"), "Workflows");
+        c.find(Locator::Css("a[href='/workflows/hello']")).await.expect("hello is listed");
+        // Run hello once so the list and its page have history to show.
+        let hello = server.start_run("hello", json!({"name": "screenshots"})).await;
+        server.wait_run(&hello, Duration::from_secs(60)).await;
+        c.refresh().await.expect("reload");
+        save_screenshot(&c, "workflows.png").await;
+
+        // Trigger `release` through its form, with a param.
+        c.find(Locator::Css("a[href='/workflows/release']")).await.expect("link").click().await.expect("open");
+        c.wait().for_element(Locator::Id("trigger-link")).await.expect("trigger button").click().await.expect("open form");
+        let model = c.wait().for_element(Locator::Id("param-model")).await.expect("model field");
+        assert_eq!(model.prop("value").await.expect("value").as_deref(), Some("gpt-4o-mini"), "the default is filled in");
+        c.find(Locator::Id("param-region")).await.expect("region is a select");
+        save_screenshot(&c, "trigger.png").await;
+        model.clear().await.expect("clear");
+        model.send_keys("llama-3-8b").await.expect("type");
+        c.find(Locator::Id("trigger-submit")).await.expect("submit").click().await.expect("start");
+
+        // The run page: the gated task waits, so the page starts with work in progress.
+        wait_until(&c, "the run page", "location.pathname.startsWith('/runs/')", Duration::from_secs(20)).await;
+        let run_id = c.current_url().await.expect("url").path().trim_start_matches("/runs/").to_owned();
+        wait_until(
+            &c,
+            "the approval task to run",
+            "document.querySelector('section[data-task=approval] [data-task-state] .badge.s-running')",
+            Duration::from_secs(30),
+        )
+        .await;
+        // A marker that a reload would wipe out.
+        c.execute("window.stillTheSamePage = true; return true;", vec![]).await.expect("mark");
+        std::fs::write(&flag, "go").expect("release the gate");
+        wait_until(
+            &c,
+            "every task to turn green",
+            "[...document.querySelectorAll('[data-task-state] .badge')].every(b => b.classList.contains('s-success'))",
+            Duration::from_secs(60),
+        )
+        .await;
+        wait_until(&c, "the run to succeed", "document.querySelector('#run-state .badge.s-success')", Duration::from_secs(30)).await;
+        wait_until(&c, "the note that the run ended", "!document.getElementById('live-note').hidden", Duration::from_secs(10)).await;
+        let same = c.execute("return window.stillTheSamePage === true;", vec![]).await.expect("check");
+        assert_eq!(same, json!(true), "the page was not reloaded");
+
+        // Open a task's log: the line streamed in while the page was open.
+        let summary = c
+            .find(Locator::Css("section[data-task=publish] details summary"))
+            .await
+            .expect("publish's try");
+        let open = c
+            .execute("return document.querySelector('section[data-task=publish] details').open;", vec![])
+            .await
+            .expect("open?");
+        if open != json!(true) {
+            summary.click().await.expect("open the try");
+        }
+        let log = c
+            .find(Locator::Css("section[data-task=publish] pre.log"))
+            .await
+            .expect("the log");
+        wait_until(
+            &c,
+            "publish's log line",
+            "document.querySelector('section[data-task=publish] pre.log').textContent.includes('publishing llama-3-8b to eu')",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(log.text().await.expect("text").contains("publishing llama-3-8b to eu"));
+        // Durations and the Gantt chart are drawn by the server: reload for the final ones.
+        c.refresh().await.expect("reload");
+        c.wait().for_element(Locator::Css("svg.gantt rect.bar")).await.expect("Gantt bars");
+        save_screenshot(&c, "run.png").await;
+        c.execute(
+            "document.querySelector('section[data-task=evaluate] details').open = true; \
+             document.getElementById('tasks-title').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .expect("show the tasks");
+        save_screenshot(&c, "run-tasks.png").await;
+        let run = server.wait_run(&run_id, Duration::from_secs(10)).await;
+        assert_eq!(run["params"]["model"], "llama-3-8b", "{run}");
+        assert_eq!(run["state"], "success", "{run}");
+
+        // The workflow page: graph coloured by the run, grid of runs.
+        c.goto(&format!("{}/workflows/release", server.base)).await.expect("workflow page");
+        c.wait().for_element(Locator::Css("svg.dag g.node.s-success")).await.expect("a green node");
+        save_screenshot(&c, "workflow.png").await;
+
+        // Hostile text is shown as text, and nothing in it runs. (Added last, so the
+        // screenshots above show only the demo workflows; the catalog picks it up within a
+        // second.)
+        write_workflow(
+            &sb,
+            "hostile",
+            "description: \"<img src=x onerror=\\\"window.pwned=1\\\"><script>window.pwned=2</script>\"\n\
+             tasks:\n  a: { operator: noop }\n",
+        );
+        c.goto(&format!("{}/workflows/hostile", server.base)).await.expect("hostile page");
+        wait_until(&c, "the hostile workflow to load", "document.querySelector('p.desc') || (location.reload(), false)", Duration::from_secs(15)).await;
+        let description = c.wait().for_element(Locator::Css("p.desc")).await.expect("description");
+        assert_eq!(
+            description.text().await.expect("text"),
+            "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>"
+        );
+        let pwned = c.execute("return window.pwned === undefined;", vec![]).await.expect("check");
+        assert_eq!(pwned, json!(true), "an injected script ran");
+
+        // The same run page at a phone's width.
+        c.set_window_size(390, 844).await.expect("phone width");
+        c.goto(&format!("{}/runs/{run_id}", server.base)).await.expect("run page");
+        c.wait().for_element(Locator::Css("#run-state .badge.s-success")).await.expect("state");
+        let overflow = c
+            .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", vec![])
+            .await
+            .expect("width");
+        assert_eq!(overflow, json!(true), "no sideways scrolling at 390 px");
+        save_screenshot(&c, "run-phone.png").await;
+    })
+    .catch_unwind()
+    .await;
+    // Always end the session, so chromium exits whatever happened above.
+    let closed = c.close().await;
+    drop(driver);
+    if let Err(panic) = flow {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser session closes");
+}

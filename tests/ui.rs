@@ -1,0 +1,901 @@
+//! The web UI end to end: the real `sluice serve`, driven over HTTP like a browser without
+//! JavaScript. Login and redirects, every page of the shipped workflows, CSRF and roles on
+//! every action, escaping of hostile text, masked secrets, security headers and live events.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::Sandbox;
+use common::server::{Server, write_workflow};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// Form bodies as browsers send them (`application/x-www-form-urlencoded`).
+trait FormFields {
+    fn form_fields(self, fields: &[(&str, &str)]) -> Self;
+}
+
+impl FormFields for reqwest::RequestBuilder {
+    fn form_fields(self, fields: &[(&str, &str)]) -> Self {
+        let encode = |text: &str| {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+    }
+}
+
+fn client() -> reqwest::Client {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn start(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut all = vec![("SLUICE_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    all.extend_from_slice(env);
+    Server::start_with(sb, args, &all)
+}
+
+/// A logged-in visitor: the session cookie and the CSRF token its forms carry.
+struct Visitor {
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// Loads the login form (which sets its pairing cookie) and posts it with `fields`.
+async fn post_login(base: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let form = client()
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .expect("GET /login");
+    let pairing = form
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sluice_login="))
+        .and_then(|v| v.split(';').next())
+        .expect("the login form sets its cookie")
+        .to_owned();
+    let page = form.text().await.expect("login page");
+    let marker = "name=\"login_token\" value=\"";
+    let start = page.find(marker).expect("a login token") + marker.len();
+    let token = page[start..].split('"').next().expect("token").to_owned();
+    let mut all = fields.to_vec();
+    all.push(("login_token", &token));
+    client()
+        .post(format!("{base}/login"))
+        .header(COOKIE, pairing)
+        .form_fields(&all)
+        .send()
+        .await
+        .expect("POST /login")
+}
+
+async fn login(server: &Server, name: &str, password: &str) -> Visitor {
+    let response = post_login(
+        &server.base,
+        &[("name", name), ("password", password), ("next", "/")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "login as {name}");
+    let set_cookie = response
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+    let mut visitor = Visitor {
+        base: server.base.clone(),
+        cookie,
+        csrf: String::new(),
+    };
+    let (status, page) = visitor.get("/").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    visitor.csrf = csrf_of(&page);
+    visitor
+}
+
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a form with a CSRF token") + marker.len();
+    page[start..].split('"').next().expect("token").to_owned()
+}
+
+impl Visitor {
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        client()
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let response = self.get_response(path).await;
+        let status = response.status();
+        (status, response.text().await.expect("body"))
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, String, Option<String>) {
+        let response = client()
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form_fields(form)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status, response.text().await.expect("body"), location)
+    }
+
+    /// Posts a form with this session's CSRF token added.
+    async fn act(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, Option<String>) {
+        let mut fields = vec![("csrf", self.csrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+}
+
+/// Copies the repository's shipped workflows into the sandbox.
+fn shipped_workflows(sb: &Sandbox) -> Vec<String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(&source).expect("workflows folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("read workflow");
+            sb.write(&format!("workflows/{name}"), &text);
+            ids.push(
+                path.file_stem()
+                    .expect("stem")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    assert!(!ids.is_empty(), "the repository ships workflows");
+    ids
+}
+
+/// The run id in a `/runs/{id}` location.
+fn run_id_of(location: &str) -> String {
+    location
+        .strip_prefix("/runs/")
+        .unwrap_or_else(|| panic!("not a run page: {location}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_visitors_are_sent_to_login_and_sessions_work() {
+    let sb = Sandbox::new();
+    shipped_workflows(&sb);
+    let server = start(&sb, &[], &[]);
+    let anonymous = client();
+    let response = anonymous
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/login?next=/");
+    let response = anonymous
+        .get(format!("{}/workflows/hello?run=x", server.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response.headers()[LOCATION],
+        "/login?next=/workflows/hello%3Frun%3Dx"
+    );
+    // Changes without a session are refused outright.
+    let response = anonymous
+        .post(format!("{}/workflows/hello/pause", server.base))
+        .form_fields(&[("csrf", "x")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The login page itself is open, and so are the static files.
+    let page = anonymous
+        .get(format!("{}/login?next=//evil.example", server.base))
+        .send()
+        .await
+        .expect("GET /login");
+    assert_eq!(page.status(), StatusCode::OK);
+    let body = page.text().await.expect("body");
+    assert!(
+        body.contains("name=\"next\" value=\"&#x2f;\""),
+        "off-site next is dropped: {body}"
+    );
+    let css = anonymous
+        .get(format!("{}/static/style.css", server.base))
+        .send()
+        .await
+        .expect("css");
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(css.headers()["content-type"], "text/css");
+    let missing = anonymous
+        .get(format!("{}/static/nope.js", server.base))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    // A wrong password is refused with the form again.
+    let refused = post_login(
+        &server.base,
+        &[("name", "admin"), ("password", "wrong"), ("next", "/")],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        !refused
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().is_ok_and(|c| c.starts_with("sluice_session="))),
+        "no session for a wrong password"
+    );
+    assert!(
+        refused
+            .text()
+            .await
+            .expect("body")
+            .contains("The user name or the password is wrong.")
+    );
+    let unknown = post_login(
+        &server.base,
+        &[
+            ("name", "nobody"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+
+    // A login posted from elsewhere (no pairing cookie, or no token) is refused even with the
+    // right password, so no other site can log a visitor in to an account of its choosing.
+    for fields in [
+        vec![
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/"),
+        ],
+        vec![
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("login_token", "forged"),
+        ],
+    ] {
+        let forged = anonymous
+            .post(format!("{}/login", server.base))
+            .header(COOKIE, "sluice_login=other")
+            .form_fields(&fields)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{fields:?}");
+        assert!(
+            forged
+                .text()
+                .await
+                .expect("body")
+                .contains("came from another site")
+        );
+    }
+
+    // The right password: a session cookie that scripts cannot read and other sites do not get.
+    let response = post_login(
+        &server.base,
+        &[
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/workflows/hello"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/workflows/hello");
+    let cookie = response.headers()[SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    for part in [
+        "sluice_session=",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    // Logging out needs the token too, and ends the session for good.
+    let (status, _, _) = visitor.post("/logout", &[("csrf", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, location) = visitor.act("/logout", &[]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/login"))
+    );
+    let response = visitor.get_response("/").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_secure_over_https_and_expire() {
+    let sb = Sandbox::new();
+    shipped_workflows(&sb);
+    sb.write("sluice.toml", "[ui]\nsession_lifetime = \"1s\"\n");
+    let server = start(&sb, &["--public-url", "https://sluice.example.com"], &[]);
+    let response = post_login(
+        &server.base,
+        &[
+            ("name", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/"),
+        ],
+    )
+    .await;
+    let cookie = response.headers()[SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("Max-Age=1"), "{cookie}");
+    let visitor = Visitor {
+        base: server.base.clone(),
+        cookie: cookie.split(';').next().expect("pair").to_owned(),
+        csrf: String::new(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = visitor.get_response("/").await.status();
+        if status == StatusCode::SEE_OTHER {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_the_shipped_workflows_renders() {
+    let sb = Sandbox::new();
+    let ids = shipped_workflows(&sb);
+    write_workflow(
+        &sb,
+        "broken",
+        "tasks:\n  a: { operator: noop, needz: [] }\n",
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+
+    let response = visitor.get_response("/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    for directive in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "default-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(response.headers().contains_key("referrer-policy"));
+    let index = response.text().await.expect("body");
+    for id in &ids {
+        assert!(
+            index.contains(&format!("href=\"/workflows/{id}\"")),
+            "{id} listed"
+        );
+    }
+    assert!(index.contains("Import errors"), "{index}");
+    assert!(
+        index.contains("broken.yaml:2:"),
+        "import errors carry file:line:col: {index}"
+    );
+
+    for id in &ids {
+        let (status, page) = visitor.get(&format!("/workflows/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{id}: {page}");
+        assert!(page.contains("<svg class=\"dag\""), "{id} has a graph");
+        assert!(page.contains("Source"), "{id} shows its file");
+        assert_no_inline_script(&page);
+        let (status, page) = visitor.get(&format!("/workflows/{id}/trigger")).await;
+        assert_eq!(status, StatusCode::OK, "{id} trigger form: {page}");
+        assert_no_inline_script(&page);
+    }
+
+    // hello: the form is generated from its params.
+    let (_, form) = visitor.get("/workflows/hello/trigger").await;
+    assert!(form.contains("name=\"param.name\""), "{form}");
+    assert!(
+        form.contains("value=\"world\""),
+        "the default is filled in: {form}"
+    );
+    assert!(
+        form.contains("type=\"checkbox\" id=\"param-shout\" name=\"param.shout\""),
+        "{form}"
+    );
+    assert!(form.contains("Who to greet"), "descriptions are help text");
+
+    let (status, _, location) = visitor
+        .act(
+            "/workflows/hello/trigger",
+            &[("param.name", "Ada"), ("param.repeat", "3")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let run_id = run_id_of(&location.expect("a run page"));
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "success", "{run}");
+    assert_eq!(run["params"]["name"], "Ada");
+    assert_eq!(run["params"]["repeat"], 3);
+    assert_eq!(run["trigger"], "ui");
+    let (status, page) = visitor.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for text in [
+        "hello, Ada",
+        "user:admin",
+        "&quot;greeting&quot;: &quot;hello&quot;",
+        "<svg class=\"gantt\"",
+    ] {
+        assert!(page.contains(text), "{text} on the run page:\n{page}");
+    }
+    assert_no_inline_script(&page);
+    let (status, page) = visitor.get(&format!("/workflows/hello?run={run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("class=\"node s-success\" data-node=\"say\""),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("data-cell=\"{run_id}|done\"")),
+        "{page}"
+    );
+
+    for missing in ["/workflows/nope", "/runs/nope", "/workflows/nope/trigger"] {
+        let (status, page) = visitor.get(missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(page.contains("<!doctype html>"), "an HTML error page");
+    }
+}
+
+fn assert_no_inline_script(page: &str) {
+    for (i, _) in page.match_indices("<script") {
+        let tag = &page[i..page[i..].find('>').map_or(page.len(), |e| i + e)];
+        assert!(tag.contains(" src="), "inline script: {tag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_form_errors_are_shown_beside_their_fields() {
+    let sb = Sandbox::new();
+    shipped_workflows(&sb);
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let (status, page, _) = visitor
+        .act(
+            "/workflows/hello/trigger",
+            &[("param.name", "Ada"), ("param.repeat", "lots")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("id=\"param-repeat-error\">`lots` is not a whole number"),
+        "{page}"
+    );
+    assert!(
+        page.contains("value=\"Ada\""),
+        "what was typed stays: {page}"
+    );
+    let (status, page, _) = visitor
+        .act("/workflows/hello/trigger", &[("param.repeat", "9")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("id=\"param-repeat-error\""),
+        "the maximum is checked: {page}"
+    );
+    let (_, runs) = server.get("/api/v1/runs").await;
+    assert_eq!(
+        runs["runs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing started: {runs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_csrf_token_and_an_operator() {
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "slow",
+        "tasks:\n  wait: { operator: shell, with: { command: \"sleep 30\" } }\n  \
+         after: { operator: noop, needs: [wait] }\n",
+    );
+    write_workflow(
+        &sb,
+        "quick",
+        "tasks:\n  a: { operator: noop }\n  b: { operator: noop, needs: [a] }\n",
+    );
+    for (name, role, password) in [
+        ("vera", "viewer", "viewer-pw"),
+        ("otto", "operator", "operator-pw"),
+    ] {
+        let mut child = sb
+            .command()
+            .args(["user", "add", name, "--role", role])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("password");
+        let out = child.wait_with_output().expect("user add ends");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let refused = sb.sluice(&["user", "add", "admin", "--role", "viewer"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let refused = sb.sluice(&["user", "add", "x", "--role", "root"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("viewer, operator or admin"),
+        "{}",
+        refused.stderr
+    );
+
+    let server = start(&sb, &[], &[]);
+    let viewer = login(&server, "vera", "viewer-pw").await;
+    let operator = login(&server, "otto", "operator-pw").await;
+
+    // Every action refuses a missing or wrong token, whoever asks.
+    let run_id = server.start_run("slow", json!({})).await;
+    let actions = [
+        "/workflows/slow/pause".to_owned(),
+        "/workflows/slow/unpause".to_owned(),
+        "/workflows/slow/trigger".to_owned(),
+        format!("/runs/{run_id}/cancel"),
+        format!("/runs/{run_id}/tasks/wait/clear"),
+    ];
+    for path in &actions {
+        for form in [
+            vec![],
+            vec![("csrf", "forged")],
+            vec![("csrf", viewer.csrf.as_str())],
+        ] {
+            let (status, page, _) = operator.post(path, &form).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{path} with {form:?}: {page}"
+            );
+        }
+        // A viewer's own valid token is not enough: viewers only look.
+        let (status, page, _) = viewer.act(path, &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} as viewer");
+        assert!(page.contains("may only look"), "{page}");
+    }
+    let (_, page) = viewer.get("/workflows/slow").await;
+    assert!(!page.contains("Trigger run"), "viewers get no buttons");
+
+    // The operator's token works.
+    let (status, _, location) = operator.act("/workflows/slow/pause", &[]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/workflows/slow"))
+    );
+    let (_, wf) = server.get("/api/v1/workflows/slow").await;
+    assert_eq!(wf["paused"], true);
+    let (status, _, location) = operator
+        .act("/workflows/slow/unpause", &[("back", "/")])
+        .await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/"))
+    );
+    let (_, wf) = server.get("/api/v1/workflows/slow").await;
+    assert_eq!(wf["paused"], false);
+
+    let (status, _, _) = operator.act(&format!("/runs/{run_id}/cancel"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert!(
+        run["error"].as_str().is_some_and(|e| e.contains("otto")),
+        "{run}"
+    );
+    let (status, page, _) = operator.act(&format!("/runs/{run_id}/cancel"), &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+
+    // Clearing a task runs it and its downstream again.
+    let quick = server.start_run("quick", json!({})).await;
+    let done = server.wait_run(&quick, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "success");
+    let (status, _, location) = operator
+        .act(&format!("/runs/{quick}/tasks/a/clear"), &[])
+        .await;
+    assert_eq!(
+        (status, location),
+        (StatusCode::SEE_OTHER, Some(format!("/runs/{quick}")))
+    );
+    let again = server.wait_run(&quick, Duration::from_secs(30)).await;
+    assert_eq!(again["state"], "success");
+    assert_eq!(again["tasks"]["b"]["try_number"], 2, "{again}");
+    let (status, _, _) = operator
+        .act(&format!("/runs/{quick}/tasks/zzz/clear"), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_comes_back_escaped_and_secrets_masked() {
+    const XSS: &str = "<script>alert(1)</script>";
+    const IMG: &str = "<img src=x onerror=alert(2)>";
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "hostile",
+        &format!(
+            r#"# {XSS} in a comment of the file source
+description: "{XSS} describes this"
+tags: ["{IMG}"]
+params:
+  note:
+    type: string
+    default: "{IMG}"
+    description: "{XSS} in a param's help"
+tasks:
+  speak:
+    operator: shell
+    with:
+      command: |
+        echo '{IMG}'
+        echo "secret is {{{{ secrets.API_KEY }}}}"
+        echo "admin password: ${{SLUICE_ADMIN_PASSWORD:-not in the task environment}}"
+        echo "html=<b onmouseover=alert(3)>x</b>" >> "$SLUICE_OUTPUT"
+        echo "key={{{{ secrets.API_KEY }}}}" >> "$SLUICE_OUTPUT"
+        echo "note={{{{ params.note }}}}" >> "$SLUICE_OUTPUT"
+"#
+        ),
+    );
+    let secret = "s3cr3t-t0ken-value";
+    let server = start(&sb, &[], &[("SLUICE_SECRET_API_KEY", secret)]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let (status, _, location) = visitor
+        .act(
+            "/workflows/hostile/trigger",
+            &[("param.note", "<svg onload=alert(4)>")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let run_id = run_id_of(&location.expect("run page"));
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "success", "{run}");
+
+    let pages = [
+        "/".to_owned(),
+        "/workflows/hostile".to_owned(),
+        "/workflows/hostile/trigger".to_owned(),
+        format!("/runs/{run_id}"),
+    ];
+    let mut seen = String::new();
+    for path in &pages {
+        let (status, page) = visitor.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        for raw in [XSS, IMG, "<b onmouseover", "<svg onload"] {
+            assert!(!page.contains(raw), "{raw} unescaped on {path}");
+        }
+        assert!(!page.contains(secret), "the secret shows on {path}");
+        assert!(
+            !page.contains(ADMIN_PASSWORD),
+            "the admin password shows on {path}"
+        );
+        seen.push_str(&page);
+    }
+    for escaped in [
+        "&lt;script&gt;alert(1)&lt;&#x2f;script&gt; describes this", // description
+        "&lt;script&gt;alert(1)&lt;&#x2f;script&gt; in a comment",   // file source
+        "&lt;script&gt;alert(1)&lt;&#x2f;script&gt; in a param",     // param help
+        "&lt;img src=x onerror=alert(2)&gt;",                        // tag, default, log
+        "&lt;b onmouseover=alert(3)&gt;",                            // output
+        "&lt;svg onload=alert(4)&gt;",                               // run param
+        "secret is ***",                                             // log, masked
+        "admin password: not in the task environment",               // never inherited
+        "&quot;key&quot;: &quot;***&quot;",                          // output, masked
+    ] {
+        assert!(seen.contains(escaped), "{escaped} missing");
+    }
+
+    // The live stream carries the same text as JSON, masked; the page's script inserts it
+    // as text, never as HTML.
+    let response = visitor
+        .get_response(&format!("/runs/{run_id}/events"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("an ended run's stream ends")
+        .expect("body");
+    assert!(!events.contains(secret), "{events}");
+    assert!(events.contains("secret is ***"), "{events}");
+    for expected in [
+        "event: task",
+        "\"state\":\"success\"",
+        "event: run",
+        "event: log",
+        "event: end",
+    ] {
+        assert!(events.contains(expected), "{expected} in {events}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
+    let sb = Sandbox::new();
+    write_workflow(&sb, "tick", "tasks:\n  a: { operator: noop }\n");
+    let flag = sb.path().join("release.flag");
+    write_workflow(
+        &sb,
+        "gate",
+        &format!(
+            "tasks:\n  wait:\n    operator: shell\n    \
+             with: {{ command: \"while [ ! -e '{}' ]; do sleep 0.05; done; echo released\" }}\n  \
+             after: {{ operator: noop, needs: [wait] }}\n",
+            flag.display()
+        ),
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let mut ids = Vec::new();
+    for _ in 0..23 {
+        ids.push(server.start_run("tick", json!({})).await);
+    }
+    let (_, page) = visitor.get("/workflows/tick").await;
+    let marker = "/workflows/tick?cursor=";
+    let start = page.find(marker).expect("an older-runs link") + marker.len();
+    let cursor: String = page[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    assert_eq!(
+        page.matches("data-run-head=").count(),
+        20,
+        "one page of runs"
+    );
+    let (status, older) = visitor.get(&format!("{marker}{cursor}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(older.matches("data-run-head=").count(), 3, "the rest");
+    assert!(
+        older.contains(&format!("data-run-head=\"{}\"", ids[0])),
+        "the oldest run"
+    );
+    assert!(older.contains("Newest runs"));
+    let (status, page) = visitor.get("/workflows/tick?cursor=zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+
+    // The workflow page's stream tells the grid the state of each cell, then what changes.
+    let newest = ids.last().expect("runs").clone();
+    server.wait_run(&newest, Duration::from_secs(30)).await;
+    let mut grid = visitor.get_response("/workflows/tick/events").await;
+    assert_eq!(grid.status(), StatusCode::OK);
+    let mut cells = String::new();
+    let cell = format!("\"run_id\":\"{newest}\",\"task_id\":\"a\",\"state\":\"success\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cells.contains(&cell) {
+        let chunk = tokio::time::timeout_at(deadline, grid.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no cell event for {newest}: {cells}"))
+            .expect("stream")
+            .expect("the workflow stream stays open");
+        cells.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(cells.contains("event: cell"), "{cells}");
+    assert!(cells.contains("event: run"), "{cells}");
+    drop(grid);
+
+    // A live run page hears a task finish without asking again.
+    let run_id = server.start_run("gate", json!({})).await;
+    let mut response = visitor
+        .get_response(&format!("/runs/{run_id}/events"))
+        .await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("\"task_id\":\"wait\"") {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events arrive")
+            .expect("stream")
+            .expect("not ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    sb.write("release.flag", "go");
+    while !(seen.contains("\"task_id\":\"after\",\"try_number\":1,\"state\":\"success\"")
+        && seen.contains("event: end"))
+    {
+        let Some(chunk) = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events arrive")
+            .expect("stream")
+        else {
+            break;
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("\"task_id\":\"after\",\"try_number\":1,\"state\":\"success\""),
+        "{seen}"
+    );
+    assert!(seen.contains("event: end"), "{seen}");
+}
