@@ -219,6 +219,7 @@ tasks:
       command: |
         echo "token is {{ secrets.API_TOKEN }}"
         echo "env token is $TOKEN"
+        echo "inherited: ${SLUICE_API_TOKEN:-none} ${SLUICE_GITHUB_WEBHOOK_SECRET:-none} ${SLUICE_DATABASE_URL:-none}"
         echo "token={{ secrets.API_TOKEN }}" >> "$SLUICE_OUTPUT"
   fail:
     operator: shell
@@ -232,6 +233,9 @@ tasks:
     let out = sb
         .command()
         .env("SLUICE_SECRET_API_TOKEN", "hunter2-very-secret")
+        // The server's own credentials never reach a task either.
+        .env("SLUICE_API_TOKEN", "hunter2-api")
+        .env("SLUICE_GITHUB_WEBHOOK_SECRET", "hunter2-hook")
         .args(["run", file.to_str().expect("utf-8 path"), "--json"])
         .output()
         .expect("run");
@@ -269,6 +273,11 @@ tasks:
     assert!(
         logs.stdout.contains("bad token ***"),
         "logs:\n{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout.contains("inherited: none none none"),
+        "the server's credentials reached a task:\n{}",
         logs.stdout
     );
 }

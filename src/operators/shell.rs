@@ -68,6 +68,15 @@ pub struct ShellConfig {
     pub shell: String,
 }
 
+/// Environment variables that carry the server's own credentials (the database URL may hold a
+/// password): never passed on to tasks.
+const SERVER_CREDENTIALS: &[&str] = &[
+    "SLUICE_API_TOKEN",
+    "SLUICE_GITHUB_WEBHOOK_SECRET",
+    "SLUICE_ADMIN_PASSWORD",
+    "SLUICE_DATABASE_URL",
+];
+
 /// What a `shell` task runs.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub enum Program {
@@ -179,12 +188,12 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
             command.arg(path);
         }
     }
-    // The worker's own environment holds every secret as SLUICE_SECRET_*; a task gets only the
-    // secrets its `env` passes explicitly.
+    // The worker's own environment holds every secret as SLUICE_SECRET_*, and the server's
+    // credentials; a task gets only the secrets its `env` passes explicitly.
     for (name, _) in std::env::vars_os() {
         if name
             .to_str()
-            .is_some_and(|n| n.starts_with(secrets::ENV_PREFIX))
+            .is_some_and(|n| n.starts_with(secrets::ENV_PREFIX) || SERVER_CREDENTIALS.contains(&n))
         {
             command.env_remove(name);
         }

@@ -119,7 +119,10 @@ impl Store {
             values.push(like_prefix(prefix).into());
         }
         if let Some(c) = &cursor {
-            clauses.push("(created_at < ? OR (created_at = ? AND id < ?))");
+            // The same as `created_at < ? OR (created_at = ? AND id < ?)`, written with a plain
+            // range first so the planner walks the (workflow, created_at) index from the cursor
+            // instead of scanning, even once the database has statistics.
+            clauses.push("created_at <= ? AND (created_at < ? OR id < ?)");
             values.extend([
                 Value::from(c.created_at),
                 c.created_at.into(),
