@@ -185,6 +185,26 @@ impl Workflow {
             .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Outgoing)
             .map(|n| self.graph[n])
     }
+
+    /// The main task at `index` and every task downstream of it, in file order: what clearing
+    /// that task runs again.
+    pub fn with_downstream(&self, index: usize) -> Vec<String> {
+        let mut seen = vec![false; self.tasks.len()];
+        let mut stack = vec![index];
+        while let Some(i) = stack.pop() {
+            if seen.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            seen[i] = true;
+            stack.extend(self.downstream(i));
+        }
+        self.tasks
+            .iter()
+            .zip(seen)
+            .filter(|(_, s)| *s)
+            .map(|(t, _)| t.id.clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -634,26 +634,6 @@ pub struct ClearResponse {
     pub run_requeued: bool,
 }
 
-/// The task at `index` and every task downstream of it, in file order.
-pub(crate) fn with_downstream(workflow: &Workflow, index: usize) -> Vec<String> {
-    let mut seen = vec![false; workflow.tasks.len()];
-    let mut stack = vec![index];
-    while let Some(i) = stack.pop() {
-        if seen.get(i).copied().unwrap_or(true) {
-            continue;
-        }
-        seen[i] = true;
-        stack.extend(workflow.downstream(i));
-    }
-    workflow
-        .tasks
-        .iter()
-        .zip(seen)
-        .filter(|(_, s)| *s)
-        .map(|(t, _)| t.id.clone())
-        .collect()
-}
-
 /// Runs a task again, and every task downstream of it; an ended run is queued again.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/tasks/{task}/clear", tag = "runs",
     params(("id" = String, Path, description = "Run id"), ("task" = String, Path, description = "Task id")),
@@ -685,7 +665,7 @@ pub(super) async fn clear_task(
     let index = workflow
         .task_index(&task)
         .ok_or_else(|| Error::NotFound(format!("run `{id}` has no task `{task}`")))?;
-    let tasks = with_downstream(&workflow, index);
+    let tasks = workflow.with_downstream(index);
     match state.store.clear_tasks(&id, &tasks).await? {
         ClearOutcome::Cleared { run_requeued, .. } => {
             info!(run_id = %id, task = %task, cleared = tasks.len(), run_requeued, "Tasks cleared through the API.");
@@ -928,16 +908,14 @@ pub(super) async fn import_errors(State(state): State<AppState>) -> Json<ImportE
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn clearing_takes_everything_downstream_once() {
         let source = "tasks:\n  a: { operator: noop }\n  b: { operator: noop, needs: [a] }\n  \
                       c: { operator: noop, needs: [a, b] }\n  d: { operator: noop }\n";
         let workflow = crate::catalog::compile_source(std::path::Path::new("wf.yaml"), source)
             .expect("compiles");
-        assert_eq!(with_downstream(&workflow, 0), ["a", "b", "c"]);
-        assert_eq!(with_downstream(&workflow, 1), ["b", "c"]);
-        assert_eq!(with_downstream(&workflow, 3), ["d"]);
+        assert_eq!(workflow.with_downstream(0), ["a", "b", "c"]);
+        assert_eq!(workflow.with_downstream(1), ["b", "c"]);
+        assert_eq!(workflow.with_downstream(3), ["d"]);
     }
 }

@@ -90,7 +90,7 @@ pub async fn clear(
     let index = workflow
         .task_index(&task)
         .ok_or_else(|| WebError::NotFound(format!("run `{run_id}` has no task `{task}`")))?;
-    let tasks = crate::server::with_downstream(&workflow, index);
+    let tasks = workflow.with_downstream(index);
     match state.store.clear_tasks(&run_id, &tasks).await? {
         ClearOutcome::Cleared { .. } => {
             info!(run_id = %run_id, task = %task, cleared = tasks.len(), user = %session.user, "Tasks cleared from the UI.");
