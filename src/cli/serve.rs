@@ -25,7 +25,7 @@ use crate::scheduler::triggers::WorkflowTriggerService;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::secrets::Masker;
 use crate::server::{self, AppState};
-use crate::store::Store;
+use crate::store::{Interest, Store};
 use crate::web::UiSettings;
 use crate::worker::{Worker, WorkerConfig};
 
@@ -264,9 +264,10 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
                 })),
             )?,
         );
-        Some(tokio::spawn(
-            worker.run(store.subscribe(), stop_worker.clone()),
-        ))
+        Some(tokio::spawn(worker.run(
+            store.subscribe_to(Interest::Control),
+            stop_worker.clone(),
+        )))
     } else {
         None
     };
@@ -457,9 +458,10 @@ impl Leader {
             self.catalog.clone(),
             CronConfig::default(),
         );
+        // Only the scheduler needs task state changes; the rest react to runs and pauses.
         let (changed, events, token) = (
             self.catalog_changed.clone(),
-            self.store.subscribe(),
+            self.store.subscribe_to(Interest::Control),
             term.clone(),
         );
         parts.spawn(async move {
@@ -472,7 +474,7 @@ impl Leader {
             self.catalog.clone(),
             self.templates.clone(),
         );
-        let (events, token) = (self.store.subscribe(), term.clone());
+        let (events, token) = (self.store.subscribe_to(Interest::Control), term.clone());
         parts.spawn(async move {
             let result = triggers.run(events, token).await;
             (
@@ -487,14 +489,14 @@ impl Leader {
             self.status_config.clone(),
             self.masker.clone(),
         );
-        let (events, token) = (self.store.subscribe(), term.clone());
+        let (events, token) = (self.store.subscribe_to(Interest::Control), term.clone());
         parts.spawn(async move {
             statuses.run(events, token).await;
             ("commit status service", Ok(()))
         });
 
         if let Some(failure_mail) = self.failure_mail.clone() {
-            let (events, token) = (self.store.subscribe(), term.clone());
+            let (events, token) = (self.store.subscribe_to(Interest::Control), term.clone());
             parts.spawn(async move {
                 let result = failure_mail.run(events, token).await;
                 ("failure mail service", result.map_err(anyhow::Error::from))

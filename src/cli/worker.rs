@@ -14,7 +14,7 @@ use crate::catalog::runs::CatalogRuns;
 use crate::config::{LogFormat, Overrides};
 use crate::dag::DEFAULT_QUEUE;
 use crate::operators::RunLauncher;
-use crate::store::Store;
+use crate::store::{Interest, Store};
 use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +108,7 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
         shared.worker_deps(&store, runs)?,
     );
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut task = tokio::spawn(worker.run(store.subscribe(), stop.clone()));
+    let mut task = tokio::spawn(worker.run(store.subscribe_to(Interest::Control), stop.clone()));
     info!(name, queues = %queues.join(","), "Worker started.");
     tokio::select! {
         _ = wait_for_signal() => {

@@ -10,7 +10,7 @@ use sea_orm::DbBackend;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, notify};
 
 /// Held while this process leads; dropping it gives leadership up.
 pub enum Leadership {
@@ -89,7 +89,7 @@ impl Store {
             .await
             .map_err(StoreError::Lock)?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(&cluster.channel))
+            .bind(lock_key(cluster.channel(notify::Channel::Control)))
             .fetch_one(&mut conn)
             .await
             .map_err(StoreError::Lock)?;

@@ -107,6 +107,28 @@ pub enum StoreEvent {
     Missed,
 }
 
+/// Which events a subscriber hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Every event.
+    All,
+    /// Everything but `TaskStates`: what a worker needs (new work, cancellations, runs that
+    /// ended). Task state changes are most of the traffic, and on PostgreSQL a process whose
+    /// subscribers all want only this does not even receive them.
+    Control,
+}
+
+impl Interest {
+    fn wants(self, event: &StoreEvent) -> bool {
+        self == Interest::All || !matches!(event, StoreEvent::TaskStates { .. })
+    }
+}
+
+struct Subscriber {
+    tx: mpsc::UnboundedSender<StoreEvent>,
+    interest: Interest,
+}
+
 /// Settings for opening a database.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -130,7 +152,7 @@ impl StoreConfig {
 pub struct Store {
     db: DatabaseConnection,
     backend: DbBackend,
-    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<StoreEvent>>>>,
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
     /// On PostgreSQL: how events reach the other processes on the database.
     cluster: Option<Arc<notify::Cluster>>,
 }
@@ -197,7 +219,11 @@ impl Store {
                         .statement_cache_capacity(256)
                 });
         } else {
-            options.max_connections(16).min_connections(1);
+            // Kept open and replaced in the background, so a trigger never waits for a new
+            // connection: a TLS connection takes sqlx about 90 ms to open on loopback.
+            options
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .min_connections(POSTGRES_MIN_CONNECTIONS);
         }
         let db = Database::connect(options)
             .await
@@ -242,25 +268,37 @@ impl Store {
     /// Receives every event committed from now on, until the receiver is dropped: this
     /// process's own and, on PostgreSQL, those of the other processes on the database.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<StoreEvent> {
+        self.subscribe_to(Interest::All)
+    }
+
+    /// Receives the events `interest` names, as `subscribe` does.
+    pub fn subscribe_to(&self, interest: Interest) -> mpsc::UnboundedReceiver<StoreEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock_subscribers().push(tx);
-        if let Some(cluster) = &self.cluster
-            && !cluster
-                .listening
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            tokio::spawn(notify::listen(self.clone(), cluster.url.clone()));
+        self.lock_subscribers().push(Subscriber { tx, interest });
+        if let Some(cluster) = &self.cluster {
+            cluster.start_listening(self, interest);
         }
         rx
     }
 
-    fn lock_subscribers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<StoreEvent>>> {
+    fn lock_subscribers(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
         // A panic while holding this lock cannot leave the list inconsistent.
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a subscriber is left for the events of `channel`.
+    fn has_subscribers(&self, channel: notify::Channel) -> bool {
+        self.lock_subscribers().iter().any(|s| {
+            !s.tx.is_closed()
+                && match channel {
+                    notify::Channel::Control => true,
+                    notify::Channel::TaskStates => s.interest == Interest::All,
+                }
+        })
+    }
+
+    /// Tells subscribers in this process and, on PostgreSQL, the other processes (after the
+    /// change committed; the caller publishes only then).
     pub(crate) fn publish(&self, event: StoreEvent) {
         if let Some(cluster) = &self.cluster {
             let outbox = cluster.outbox.get_or_init(|| {
@@ -276,7 +314,7 @@ impl Store {
     /// Tells this process's subscribers only.
     fn publish_local(&self, event: StoreEvent) {
         self.lock_subscribers()
-            .retain(|tx| tx.send(event.clone()).is_ok());
+            .retain(|s| !s.interest.wants(&event) || s.tx.send(event.clone()).is_ok());
     }
 
     /// A statement with `?` placeholders, rewritten to `$1, $2, …` on PostgreSQL.
@@ -325,6 +363,10 @@ pub(crate) fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Re
 
 /// Rows per multi-row statement: SQLite allows 32,766 bound values per statement.
 pub(crate) const CHUNK: usize = 500;
+
+/// Connections per process on PostgreSQL: at most, and kept open when idle.
+const POSTGRES_MAX_CONNECTIONS: u32 = 16;
+const POSTGRES_MIN_CONNECTIONS: u32 = 4;
 
 #[cfg(test)]
 mod tests {

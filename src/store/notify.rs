@@ -1,11 +1,14 @@
 //! Store events between processes. In one process, `Store::publish` hands each committed change
 //! to the subscribers directly. On PostgreSQL other processes (workers, a second `serve`) share
 //! the database, so every event is also sent with `pg_notify` after its commit, and a listener
-//! connection turns the other processes' notifications back into local events. A lost
-//! notification is not lost work: subscribers also hear `StoreEvent::Missed` whenever the
-//! listener had to reconnect, and re-read what they care about.
+//! connection turns the other processes' notifications back into local events. Task state
+//! changes, most of the traffic, go on a channel of their own: a `sluice worker` needs only the
+//! control events (new work, cancellations, ended runs), so it neither receives nor decodes
+//! the rest. A lost notification is not lost work: subscribers also hear `StoreEvent::Missed`
+//! whenever a listener had to reconnect, and re-read what they care about.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
@@ -14,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{Store, StoreEvent, TaskStateChange};
+use super::{Interest, Store, StoreEvent, TaskStateChange};
 use crate::lifecycle::{RunState, TaskState};
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more; stay well below.
@@ -57,18 +60,39 @@ enum WireEvent {
     },
 }
 
-/// The notification channel of a database schema: schemas are separate Sluice installations
+/// The two notification channels of a schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Channel {
+    /// Everything but task state changes.
+    Control,
+    /// `StoreEvent::TaskStates` only.
+    TaskStates,
+}
+
+impl Channel {
+    fn of(event: &StoreEvent) -> Channel {
+        match event {
+            StoreEvent::TaskStates { .. } => Channel::TaskStates,
+            _ => Channel::Control,
+        }
+    }
+}
+
+/// The name of a schema's notification channel: schemas are separate Sluice installations
 /// (the tests use one each), but notifications are per database.
-pub(super) fn channel_for(schema: &str) -> String {
-    let mut channel = String::from("sluice_");
-    channel.extend(
+pub(super) fn channel_name(schema: &str, channel: Channel) -> String {
+    let mut name = String::from(match channel {
+        Channel::Control => "sluice_",
+        Channel::TaskStates => "sluice_tasks_",
+    });
+    name.extend(
         schema
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
     );
     // Identifiers are at most 63 bytes.
-    channel.truncate(63);
-    channel
+    name.truncate(63);
+    name
 }
 
 /// The payloads that carry `event`: one, or several when a batch of task changes is too big
@@ -177,54 +201,64 @@ fn decode(own_origin: &str, payload: &str) -> Option<StoreEvent> {
 /// Sends what `events` yields as notifications, as many per statement as are waiting, until
 /// every sender is gone. A failed send is logged and dropped: the receivers' polling covers it.
 pub(super) async fn forward(store: Store, mut events: mpsc::UnboundedReceiver<StoreEvent>) {
-    let (origin, channel) = match store.cluster.as_deref() {
-        Some(cluster) => (cluster.origin.clone(), cluster.channel.clone()),
-        None => return,
+    let Some(cluster) = store.cluster.clone() else {
+        return;
+    };
+    let encoded = |event: &StoreEvent| {
+        let channel = cluster.channel(Channel::of(event));
+        encode(&cluster.origin, event)
+            .into_iter()
+            .map(move |payload| (channel, payload))
     };
     while let Some(first) = events.recv().await {
-        let mut payloads = encode(&origin, &first);
+        let mut payloads: Vec<(&str, String)> = encoded(&first).collect();
         while payloads.len() < MAX_PER_STATEMENT {
             match events.try_recv() {
-                Ok(event) => payloads.extend(encode(&origin, &event)),
+                Ok(event) => payloads.extend(encoded(&event)),
                 Err(_) => break,
             }
         }
         for group in payloads.chunks(MAX_PER_STATEMENT) {
             let calls = vec!["pg_notify(?, ?)"; group.len()].join(", ");
             let mut values = Vec::with_capacity(group.len() * 2);
-            for payload in group {
-                values.push(sea_orm::Value::from(channel.as_str()));
+            for (channel, payload) in group {
+                values.push(sea_orm::Value::from(*channel));
                 values.push(sea_orm::Value::from(payload.as_str()));
             }
-            let sql = format!("SELECT {calls}");
-            if let Err(error) = send(&store, store.stmt(&sql, values)).await {
+            // One statement, one round trip: a transaction that only notifies writes no WAL,
+            // so its commit does not wait for the disk.
+            let notify = store.stmt(&format!("SELECT {calls}"), values);
+            if let Err(error) = store.db().execute_raw(notify).await {
                 warn!(%error, "Could not notify other processes of a change; they will find it by polling.");
             }
         }
     }
 }
 
-/// Sends notifications in a transaction of their own that does not wait for its commit to
-/// reach the disk: a notification is delivered at commit either way, and the change it tells
-/// of was made durable by its own commit already. Waiting would add a disk flush (milliseconds)
-/// to every wake-up.
-async fn send(store: &Store, notify: sea_orm::Statement) -> Result<(), sea_orm::DbErr> {
-    use sea_orm::TransactionTrait;
-    let txn = store.db().begin().await?;
-    txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
-        .await?;
-    txn.execute_raw(notify).await?;
-    txn.commit().await
-}
-
-/// Listens for other processes' notifications and publishes them here, reconnecting when the
-/// connection drops (and then publishing `Missed`), until the store has no subscriber left.
-pub(super) async fn listen(store: Store, url: String) {
+/// Listens on `channel` for other processes' notifications and publishes them here while
+/// anyone in this process subscribes to them; a later subscriber starts it again.
+async fn listen(store: Store, channel: Channel) {
     let Some(cluster) = store.cluster.clone() else {
         return;
     };
     loop {
-        let mut listener = match PgListener::connect(&url).await {
+        listen_while_subscribed(&store, &cluster, channel).await;
+        cluster.listening(channel).store(false, Ordering::SeqCst);
+        // A subscriber that came while this listener was ending found it still marked as
+        // listening and started none: carry on for it.
+        if !store.has_subscribers(channel)
+            || cluster.listening(channel).swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+    }
+}
+
+/// Publishes the notifications of `channel` locally, reconnecting when the connection drops
+/// (and then publishing `Missed`), until no subscriber for that channel is left.
+async fn listen_while_subscribed(store: &Store, cluster: &Cluster, channel: Channel) {
+    loop {
+        let mut listener = match PgListener::connect(&cluster.url).await {
             Ok(listener) => listener,
             Err(error) => {
                 warn!(%error, "Cannot listen for other processes' changes; retrying.");
@@ -232,7 +266,7 @@ pub(super) async fn listen(store: Store, url: String) {
                 continue;
             }
         };
-        if let Err(error) = listener.listen(&cluster.channel).await {
+        if let Err(error) = listener.listen(cluster.channel(channel)).await {
             warn!(%error, "Cannot listen for other processes' changes; retrying.");
             tokio::time::sleep(RECONNECT_DELAY).await;
             continue;
@@ -256,7 +290,7 @@ pub(super) async fn listen(store: Store, url: String) {
                     break;
                 }
             }
-            if store.lock_subscribers().is_empty() {
+            if !store.has_subscribers(channel) {
                 return;
             }
         }
@@ -268,14 +302,16 @@ pub(super) async fn listen(store: Store, url: String) {
 pub(super) struct Cluster {
     /// This store's id in notifications.
     pub origin: String,
-    /// The schema's notification channel.
-    pub channel: String,
-    /// The connection URL, for the listener's own connection.
+    /// The schema's notification channels.
+    control_channel: String,
+    task_channel: String,
+    /// The connection URL, for the listeners' own connections.
     pub url: String,
     /// Sends events to `forward`; started with the first event.
     pub outbox: std::sync::OnceLock<mpsc::UnboundedSender<StoreEvent>>,
-    /// Whether `listen` was started (with the first subscriber).
-    pub listening: std::sync::atomic::AtomicBool,
+    /// Whether `listen` was started for each channel (with its first subscriber).
+    listening_control: AtomicBool,
+    listening_tasks: AtomicBool,
 }
 
 impl Cluster {
@@ -292,11 +328,41 @@ impl Cluster {
         };
         Ok(Cluster {
             origin: uuid::Uuid::new_v4().simple().to_string(),
-            channel: channel_for(&schema),
+            control_channel: channel_name(&schema, Channel::Control),
+            task_channel: channel_name(&schema, Channel::TaskStates),
             url: url.to_owned(),
             outbox: std::sync::OnceLock::new(),
-            listening: std::sync::atomic::AtomicBool::new(false),
+            listening_control: AtomicBool::new(false),
+            listening_tasks: AtomicBool::new(false),
         })
+    }
+
+    pub fn channel(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Control => &self.control_channel,
+            Channel::TaskStates => &self.task_channel,
+        }
+    }
+
+    fn listening(&self, channel: Channel) -> &AtomicBool {
+        match channel {
+            Channel::Control => &self.listening_control,
+            Channel::TaskStates => &self.listening_tasks,
+        }
+    }
+
+    /// Starts listening on the channels a new subscriber with `interest` needs, unless this
+    /// process listens on them already.
+    pub fn start_listening(&self, store: &Store, interest: Interest) {
+        let mut channels = vec![Channel::Control];
+        if interest == Interest::All {
+            channels.push(Channel::TaskStates);
+        }
+        for channel in channels {
+            if !self.listening(channel).swap(true, Ordering::SeqCst) {
+                tokio::spawn(listen(store.clone(), channel));
+            }
+        }
     }
 }
 
@@ -366,35 +432,60 @@ mod tests {
 
     #[test]
     fn channels_are_identifiers_per_schema() {
-        assert_eq!(channel_for("public"), "sluice_public");
-        assert_eq!(channel_for("my-schema"), "sluice_my_schema");
-        assert!(channel_for(&"x".repeat(100)).len() <= 63);
+        assert_eq!(channel_name("public", Channel::Control), "sluice_public");
+        assert_eq!(
+            channel_name("my-schema", Channel::Control),
+            "sluice_my_schema"
+        );
+        assert_eq!(
+            channel_name("public", Channel::TaskStates),
+            "sluice_tasks_public"
+        );
+        assert!(channel_name(&"x".repeat(100), Channel::TaskStates).len() <= 63);
     }
 
     #[tokio::test]
     async fn another_process_hears_committed_changes() {
         use crate::store::conformance::backends;
-        use crate::store::{NewRun, StoreConfig};
+        use crate::store::{DecisionBatch, NewRun, NewTaskInstance, StoreConfig};
         for backend in backends().await {
             let Some(cluster) = backend.store.cluster.clone() else {
                 backend.finish().await;
                 continue;
             };
             let here = backend.store.clone();
-            let there = Store::open(&StoreConfig::new(cluster.url.clone()))
+            let config = StoreConfig::new(cluster.url.clone());
+            let there = Store::open(&config)
                 .await
                 .expect("a second process's store");
-            let mut heard_there = there.subscribe();
-            let mut heard_here = here.subscribe();
-            // The listener announces itself with `Missed` once it listens.
-            let first = tokio::time::timeout(Duration::from_secs(10), heard_there.recv())
+            let worker = Store::open(&config)
                 .await
-                .expect("listening in time");
-            assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
+                .expect("a worker process's store");
+            let mut heard_there = there.subscribe();
+            let mut heard_by_worker = worker.subscribe_to(Interest::Control);
+            let mut heard_here = here.subscribe();
+            // Each listener announces itself with `Missed` once it listens: two for a
+            // subscriber of everything, one for a worker.
+            for (events, listeners) in [(&mut heard_there, 2), (&mut heard_by_worker, 1)] {
+                for _ in 0..listeners {
+                    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                        .await
+                        .expect("listening in time");
+                    assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
+                }
+            }
             here.save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
                 .await
                 .expect("version");
             let now = chrono::Utc::now();
+            let task = NewTaskInstance {
+                task_id: "t".into(),
+                try_number: 1,
+                priority: 0,
+                pool: None,
+                queue: "default".into(),
+                not_before: None,
+            };
             here.create_run(
                 &NewRun {
                     id: "r-notify".into(),
@@ -407,18 +498,60 @@ mod tests {
                     data_interval_start: now,
                     data_interval_end: now,
                 },
-                &[],
+                &[task],
             )
             .await
             .expect("run");
-            let heard = tokio::time::timeout(Duration::from_secs(10), heard_there.recv())
+            let row = here.task_states("r-notify").await.expect("rows")[0].id;
+            let mut batch = DecisionBatch::default();
+            batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
+            here.apply_decisions("r-notify", &batch)
                 .await
-                .expect("notified in time");
+                .expect("queued");
+
+            // The two channels are heard apart, so their events may interleave either way.
+            let mut there_saw = (false, false);
+            while there_saw != (true, true) {
+                let heard = tokio::time::timeout(Duration::from_secs(10), heard_there.recv())
+                    .await
+                    .expect("notified in time");
+                match heard {
+                    Some(StoreEvent::RunState {
+                        run_id,
+                        state: RunState::Queued,
+                    }) => {
+                        assert_eq!(run_id, "r-notify");
+                        there_saw.0 = true;
+                    }
+                    Some(StoreEvent::TaskStates { run_id, changes }) => {
+                        assert_eq!(run_id, "r-notify");
+                        assert_eq!(changes[0].state, TaskState::Queued);
+                        there_saw.1 = true;
+                    }
+                    Some(StoreEvent::WorkQueued) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            // The worker hears the run and the new work, never the task states.
+            let mut worker_saw = Vec::new();
+            while let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_millis(500), heard_by_worker.recv()).await
+            {
+                worker_saw.push(format!("{event:?}"));
+            }
             assert!(
-                matches!(&heard, Some(StoreEvent::RunState { run_id, state: RunState::Queued }) if run_id == "r-notify"),
-                "{heard:?}"
+                worker_saw.iter().any(|e| e.contains("WorkQueued")),
+                "{worker_saw:?}"
             );
-            // Here, the event arrives once: directly, not again as an echo.
+            assert!(
+                worker_saw.iter().any(|e| e.contains("RunState")),
+                "{worker_saw:?}"
+            );
+            assert!(
+                !worker_saw.iter().any(|e| e.contains("TaskStates")),
+                "{worker_saw:?}"
+            );
+            // Here, each event arrives once: directly, not again as an echo.
             let mut own = Vec::new();
             while let Ok(Some(event)) =
                 tokio::time::timeout(Duration::from_millis(300), heard_here.recv()).await
@@ -427,9 +560,124 @@ mod tests {
             }
             assert_eq!(
                 own.iter().filter(|e| e.contains("r-notify")).count(),
-                1,
+                2,
                 "{own:?}"
             );
+            backend.finish().await;
+        }
+    }
+
+    /// Listening connections of this schema's channels, as PostgreSQL sees them.
+    async fn listeners(store: &Store, cluster: &Cluster) -> i64 {
+        let row = store
+            .db()
+            .query_one_raw(store.stmt(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE query IN (?, ?)",
+                vec![
+                    format!("LISTEN \"{}\"", cluster.channel(Channel::Control)).into(),
+                    format!("LISTEN \"{}\"", cluster.channel(Channel::TaskStates)).into(),
+                ],
+            ))
+            .await
+            .expect("pg_stat_activity")
+            .expect("a count");
+        row.try_get("", "n").expect("n")
+    }
+
+    #[tokio::test]
+    async fn listening_ends_with_the_last_subscriber_and_starts_again_with_the_next() {
+        use crate::store::conformance::backends;
+        use crate::store::{NewRun, StoreConfig};
+        for backend in backends().await {
+            let Some(cluster) = backend.store.cluster.clone() else {
+                backend.finish().await;
+                continue;
+            };
+            let here = backend.store.clone();
+            let there = Store::open(&StoreConfig::new(cluster.url.clone()))
+                .await
+                .expect("a second process's store");
+            here.save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
+                .await
+                .expect("version");
+            let create = |id: &str| {
+                let now = chrono::Utc::now();
+                let run = NewRun {
+                    id: id.into(),
+                    workflow_id: "wf".into(),
+                    version_hash: "h".into(),
+                    trigger: "manual".into(),
+                    triggered_by: None,
+                    params: Default::default(),
+                    logical_date: now,
+                    data_interval_start: now,
+                    data_interval_end: now,
+                };
+                let task = crate::store::NewTaskInstance {
+                    task_id: "t".into(),
+                    try_number: 1,
+                    priority: 0,
+                    pool: None,
+                    queue: "default".into(),
+                    not_before: None,
+                };
+                let here = here.clone();
+                // A run and a task state change: something on each channel.
+                async move {
+                    here.create_run(&run, &[task]).await.expect("run");
+                    let row = here.task_states(&run.id).await.expect("rows")[0].id;
+                    let mut batch = crate::store::DecisionBatch::default();
+                    batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
+                    here.apply_decisions(&run.id, &batch).await.expect("queued");
+                }
+            };
+            let missed_twice = |events: &mut mpsc::UnboundedReceiver<StoreEvent>| {
+                let mut events = std::mem::replace(events, mpsc::unbounded_channel().1);
+                async move {
+                    for _ in 0..2 {
+                        let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                            .await
+                            .expect("listening in time");
+                        assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
+                    }
+                    events
+                }
+            };
+            let mut first = there.subscribe();
+            first = missed_twice(&mut first).await;
+            drop(first);
+            // The listeners notice at their next notification that nobody listens any more.
+            create("r-unheard").await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while listeners(&here, &cluster).await > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the listeners never stopped"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut second = there.subscribe();
+            second = missed_twice(&mut second).await;
+            create("r-heard").await;
+            let (mut run_heard, mut task_heard) = (false, false);
+            while !(run_heard && task_heard) {
+                let heard = tokio::time::timeout(Duration::from_secs(10), second.recv())
+                    .await
+                    .expect("notified in time");
+                match heard {
+                    Some(StoreEvent::RunState { run_id, .. }) => {
+                        assert_eq!(run_id, "r-heard");
+                        run_heard = true;
+                    }
+                    Some(StoreEvent::TaskStates { run_id, .. }) => {
+                        assert_eq!(run_id, "r-heard");
+                        task_heard = true;
+                    }
+                    Some(StoreEvent::WorkQueued) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            drop(there);
             backend.finish().await;
         }
     }
