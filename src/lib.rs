@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod github;
 pub mod lifecycle;
+pub mod metric;
 pub mod params;
 pub mod schedule;
 pub mod secrets;

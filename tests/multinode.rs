@@ -303,6 +303,69 @@ async fn four_workers_two_killed_midway_every_task_runs_once_at_a_time() {
     db.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_serves_its_health_and_metrics() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "three",
+        "tasks:\n  a: { operator: noop }\n  b: { operator: noop }\n  c: { operator: noop }\n",
+    );
+    let server = scheduler(&sb, &db);
+    let worker = WorkerProcess::start(&sb, &db.url, "watched", &["--bind", "127.0.0.1:0"]);
+    let logs = worker.logs();
+    let base = logs
+        .split("and /metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|url| url.trim_end_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no address in the worker's log:\n{logs}"));
+    let run_id = server.start_run("three", json!({})).await;
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}");
+
+    let client = common::server::client();
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.expect("health JSON");
+    assert_eq!(health["status"], "ok");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "sluice_worker_claimed_total 3",
+        "sluice_worker_tries_running 0",
+        "sluice_task_duration_seconds_count{operator=\"noop\"} 3",
+        "sluice_task_instances{state=\"success\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    let other = client
+        .get(format!("{base}/api/v1/runs"))
+        .send()
+        .await
+        .expect("other route");
+    assert_eq!(other.status(), 404);
+    drop(worker);
+    drop(server);
+    db.finish().await;
+}
+
 #[test]
 fn a_worker_needs_a_shared_database_and_valid_queue_names() {
     let sb = Sandbox::new();
@@ -313,6 +376,9 @@ fn a_worker_needs_a_shared_database_and_valid_queue_names() {
         "{}",
         out.stderr
     );
+    let out = sb.sluice(&["worker", "--bind", "localhost"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--bind"), "{}", out.stderr);
     let out = sb.sluice(&["worker", "--queues", "gpu,Big Box"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tracing::info;
 
 use super::serve::{POLL_FALLBACK, TaskRunnerArgs, queue_name, wait_for_signal, worker_name};
@@ -14,6 +15,7 @@ use crate::catalog::runs::CatalogRuns;
 use crate::config::{LogFormat, Overrides};
 use crate::dag::DEFAULT_QUEUE;
 use crate::operators::RunLauncher;
+use crate::server;
 use crate::store::{Interest, Store};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -34,6 +36,9 @@ pub struct WorkerArgs {
     /// [default: workflows, when it exists]
     #[arg(long, env = "SLUICE_WORKFLOWS", value_name = "DIR")]
     pub workflows: Option<PathBuf>,
+    /// Serve `/healthz` and `/metrics` on this address, e.g. 127.0.0.1:9464 [default: none]
+    #[arg(long, env = "SLUICE_WORKER_BIND", value_name = "ADDR")]
+    pub bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub tasks: TaskRunnerArgs,
     /// `human` or `json` log lines on stderr [default: human]
@@ -108,6 +113,9 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
         shared.worker_deps(&store, runs)?,
     );
     let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(address) = args.bind {
+        serve_operations(address, &store, stop.clone()).await?;
+    }
     let mut task = tokio::spawn(worker.run(store.subscribe_to(Interest::Control), stop.clone()));
     info!(name, queues = %queues.join(","), "Worker started.");
     tokio::select! {
@@ -124,4 +132,31 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
     }
     info!("Worker stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/healthz` and `/metrics` until `stop` fires, so a worker can be monitored like
+/// `serve`: the same database gauges, and this process's own task and claim metrics.
+async fn serve_operations(
+    address: std::net::SocketAddr,
+    store: &Store,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let address = listener.local_addr()?;
+    let router = server::ops_only_router(server::OpsState {
+        store: store.clone(),
+        metrics: Some(server::metrics::install()),
+    });
+    info!(%address, "Serving /healthz and /metrics on http://{address}");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "The operations endpoints stopped.");
+        }
+    });
+    Ok(())
 }

@@ -89,7 +89,7 @@ impl CronService {
                     Ok(run_id) => {
                         let lag = now - interval.end;
                         info!(workflow = %id, run_id, logical_date = %interval.start, "Scheduled run created.");
-                        metrics::histogram!("sluice_scheduler_fire_lag_seconds")
+                        metrics::histogram!(crate::metric::FIRE_LAG)
                             .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
                         pass.created.push((id.clone(), run_id, lag));
                     }

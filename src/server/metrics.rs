@@ -1,17 +1,17 @@
-//! The process's Prometheus recorder: histograms recorded anywhere through the `metrics`
-//! facade (task durations by workers, fire lag by the scheduler) land here, and `/metrics`
-//! renders them after the gauges it computes from the database.
+//! The process's Prometheus recorder: what is recorded anywhere through the `metrics` facade
+//! (task durations and claims by workers, fire lag by the scheduler) lands here, and `/metrics`
+//! renders it after the gauges it computes from the database.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::warn;
 
-/// How long tasks take, in seconds: from sub-second checks to multi-hour training jobs.
-pub const TASK_DURATION: &str = "sluice_task_duration_seconds";
-/// How late the scheduler started a cron run after its planned time, in seconds.
-pub const FIRE_LAG: &str = "sluice_scheduler_fire_lag_seconds";
+use crate::metric::{
+    CLAIMED, COMPLETIONS_REJECTED, FIRE_LAG, LEASES_LOST, TASK_DURATION, TRIES_RUNNING,
+};
 
+/// How long tasks take, in seconds: from sub-second checks to multi-hour training jobs.
 const TASK_DURATION_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
 ];
@@ -47,6 +47,16 @@ pub fn install() -> PrometheusHandle {
                 TASK_DURATION,
                 metrics::Unit::Seconds,
                 "How long task tries took, from claim to completion."
+            );
+            metrics::describe_gauge!(TRIES_RUNNING, "Task tries this process runs now.");
+            metrics::describe_counter!(CLAIMED, "Task tries this process claimed.");
+            metrics::describe_counter!(
+                COMPLETIONS_REJECTED,
+                "Completions refused because another try had taken over."
+            );
+            metrics::describe_counter!(
+                LEASES_LOST,
+                "Running tries whose lease ran out, stopped by this process."
             );
             metrics::describe_histogram!(
                 FIRE_LAG,

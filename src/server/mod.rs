@@ -33,6 +33,8 @@ pub mod metrics;
 mod openapi;
 mod ops;
 
+pub use ops::{OpsState, ops_only_router};
+
 /// The largest request body accepted; anything bigger is answered with 413. Run params are
 /// small documents, so a megabyte leaves room without letting one request fill memory.
 pub const BODY_LIMIT: usize = 1024 * 1024;

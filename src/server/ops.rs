@@ -3,14 +3,47 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
+use axum::Router;
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use tower_http::trace::TraceLayer;
 use tracing::warn;
 use utoipa::ToSchema;
 
 use super::{AppState, Result};
+use crate::store::Store;
+
+/// What the operations endpoints read: the database and this process's recorder.
+#[derive(Clone)]
+pub struct OpsState {
+    pub store: Store,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        OpsState {
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+        }
+    }
+}
+
+/// The operations endpoints alone, for processes without the API (`sluice worker --bind`).
+pub fn ops_only_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            super::Error::NotFound("this process serves only /healthz and /metrics".into())
+        })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -21,7 +54,7 @@ pub struct Health {
 /// 200 when the database answers, 503 otherwise.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+pub(super) async fn healthz(State(state): State<OpsState>) -> Response {
     match state.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
@@ -48,7 +81,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
 /// this process recorded.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", body = String)))]
-pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response> {
+pub(super) async fn metrics(State(state): State<OpsState>) -> Result<Response> {
     let runs = state.store.run_counts().await?;
     let tasks = state.store.task_counts().await?;
     let mut text = String::new();

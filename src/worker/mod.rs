@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
 use crate::lifecycle::TaskState;
+use crate::metric;
 use crate::operators::alert::AlertServices;
 use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
 use crate::secrets::{Masker, Secrets};
@@ -201,6 +202,7 @@ impl Worker {
         for id in ids.iter().filter(|id| !held.contains(id)) {
             if let Some((run_id, token)) = self.in_flight.get(id) {
                 warn!(run_id, id, "Lost the lease on a running try; stopping it.");
+                metrics::counter!(metric::LEASES_LOST).increment(1);
                 token.cancel();
             }
         }
@@ -256,9 +258,11 @@ impl Worker {
             })
             .await?;
         let more = claimed.len() == free;
+        metrics::counter!(metric::CLAIMED).increment(claimed.len() as u64);
         for task in claimed {
             self.start(task).await;
         }
+        metrics::gauge!(metric::TRIES_RUNNING).set(self.in_flight.len() as f64);
         Ok(more)
     }
 
@@ -372,10 +376,12 @@ impl Worker {
         } else {
             let accepted = self.store.complete(&logs, &completions).await?;
             if accepted.len() != completions.len() {
+                let rejected = completions.len() - accepted.len();
                 warn!(
-                    rejected = completions.len() - accepted.len(),
+                    rejected,
                     "Completions were rejected: their tries had been taken over."
                 );
+                metrics::counter!(metric::COMPLETIONS_REJECTED).increment(rejected as u64);
             }
             for completion in &completions {
                 self.in_flight.remove(&completion.id);
@@ -388,6 +394,7 @@ impl Worker {
                 self.in_flight.remove(id);
             }
         }
+        metrics::gauge!(metric::TRIES_RUNNING).set(self.in_flight.len() as f64);
         if !self.cancelled_runs.is_empty() {
             let in_flight = &self.in_flight;
             self.cancelled_runs
@@ -509,7 +516,7 @@ async fn execute(
         timer.abort();
     }
     let elapsed = started.elapsed();
-    metrics::histogram!("sluice_task_duration_seconds", "operator" => operator.name())
+    metrics::histogram!(metric::TASK_DURATION, "operator" => operator.name())
         .record(elapsed.as_secs_f64());
     debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
     let outcome = match result {

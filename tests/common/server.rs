@@ -162,7 +162,7 @@ impl Drop for Server {
     }
 }
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
