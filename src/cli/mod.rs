@@ -110,6 +110,11 @@ impl Settings {
     pub fn store(&self) -> StoreConfig {
         StoreConfig::new(&self.config.database)
     }
+
+    /// The database of a long-running process, with `n` connections opened ahead of need.
+    pub fn warm_store(&self, n: u32) -> StoreConfig {
+        self.store().warm(n)
+    }
 }
 
 /// What the scheduler and the workers of one process share: compiled workflow versions,

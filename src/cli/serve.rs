@@ -125,6 +125,10 @@ pub(super) const POLL_FALLBACK: Duration = Duration::from_secs(2);
 /// On PostgreSQL, how often the scheduler re-reads its runs, for the same reason.
 const RELOAD_FALLBACK: Duration = Duration::from_secs(5);
 
+/// Database connections opened at start-up on PostgreSQL: enough for the API, the scheduler,
+/// notifications and the leader's services to work at once without waiting for a new one.
+const SERVE_CONNECTIONS: u32 = 8;
+
 /// How `serve` runs, beyond the configuration.
 struct ServeOptions {
     shutdown_grace: Duration,
@@ -169,7 +173,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
 async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<ExitCode> {
     let config = settings.config.clone();
     let metrics = server::metrics::install();
-    let store = Store::open(&settings.store()).await?;
+    let store = Store::open(&settings.warm_store(SERVE_CONNECTIONS)).await?;
     let dir = config.workflows.clone();
     let catalog = Arc::new(
         tokio::task::spawn_blocking(move || Catalog::open(&dir))

@@ -46,6 +46,10 @@ pub struct WorkerArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// Database connections opened at start-up: claims and completions, heartbeats, notifications
+/// and the odd operator's query at once.
+const WORKER_CONNECTIONS: u32 = 4;
+
 pub fn execute(config: Option<&Path>, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(
         config,
@@ -69,7 +73,7 @@ pub fn execute(config: Option<&Path>, args: WorkerArgs) -> anyhow::Result<ExitCo
 
 async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let config = &settings.config;
-    let store = Store::open(&settings.store()).await?;
+    let store = Store::open(&settings.warm_store(WORKER_CONNECTIONS)).await?;
     if store.backend() != sea_orm::DbBackend::Postgres {
         // A SQLite database belongs to one process, which is `serve` (or `run`).
         anyhow::bail!(

@@ -136,6 +136,9 @@ pub struct StoreConfig {
     pub url: String,
     /// How long SQLite waits for a lock before giving up.
     pub busy_timeout: Duration,
+    /// On PostgreSQL: how many connections to open right after start-up, in the background,
+    /// for a long-running process (`serve`, `worker`); one-off commands need one.
+    pub warm_connections: u32,
 }
 
 impl StoreConfig {
@@ -143,6 +146,15 @@ impl StoreConfig {
         StoreConfig {
             url: url.into(),
             busy_timeout: Duration::from_secs(10),
+            warm_connections: 1,
+        }
+    }
+
+    /// The same, with `n` connections opened ahead of need on PostgreSQL.
+    pub fn warm(self, n: u32) -> Self {
+        StoreConfig {
+            warm_connections: n,
+            ..self
         }
     }
 }
@@ -162,6 +174,19 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("backend", &self.backend)
             .finish_non_exhaustive()
+    }
+}
+
+/// Opens `n` pool connections at once (in parallel, so in about the time of one) and puts
+/// them back, idle, for the first requests to find.
+async fn warm_up(db: DatabaseConnection, n: u32) {
+    let pool = db.get_postgres_connection_pool();
+    let held = futures_util::future::join_all(
+        (0..n.min(POSTGRES_MAX_CONNECTIONS)).map(|_| pool.acquire()),
+    )
+    .await;
+    if let Some(Err(error)) = held.iter().find(|c| c.is_err()) {
+        tracing::warn!(%error, "Could not open database connections ahead of need.");
     }
 }
 
@@ -219,11 +244,14 @@ impl Store {
                         .statement_cache_capacity(256)
                 });
         } else {
-            // Kept open and replaced in the background, so a trigger never waits for a new
-            // connection: a TLS connection takes sqlx about 90 ms to open on loopback.
+            // Connections are kept once open: opening a TLS connection takes sqlx about 90 ms
+            // even on loopback (it waits on delayed TCP acknowledgements), which a trigger
+            // should never wait for; an idle connection costs the server a few megabytes.
             options
                 .max_connections(POSTGRES_MAX_CONNECTIONS)
-                .min_connections(POSTGRES_MIN_CONNECTIONS);
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
         }
         let db = Database::connect(options)
             .await
@@ -245,6 +273,9 @@ impl Store {
             DbBackend::Postgres => Some(Arc::new(notify::Cluster::new(&db, &url).await?)),
             _ => None,
         };
+        if backend == DbBackend::Postgres && config.warm_connections > 1 {
+            tokio::spawn(warm_up(db.clone(), config.warm_connections));
+        }
         Ok(Store {
             db,
             backend,
@@ -364,9 +395,8 @@ pub(crate) fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Re
 /// Rows per multi-row statement: SQLite allows 32,766 bound values per statement.
 pub(crate) const CHUNK: usize = 500;
 
-/// Connections per process on PostgreSQL: at most, and kept open when idle.
+/// Connections per process on PostgreSQL, at most.
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
-const POSTGRES_MIN_CONNECTIONS: u32 = 4;
 
 #[cfg(test)]
 mod tests {
