@@ -444,10 +444,78 @@ mod tests {
         assert!(channel_name(&"x".repeat(100), Channel::TaskStates).len() <= 63);
     }
 
+    /// Creates run `run_id` with one task and queues the task: something on each channel
+    /// (the run's state, the task's state, new work).
+    async fn queue_one_task(store: &Store, run_id: &str) {
+        use crate::store::{DecisionBatch, NewRun, NewTaskInstance};
+        store
+            .save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
+            .await
+            .expect("version");
+        let now = chrono::Utc::now();
+        let run = NewRun {
+            id: run_id.into(),
+            workflow_id: "wf".into(),
+            version_hash: "h".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: Default::default(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        };
+        let task = NewTaskInstance {
+            task_id: "t".into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            queue: "default".into(),
+            not_before: None,
+        };
+        store.create_run(&run, &[task]).await.expect("run");
+        let row = store.task_states(run_id).await.expect("rows")[0].id;
+        let mut batch = DecisionBatch::default();
+        batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
+        store.apply_decisions(run_id, &batch).await.expect("queued");
+    }
+
+    /// Waits until `listeners` listeners announced themselves with `Missed`.
+    async fn wait_listening(events: &mut mpsc::UnboundedReceiver<StoreEvent>, listeners: usize) {
+        for _ in 0..listeners {
+            let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("listening in time");
+            assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
+        }
+    }
+
+    /// Receives until the run's state and its task's state were both heard.
+    async fn hear_run_and_task(events: &mut mpsc::UnboundedReceiver<StoreEvent>, run: &str) {
+        let (mut run_heard, mut task_heard) = (false, false);
+        while !(run_heard && task_heard) {
+            let heard = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("notified in time");
+            match heard {
+                Some(StoreEvent::RunState { run_id, .. }) => {
+                    assert_eq!(run_id, run);
+                    run_heard = true;
+                }
+                Some(StoreEvent::TaskStates { run_id, changes }) => {
+                    assert_eq!(run_id, run);
+                    assert_eq!(changes[0].state, TaskState::Queued);
+                    task_heard = true;
+                }
+                Some(StoreEvent::WorkQueued) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn another_process_hears_committed_changes() {
+        use crate::store::StoreConfig;
         use crate::store::conformance::backends;
-        use crate::store::{DecisionBatch, NewRun, NewTaskInstance, StoreConfig};
         for backend in backends().await {
             let Some(cluster) = backend.store.cluster.clone() else {
                 backend.finish().await;
@@ -464,74 +532,13 @@ mod tests {
             let mut heard_there = there.subscribe();
             let mut heard_by_worker = worker.subscribe_to(Interest::Control);
             let mut heard_here = here.subscribe();
-            // Each listener announces itself with `Missed` once it listens: two for a
-            // subscriber of everything, one for a worker.
-            for (events, listeners) in [(&mut heard_there, 2), (&mut heard_by_worker, 1)] {
-                for _ in 0..listeners {
-                    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
-                        .await
-                        .expect("listening in time");
-                    assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
-                }
-            }
-            here.save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
-                .await
-                .expect("version");
-            let now = chrono::Utc::now();
-            let task = NewTaskInstance {
-                task_id: "t".into(),
-                try_number: 1,
-                priority: 0,
-                pool: None,
-                queue: "default".into(),
-                not_before: None,
-            };
-            here.create_run(
-                &NewRun {
-                    id: "r-notify".into(),
-                    workflow_id: "wf".into(),
-                    version_hash: "h".into(),
-                    trigger: "manual".into(),
-                    triggered_by: None,
-                    params: Default::default(),
-                    logical_date: now,
-                    data_interval_start: now,
-                    data_interval_end: now,
-                },
-                &[task],
-            )
-            .await
-            .expect("run");
-            let row = here.task_states("r-notify").await.expect("rows")[0].id;
-            let mut batch = DecisionBatch::default();
-            batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
-            here.apply_decisions("r-notify", &batch)
-                .await
-                .expect("queued");
-
+            // A subscriber of everything makes its process listen on both channels; a
+            // worker's, on the control channel only.
+            wait_listening(&mut heard_there, 2).await;
+            wait_listening(&mut heard_by_worker, 1).await;
+            queue_one_task(&here, "r-notify").await;
             // The two channels are heard apart, so their events may interleave either way.
-            let mut there_saw = (false, false);
-            while there_saw != (true, true) {
-                let heard = tokio::time::timeout(Duration::from_secs(10), heard_there.recv())
-                    .await
-                    .expect("notified in time");
-                match heard {
-                    Some(StoreEvent::RunState {
-                        run_id,
-                        state: RunState::Queued,
-                    }) => {
-                        assert_eq!(run_id, "r-notify");
-                        there_saw.0 = true;
-                    }
-                    Some(StoreEvent::TaskStates { run_id, changes }) => {
-                        assert_eq!(run_id, "r-notify");
-                        assert_eq!(changes[0].state, TaskState::Queued);
-                        there_saw.1 = true;
-                    }
-                    Some(StoreEvent::WorkQueued) => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+            hear_run_and_task(&mut heard_there, "r-notify").await;
             // The worker hears the run and the new work, never the task states.
             let mut worker_saw = Vec::new();
             while let Ok(Some(event)) =
@@ -586,8 +593,8 @@ mod tests {
 
     #[tokio::test]
     async fn listening_ends_with_the_last_subscriber_and_starts_again_with_the_next() {
+        use crate::store::StoreConfig;
         use crate::store::conformance::backends;
-        use crate::store::{NewRun, StoreConfig};
         for backend in backends().await {
             let Some(cluster) = backend.store.cluster.clone() else {
                 backend.finish().await;
@@ -597,57 +604,11 @@ mod tests {
             let there = Store::open(&StoreConfig::new(cluster.url.clone()))
                 .await
                 .expect("a second process's store");
-            here.save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
-                .await
-                .expect("version");
-            let create = |id: &str| {
-                let now = chrono::Utc::now();
-                let run = NewRun {
-                    id: id.into(),
-                    workflow_id: "wf".into(),
-                    version_hash: "h".into(),
-                    trigger: "manual".into(),
-                    triggered_by: None,
-                    params: Default::default(),
-                    logical_date: now,
-                    data_interval_start: now,
-                    data_interval_end: now,
-                };
-                let task = crate::store::NewTaskInstance {
-                    task_id: "t".into(),
-                    try_number: 1,
-                    priority: 0,
-                    pool: None,
-                    queue: "default".into(),
-                    not_before: None,
-                };
-                let here = here.clone();
-                // A run and a task state change: something on each channel.
-                async move {
-                    here.create_run(&run, &[task]).await.expect("run");
-                    let row = here.task_states(&run.id).await.expect("rows")[0].id;
-                    let mut batch = crate::store::DecisionBatch::default();
-                    batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
-                    here.apply_decisions(&run.id, &batch).await.expect("queued");
-                }
-            };
-            let missed_twice = |events: &mut mpsc::UnboundedReceiver<StoreEvent>| {
-                let mut events = std::mem::replace(events, mpsc::unbounded_channel().1);
-                async move {
-                    for _ in 0..2 {
-                        let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
-                            .await
-                            .expect("listening in time");
-                        assert!(matches!(first, Some(StoreEvent::Missed)), "{first:?}");
-                    }
-                    events
-                }
-            };
             let mut first = there.subscribe();
-            first = missed_twice(&mut first).await;
+            wait_listening(&mut first, 2).await;
             drop(first);
             // The listeners notice at their next notification that nobody listens any more.
-            create("r-unheard").await;
+            queue_one_task(&here, "r-unheard").await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while listeners(&here, &cluster).await > 0 {
                 assert!(
@@ -657,26 +618,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let mut second = there.subscribe();
-            second = missed_twice(&mut second).await;
-            create("r-heard").await;
-            let (mut run_heard, mut task_heard) = (false, false);
-            while !(run_heard && task_heard) {
-                let heard = tokio::time::timeout(Duration::from_secs(10), second.recv())
-                    .await
-                    .expect("notified in time");
-                match heard {
-                    Some(StoreEvent::RunState { run_id, .. }) => {
-                        assert_eq!(run_id, "r-heard");
-                        run_heard = true;
-                    }
-                    Some(StoreEvent::TaskStates { run_id, .. }) => {
-                        assert_eq!(run_id, "r-heard");
-                        task_heard = true;
-                    }
-                    Some(StoreEvent::WorkQueued) => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+            wait_listening(&mut second, 2).await;
+            queue_one_task(&here, "r-heard").await;
+            hear_run_and_task(&mut second, "r-heard").await;
             drop(there);
             backend.finish().await;
         }
