@@ -585,25 +585,7 @@ async fn actions_need_the_csrf_token_and_an_operator() {
         ("vera", "viewer", "viewer-pw"),
         ("otto", "operator", "operator-pw"),
     ] {
-        let mut child = sb
-            .command()
-            .args(["user", "add", name, "--role", role])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sluice user add");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("password");
-        let out = child.wait_with_output().expect("user add ends");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_user(&sb, name, role, password);
     }
     let refused = sb.sluice(&["user", "add", "admin", "--role", "viewer"]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
@@ -898,4 +880,124 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
         "{seen}"
     );
     assert!(seen.contains("event: end"), "{seen}");
+}
+
+/// Creates a UI user with `sluice user add`, the password on stdin.
+fn add_user(sb: &Sandbox, name: &str, role: &str, password: &str) {
+    let mut child = sb
+        .command()
+        .args(["user", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("password");
+    let out = child.wait_with_output().expect("user add ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Posts a login and returns its status, body and whether it set a session cookie.
+async fn attempt_login(base: &str, name: &str, password: &str) -> (StatusCode, String, bool) {
+    let response = post_login(
+        base,
+        &[("name", name), ("password", password), ("next", "/")],
+    )
+    .await;
+    let status = response.status();
+    let session = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|c| c.to_str().is_ok_and(|c| c.starts_with("sluice_session=")));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "a 429 says when to come back"
+        );
+    }
+    (status, response.text().await.expect("body"), session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_name_until_the_window_passes() {
+    let sb = Sandbox::new();
+    add_user(&sb, "ursula", "viewer", "ursula-pw");
+    let server = start(&sb, &[], &[]);
+    let base = &server.base;
+
+    for attempt in 1..=5 {
+        let (status, page, _) = attempt_login(base, "admin", "wrong").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}: {page}"
+        );
+    }
+    // The sixth attempt, and then the right password, are refused without a check.
+    for password in ["wrong", ADMIN_PASSWORD] {
+        let (status, page, session) = attempt_login(base, "admin", password).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{password}: {page}");
+        assert!(
+            page.contains("Too many failed logins for this user name.")
+                && page.contains("Try again after <time datetime="),
+            "{page}"
+        );
+        assert!(!session, "no session while locked");
+    }
+
+    // Another name is unaffected; a success before the limit clears its count.
+    for _ in 0..4 {
+        let (status, _, _) = attempt_login(base, "ursula", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, page, session) = attempt_login(base, "ursula", "ursula-pw").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert!(session);
+    for _ in 0..4 {
+        let (status, page, _) = attempt_login(base, "ursula", "wrong").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the count restarted: {page}"
+        );
+    }
+    let (status, page, _) = attempt_login(base, "ursula", "ursula-pw").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+
+    common::wait_for("the lockout in the log", Duration::from_secs(10), || {
+        server
+            .logs()
+            .contains("locked after repeated failed logins")
+    });
+    let logs = server.logs();
+    assert!(
+        !logs.contains("ursula-pw") && !logs.contains(ADMIN_PASSWORD),
+        "no password in the log: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_logins_from_one_address_is_cut_off() {
+    let sb = Sandbox::new();
+    let server = start(&sb, &[], &[]);
+    // Different names, so no name lockout is involved: only the address limit.
+    for i in 0..20 {
+        let (status, page, _) = attempt_login(&server.base, &format!("guess{i}"), "pw").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}: {page}");
+    }
+    let (status, page, _) = attempt_login(&server.base, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(
+        page.contains("Too many login attempts from your address."),
+        "{page}"
+    );
 }

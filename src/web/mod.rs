@@ -26,6 +26,7 @@ pub mod auth;
 mod graph;
 mod live;
 mod pages;
+pub mod throttle;
 mod trigger;
 
 /// The name of the session cookie.
@@ -61,6 +62,8 @@ pub struct WebState {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub settings: Arc<UiSettings>,
+    /// Login attempts per client address; one per server, shared by its requests.
+    pub login_limiter: Arc<throttle::AddressLimiter>,
 }
 
 /// The UI's routes, with their state already applied so they merge into any router.
