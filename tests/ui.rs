@@ -1001,3 +1001,122 @@ async fn a_flood_of_logins_from_one_address_is_cut_off() {
         "{page}"
     );
 }
+
+/// Posts a GitHub delivery signed with `secret`, as GitHub does; returns the status and answer.
+async fn deliver(
+    base: &str,
+    secret: &str,
+    event: &str,
+    delivery: &str,
+    payload: &serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let body = serde_json::to_vec(payload).expect("serialize");
+    let response = client()
+        .post(format!("{base}/hooks/github"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header(
+            "X-Hub-Signature-256",
+            sluice::github::signature::sign(secret.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("POST /hooks/github");
+    let status = response.status();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deliveries_are_listed_with_their_runs_and_escaped() {
+    const SECRET: &str = "hook-secret-for-tests";
+    const SHA: &str = "9049f1265b7d61be4a8904a9a27120d2064dab3b";
+    const XSS: &str = "<script>alert(1)</script>";
+    const IMG: &str = "<img src=x onerror=alert(2)>";
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "on-push",
+        "triggers:\n  - github: { events: [push] }\ntasks:\n  t: { operator: noop }\n",
+    );
+    let server = start(&sb, &[], &[("SLUICE_GITHUB_WEBHOOK_SECRET", SECRET)]);
+
+    let anonymous = client()
+        .get(format!("{}/github/deliveries", server.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        anonymous.headers()[LOCATION],
+        "/login?next=/github/deliveries"
+    );
+
+    let push = |repository: &str, branch: &str| {
+        json!({
+            "ref": format!("refs/heads/{branch}"),
+            "after": SHA,
+            "repository": { "full_name": repository },
+            "sender": { "login": "octocat" },
+            "commits": [],
+        })
+    };
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "push",
+        "delivery-main",
+        &push("acme/evals", "main"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run_id = answer["runs"][0].as_str().expect("a run").to_owned();
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "push",
+        "delivery-hostile",
+        &push(&format!("acme/{XSS}"), IMG),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "<b>bold</b>",
+        "delivery-unknown",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let (status, page) = visitor.get("/github/deliveries").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for raw in [XSS, IMG, "<b>bold"] {
+        assert!(!page.contains(raw), "{raw} unescaped: {page}");
+    }
+    for expected in [
+        format!("<a href=\"/runs/{run_id}\">{run_id}</a>"),
+        "acme&#x2f;evals".to_owned(),
+        "<code>main</code>".to_owned(),
+        format!("<code title=\"{SHA}\">9049f12</code>"),
+        "acme&#x2f;&lt;script&gt;alert(1)&lt;&#x2f;script&gt;".to_owned(),
+        "&lt;img src=x onerror=alert(2)&gt;".to_owned(),
+        "no workflow has a `github` trigger for `&lt;b&gt;bold&lt;&#x2f;b&gt;` events".to_owned(),
+        "href=\"/github/deliveries\"".to_owned(),
+    ] {
+        assert!(page.contains(&expected), "{expected} missing: {page}");
+    }
+    // Newest first.
+    let position = |id: &str| {
+        page.find(&format!("data-delivery=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} listed"))
+    };
+    assert!(position("delivery-unknown") < position("delivery-hostile"));
+    assert!(position("delivery-hostile") < position("delivery-main"));
+    assert_no_inline_script(&page);
+    let (status, _) = visitor.get("/github/deliveries?cursor=zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 mod actions;
 mod assets;
 pub mod auth;
+mod deliveries;
 mod graph;
 mod live;
 mod pages;
@@ -84,6 +85,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/cancel", post(actions::cancel))
         .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
         .route("/runs/{run_id}/events", get(live::run_events))
+        .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
