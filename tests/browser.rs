@@ -232,10 +232,11 @@ tasks:
         c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
         c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("log in");
 
-        // The workflows page.
-        let heading = c.wait().for_element(Locator::Css("main h1")).await.expect("heading");
+        // The workflows page. Wait for something only it has: the login page has a heading
+        // too, which goes stale while the login is answered.
+        c.wait().for_element(Locator::Css("a[href='/workflows/hello']")).await.expect("hello is listed");
+        let heading = c.find(Locator::Css("main h1")).await.expect("heading");
         assert_eq!(heading.text().await.expect("text"), "Workflows");
-        c.find(Locator::Css("a[href='/workflows/hello']")).await.expect("hello is listed");
         // Run hello once so the list and its page have history to show.
         let hello = server.start_run("hello", json!({"name": "screenshots"})).await;
         server.wait_run(&hello, Duration::from_secs(60)).await;

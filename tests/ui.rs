@@ -585,25 +585,7 @@ async fn actions_need_the_csrf_token_and_an_operator() {
         ("vera", "viewer", "viewer-pw"),
         ("otto", "operator", "operator-pw"),
     ] {
-        let mut child = sb
-            .command()
-            .args(["user", "add", name, "--role", role])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sluice user add");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("password");
-        let out = child.wait_with_output().expect("user add ends");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_user(&sb, name, role, password);
     }
     let refused = sb.sluice(&["user", "add", "admin", "--role", "viewer"]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
@@ -898,4 +880,243 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
         "{seen}"
     );
     assert!(seen.contains("event: end"), "{seen}");
+}
+
+/// Creates a UI user with `sluice user add`, the password on stdin.
+fn add_user(sb: &Sandbox, name: &str, role: &str, password: &str) {
+    let mut child = sb
+        .command()
+        .args(["user", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("password");
+    let out = child.wait_with_output().expect("user add ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Posts a login and returns its status, body and whether it set a session cookie.
+async fn attempt_login(base: &str, name: &str, password: &str) -> (StatusCode, String, bool) {
+    let response = post_login(
+        base,
+        &[("name", name), ("password", password), ("next", "/")],
+    )
+    .await;
+    let status = response.status();
+    let session = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|c| c.to_str().is_ok_and(|c| c.starts_with("sluice_session=")));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "a 429 says when to come back"
+        );
+    }
+    (status, response.text().await.expect("body"), session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_name_until_the_window_passes() {
+    let sb = Sandbox::new();
+    add_user(&sb, "ursula", "viewer", "ursula-pw");
+    let server = start(&sb, &[], &[]);
+    let base = &server.base;
+
+    for attempt in 1..=5 {
+        let (status, page, _) = attempt_login(base, "admin", "wrong").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}: {page}"
+        );
+    }
+    // The sixth attempt, and then the right password, are refused without a check.
+    for password in ["wrong", ADMIN_PASSWORD] {
+        let (status, page, session) = attempt_login(base, "admin", password).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{password}: {page}");
+        assert!(
+            page.contains("Too many failed logins for this user name.")
+                && page.contains("Try again after <time datetime="),
+            "{page}"
+        );
+        assert!(!session, "no session while locked");
+    }
+
+    // Another name is unaffected; a success before the limit clears its count.
+    for _ in 0..4 {
+        let (status, _, _) = attempt_login(base, "ursula", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, page, session) = attempt_login(base, "ursula", "ursula-pw").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert!(session);
+    for _ in 0..4 {
+        let (status, page, _) = attempt_login(base, "ursula", "wrong").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the count restarted: {page}"
+        );
+    }
+    let (status, page, _) = attempt_login(base, "ursula", "ursula-pw").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+
+    common::wait_for("the lockout in the log", Duration::from_secs(10), || {
+        server
+            .logs()
+            .contains("locked after repeated failed logins")
+    });
+    let logs = server.logs();
+    assert!(
+        !logs.contains("ursula-pw") && !logs.contains(ADMIN_PASSWORD),
+        "no password in the log: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_logins_from_one_address_is_cut_off() {
+    let sb = Sandbox::new();
+    let server = start(&sb, &[], &[]);
+    // Different names, so no name lockout is involved: only the address limit.
+    for i in 0..20 {
+        let (status, page, _) = attempt_login(&server.base, &format!("guess{i}"), "pw").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}: {page}");
+    }
+    let (status, page, _) = attempt_login(&server.base, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(
+        page.contains("Too many login attempts from your address."),
+        "{page}"
+    );
+}
+
+/// Posts a GitHub delivery signed with `secret`, as GitHub does; returns the status and answer.
+async fn deliver(
+    base: &str,
+    secret: &str,
+    event: &str,
+    delivery: &str,
+    payload: &serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let body = serde_json::to_vec(payload).expect("serialize");
+    let response = client()
+        .post(format!("{base}/hooks/github"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header(
+            "X-Hub-Signature-256",
+            sluice::github::signature::sign(secret.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("POST /hooks/github");
+    let status = response.status();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deliveries_are_listed_with_their_runs_and_escaped() {
+    const SECRET: &str = "hook-secret-for-tests";
+    const SHA: &str = "9049f1265b7d61be4a8904a9a27120d2064dab3b";
+    const XSS: &str = "<script>alert(1)</script>";
+    const IMG: &str = "<img src=x onerror=alert(2)>";
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "on-push",
+        "triggers:\n  - github: { events: [push] }\ntasks:\n  t: { operator: noop }\n",
+    );
+    let server = start(&sb, &[], &[("SLUICE_GITHUB_WEBHOOK_SECRET", SECRET)]);
+
+    let anonymous = client()
+        .get(format!("{}/github/deliveries", server.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        anonymous.headers()[LOCATION],
+        "/login?next=/github/deliveries"
+    );
+
+    let push = |repository: &str, branch: &str| {
+        json!({
+            "ref": format!("refs/heads/{branch}"),
+            "after": SHA,
+            "repository": { "full_name": repository },
+            "sender": { "login": "octocat" },
+            "commits": [],
+        })
+    };
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "push",
+        "delivery-main",
+        &push("acme/evals", "main"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run_id = answer["runs"][0].as_str().expect("a run").to_owned();
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "push",
+        "delivery-hostile",
+        &push(&format!("acme/{XSS}"), IMG),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = deliver(
+        &server.base,
+        SECRET,
+        "<b>bold</b>",
+        "delivery-unknown",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let (status, page) = visitor.get("/github/deliveries").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for raw in [XSS, IMG, "<b>bold"] {
+        assert!(!page.contains(raw), "{raw} unescaped: {page}");
+    }
+    for expected in [
+        format!("<a href=\"/runs/{run_id}\">{run_id}</a>"),
+        "acme&#x2f;evals".to_owned(),
+        "<code>main</code>".to_owned(),
+        format!("<code title=\"{SHA}\">9049f12</code>"),
+        "acme&#x2f;&lt;script&gt;alert(1)&lt;&#x2f;script&gt;".to_owned(),
+        "&lt;img src=x onerror=alert(2)&gt;".to_owned(),
+        "no workflow has a `github` trigger for `&lt;b&gt;bold&lt;&#x2f;b&gt;` events".to_owned(),
+        "href=\"/github/deliveries\"".to_owned(),
+    ] {
+        assert!(page.contains(&expected), "{expected} missing: {page}");
+    }
+    // Newest first.
+    let position = |id: &str| {
+        page.find(&format!("data-delivery=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} listed"))
+    };
+    assert!(position("delivery-unknown") < position("delivery-hostile"));
+    assert!(position("delivery-hostile") < position("delivery-main"));
+    assert_no_inline_script(&page);
+    let (status, _) = visitor.get("/github/deliveries?cursor=zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -8,6 +8,8 @@ mod m20261127_000002_github_deliveries;
 mod m20261127_000003_alert_throttle;
 mod m20261127_000004_multi_node;
 mod m20261127_000005_users;
+mod m20261127_000006_login_failures;
+mod m20261127_000007_delivery_refs;
 
 pub struct Migrator;
 
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_alert_throttle::Migration),
             Box::new(m20261127_000004_multi_node::Migration),
             Box::new(m20261127_000005_users::Migration),
+            Box::new(m20261127_000006_login_failures::Migration),
+            Box::new(m20261127_000007_delivery_refs::Migration),
         ]
     }
 

@@ -298,9 +298,13 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
     info!(%address, "Sluice is serving on http://{address}");
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(listener, server::router(state))
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
+        // The peer address feeds the UI's per-address login limit.
+        axum::serve(
+            listener,
+            server::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await
     });
 
     wait_for_signal().await;

@@ -22,6 +22,12 @@ pub struct DeliveryView {
     pub action: Option<String>,
     /// `owner/name`.
     pub repository: Option<String>,
+    /// The branch the event concerns (a push's branch, a pull request's base branch, …).
+    pub branch: Option<String>,
+    /// The pushed or released tag.
+    pub tag: Option<String>,
+    /// The commit the event concerns.
+    pub sha: Option<String>,
     /// The login of who caused the event.
     pub sender: Option<String>,
     /// `started`, `ignored` or `rejected`.
@@ -40,6 +46,9 @@ impl From<DeliveryRecord> for DeliveryView {
             event: d.event,
             action: d.action,
             repository: d.repository,
+            branch: d.branch,
+            tag: d.tag,
+            sha: d.sha,
             sender: d.sender,
             outcome: d.outcome.as_str().to_owned(),
             reason: d.reason,

@@ -128,6 +128,9 @@ async fn github(
         event: event.to_owned(),
         action: None,
         repository: None,
+        branch: None,
+        tag: None,
+        sha: None,
         sender: None,
         outcome: DeliveryOutcome::Ignored,
         reason: None,
@@ -148,6 +151,9 @@ async fn github(
     let facts = EventFacts::from_payload(event, &payload);
     delivery.action = facts.action.clone();
     delivery.repository = facts.repository.clone();
+    delivery.branch = facts.branch.clone();
+    delivery.tag = facts.tag.clone();
+    delivery.sha = facts.sha.clone();
     delivery.sender = facts.sender.clone();
     // A redelivery is answered from the record without matching again; the unique key in
     // `record_delivery` still decides between copies that arrive together.

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         store: state.store.clone(),
         catalog: state.catalog.clone(),
         settings: state.ui.clone(),
+        login_limiter: Arc::default(),
     });
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();

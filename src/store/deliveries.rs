@@ -51,6 +51,11 @@ pub struct NewDelivery {
     pub event: String,
     pub action: Option<String>,
     pub repository: Option<String>,
+    /// The branch and the tag the event concerns, if any (see `github::EventFacts`).
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// The commit the event concerns, if any.
+    pub sha: Option<String>,
     pub sender: Option<String>,
     pub outcome: DeliveryOutcome,
     /// Why nothing started (or why some matching workflows did not start).
@@ -73,6 +78,9 @@ pub struct DeliveryRecord {
     pub event: String,
     pub action: Option<String>,
     pub repository: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub sha: Option<String>,
     pub sender: Option<String>,
     pub outcome: DeliveryOutcome,
     pub reason: Option<String>,
@@ -97,8 +105,8 @@ pub struct DeliveryPage {
     pub next_cursor: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, event, action, repository, sender, outcome, reason, run_ids, received_at";
+const COLUMNS: &str = "id, event, action, repository, branch, tag, sha, sender, outcome, reason, \
+                       run_ids, received_at";
 
 fn from_row(row: &QueryResult) -> Result<DeliveryRecord> {
     let run_ids: String = get(row, "run_ids")?;
@@ -107,6 +115,9 @@ fn from_row(row: &QueryResult) -> Result<DeliveryRecord> {
         event: get(row, "event")?,
         action: get(row, "action")?,
         repository: get(row, "repository")?,
+        branch: get(row, "branch")?,
+        tag: get(row, "tag")?,
+        sha: get(row, "sha")?,
         sender: get(row, "sender")?,
         outcome: DeliveryOutcome::parse(&get::<String>(row, "outcome")?)?,
         reason: get(row, "reason")?,
@@ -146,7 +157,7 @@ impl Store {
         let inserted = txn
             .execute_raw(self.stmt(
                 &format!(
-                    "INSERT INTO github_deliveries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                    "INSERT INTO github_deliveries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 vec![
@@ -154,6 +165,9 @@ impl Store {
                     delivery.event.as_str().into(),
                     delivery.action.clone().into(),
                     delivery.repository.clone().into(),
+                    delivery.branch.clone().into(),
+                    delivery.tag.clone().into(),
+                    delivery.sha.clone().into(),
                     delivery.sender.clone().into(),
                     delivery.outcome.as_str().into(),
                     delivery.reason.clone().into(),
@@ -190,6 +204,9 @@ impl Store {
             event: delivery.event.clone(),
             action: delivery.action.clone(),
             repository: delivery.repository.clone(),
+            branch: delivery.branch.clone(),
+            tag: delivery.tag.clone(),
+            sha: delivery.sha.clone(),
             sender: delivery.sender.clone(),
             outcome: delivery.outcome,
             reason: delivery.reason.clone(),
@@ -275,6 +292,9 @@ mod tests {
             event: "push".into(),
             action: None,
             repository: Some("acme/evals".into()),
+            branch: Some("main".into()),
+            tag: None,
+            sha: Some("9049f1265b7d61be4a8904a9a27120d2064dab3b".into()),
             sender: Some("octocat".into()),
             outcome: DeliveryOutcome::Started,
             reason: None,
@@ -400,6 +420,11 @@ mod tests {
         let ids: Vec<&str> = first.deliveries.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["d4", "d3"]);
         assert_eq!(first.deliveries[0].reason.as_deref(), Some("reason 4"));
+        assert_eq!(first.deliveries[0].branch.as_deref(), Some("main"));
+        assert_eq!(
+            first.deliveries[0].sha.as_deref(),
+            Some("9049f1265b7d61be4a8904a9a27120d2064dab3b")
+        );
         let cursor = first.next_cursor.expect("more pages");
         let second = store
             .list_deliveries(10, Some(&cursor))

@@ -530,6 +530,7 @@ macro_rules! on_every_backend {
 // Declared after `on_every_backend!` so their conformance tests can use the macro.
 mod alerts;
 mod deliveries;
+mod logins;
 
 #[cfg(test)]
 mod store_tests {

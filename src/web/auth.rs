@@ -4,20 +4,23 @@
 //! The `admin` user comes from configuration (`SLUICE_ADMIN_PASSWORD` or
 //! `ui.admin_password_hash`); everyone else from `sluice user add`.
 
+use std::net::SocketAddr;
 use std::sync::LazyLock;
+use std::time::Instant;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use axum::Form;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::Utc;
+use axum::{Extension, Form};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{Result, SESSION_COOKIE, WebError, WebState, local_path, render};
+use super::throttle::{self, Admission};
+use super::{Result, SESSION_COOKIE, WebError, WebState, iso, local_path, render};
 use crate::store::{Role, SessionRecord};
 
 /// The user name whose password comes from configuration.
@@ -195,10 +198,25 @@ fn login_form(
     name: &str,
     error: Option<&str>,
 ) -> Result<Response> {
+    login_form_until(state, status, next, name, error, None)
+}
+
+/// The login page with an error and, when logins are throttled, the time to try again after.
+fn login_form_until(
+    state: &WebState,
+    status: StatusCode,
+    next: &str,
+    name: &str,
+    error: Option<&str>,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<Response> {
     let token = random_token();
     let page = render(
         "login.html",
-        minijinja::context! { title => "Log in", next, name, error, login_token => token.clone() },
+        minijinja::context! {
+            title => "Log in", next, name, error, login_token => token.clone(),
+            retry_at => retry_at.map(iso),
+        },
     )?;
     let secure = if state.settings.secure_cookies {
         "; Secure"
@@ -214,6 +232,12 @@ fn login_form(
         HeaderValue::from_str(&cookie)
             .map_err(|e| WebError::Internal(format!("cannot build the login cookie: {e}")))?,
     );
+    if let Some(at) = retry_at {
+        let seconds = (at - Utc::now()).num_seconds().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     Ok(response)
 }
 
@@ -264,13 +288,33 @@ async fn check_password(state: &WebState, name: &str, password: &str) -> Result<
     Ok(matches.then_some(role))
 }
 
-/// `POST /login`: checks the password, starts a session and sets its cookie.
+/// `POST /login`: checks the password, starts a session and sets its cookie. Attempts are
+/// throttled per client address and per name (`web::throttle`) before any password is checked.
 pub async fn login(
     State(state): State<WebState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = local_path(&form.next).unwrap_or("/").to_owned();
+    let address = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    if let Admission::Refused { retry_after, first } =
+        state.login_limiter.admit(address, Instant::now())
+    {
+        if first {
+            warn!(address = ?address, "Too many UI login attempts from one address; refusing them for the rest of the minute.");
+        }
+        let retry_at = Utc::now()
+            + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::minutes(1));
+        return login_form_until(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            &form.name,
+            Some("Too many login attempts from your address."),
+            Some(retry_at),
+        );
+    }
     let paired = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(c, &form.login_token));
     if !paired {
         return login_form(
@@ -281,8 +325,30 @@ pub async fn login(
             Some("The login form expired or came from another site; please log in again."),
         );
     }
+    let key = throttle::name_key(&form.name);
+    let now = Utc::now();
+    let recent = state
+        .store
+        .recent_login_failures(key, now - throttle::FAILURE_WINDOW, throttle::MAX_FAILURES)
+        .await?;
+    // A locked name is refused without checking the password, the right one included.
+    if let Some(until) = throttle::locked_until(&recent, now) {
+        info!(user = ?form.name, address = ?address, until = %iso(until), "A UI login for a locked name was refused.");
+        return locked_out(&state, &next, &form.name, until);
+    }
     let Some(role) = check_password(&state, &form.name, &form.password).await? else {
-        info!(user = %form.name, "A UI login was refused.");
+        let failed_at = Utc::now();
+        state
+            .store
+            .record_login_failure(key, failed_at, failed_at - throttle::FAILURE_WINDOW)
+            .await?;
+        let mut failures = recent;
+        failures.insert(0, failed_at);
+        if let Some(until) = throttle::locked_until(&failures, failed_at) {
+            warn!(user = ?form.name, address = ?address, until = %iso(until), "A UI user name is locked after repeated failed logins.");
+        } else {
+            info!(user = ?form.name, address = ?address, "A UI login was refused.");
+        }
         return login_form(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -291,6 +357,9 @@ pub async fn login(
             Some("The user name or the password is wrong."),
         );
     };
+    if !recent.is_empty() {
+        state.store.clear_login_failures(key).await?;
+    }
     let token = random_token();
     let now = Utc::now();
     let lifetime = state.settings.session_lifetime;
@@ -331,6 +400,18 @@ pub async fn login(
         HeaderValue::from_static("sluice_login=; Path=/login; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     Ok(response)
+}
+
+/// The answer to a login for a locked name: 429 and when to try again.
+fn locked_out(state: &WebState, next: &str, name: &str, until: DateTime<Utc>) -> Result<Response> {
+    login_form_until(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        next,
+        name,
+        Some("Too many failed logins for this user name."),
+        Some(until),
+    )
 }
 
 /// `GET /logout`: a page with the logout button (logging out is a POST with the token).

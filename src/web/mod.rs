@@ -23,9 +23,11 @@ use crate::store::{Store, StoreError};
 mod actions;
 mod assets;
 pub mod auth;
+mod deliveries;
 mod graph;
 mod live;
 mod pages;
+pub mod throttle;
 mod trigger;
 
 /// The name of the session cookie.
@@ -61,6 +63,8 @@ pub struct WebState {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub settings: Arc<UiSettings>,
+    /// Login attempts per client address; one per server, shared by its requests.
+    pub login_limiter: Arc<throttle::AddressLimiter>,
 }
 
 /// The UI's routes, with their state already applied so they merge into any router.
@@ -81,6 +85,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/cancel", post(actions::cancel))
         .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
         .route("/runs/{run_id}/events", get(live::run_events))
+        .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
