@@ -221,6 +221,9 @@ pub struct AlertsConfig {
     /// Addresses that get a standard mail for every failed run (through `[smtp]`).
     #[serde(default)]
     pub email_on_failure: Vec<String>,
+    /// Addresses that get a standard mail for every failed try that will be tried again.
+    #[serde(default)]
+    pub email_on_retry: Vec<String>,
 }
 
 /// How long a web UI login lasts when the file does not say.
@@ -428,16 +431,20 @@ impl Config {
         }
         self.smtp = file.smtp;
         if let Some(alerts) = file.alerts {
-            if !alerts.email_on_failure.is_empty() && self.smtp.is_none() {
-                return Err(invalid(
-                    "`alerts.email_on_failure` needs an `[smtp]` section to send through"
-                        .to_owned(),
-                ));
-            }
-            if let Some(bad) = alerts.email_on_failure.iter().find(|a| !a.contains('@')) {
-                return Err(invalid(format!(
-                    "`alerts.email_on_failure` holds `{bad}`, which is not an email address"
-                )));
+            for (field, addresses) in [
+                ("email_on_failure", &alerts.email_on_failure),
+                ("email_on_retry", &alerts.email_on_retry),
+            ] {
+                if !addresses.is_empty() && self.smtp.is_none() {
+                    return Err(invalid(format!(
+                        "`alerts.{field}` needs an `[smtp]` section to send through"
+                    )));
+                }
+                if let Some(bad) = addresses.iter().find(|a| !a.contains('@')) {
+                    return Err(invalid(format!(
+                        "`alerts.{field}` holds `{bad}`, which is not an email address"
+                    )));
+                }
             }
             self.alerts = alerts;
         }
@@ -909,7 +916,8 @@ since = 2026-11-01
         let config = from_toml(
             "[smtp]\nhost = \"127.0.0.1\"\nport = 1025\ntls = \"none\"\nfrom = \"sluice@example.com\"\n\
              username = \"bot\"\npassword_secret = \"SMTP_PASSWORD\"\ntimeout = \"5s\"\n\
-             [alerts]\nemail_on_failure = [\"team@example.com\"]\n",
+             [alerts]\nemail_on_failure = [\"team@example.com\"]\n\
+             email_on_retry = [\"Ops <ops@example.com>\"]\n",
             Overrides::default(),
         )
         .expect("valid");
@@ -921,6 +929,7 @@ since = 2026-11-01
         assert_eq!(smtp.password_secret.as_deref(), Some("SMTP_PASSWORD"));
         assert_eq!(smtp.timeout.0, std::time::Duration::from_secs(5));
         assert_eq!(config.alerts.email_on_failure, ["team@example.com"]);
+        assert_eq!(config.alerts.email_on_retry, ["Ops <ops@example.com>"]);
         let defaults = from_toml(
             "[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
             Overrides::default(),
@@ -957,6 +966,14 @@ since = 2026-11-01
         assert!(
             bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n")
                 .contains("not an email address")
+        );
+        assert!(
+            bad("[alerts]\nemail_on_retry = [\"a@b\"]\n")
+                .contains("`alerts.email_on_retry` needs an `[smtp]` section")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_retry = [\"ops\"]\n")
+                .contains("`alerts.email_on_retry` holds `ops`, which is not an email address")
         );
     }
 
