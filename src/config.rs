@@ -206,6 +206,9 @@ pub struct SmtpConfig {
     /// How long connecting and each SMTP command may take.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: HumanDuration,
+    /// A PEM file of extra root certificates to trust for the server's certificate (a private
+    /// CA), besides the public ones. Relative to the configuration file's folder.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SmtpConfig {
@@ -426,10 +429,14 @@ impl Config {
             )));
         }
         self.pools = file.pools;
-        if let Some(smtp) = &file.smtp {
+        let mut smtp = file.smtp;
+        if let Some(smtp) = &mut smtp {
             check_smtp(smtp).map_err(invalid)?;
+            if let Some(ca_file) = &smtp.ca_file {
+                smtp.ca_file = Some(folder.join(ca_file));
+            }
         }
-        self.smtp = file.smtp;
+        self.smtp = smtp;
         if let Some(alerts) = file.alerts {
             for (field, addresses) in [
                 ("email_on_failure", &alerts.email_on_failure),
@@ -530,6 +537,11 @@ fn check_smtp(smtp: &SmtpConfig) -> Result<(), String> {
     }
     if smtp.timeout.0.is_zero() {
         return Err("`smtp.timeout` must be longer than zero".to_owned());
+    }
+    if smtp.ca_file.is_some() && smtp.tls == SmtpTls::None {
+        return Err(
+            "`smtp.ca_file` is set but `smtp.tls` is `none`; use `starttls` or `tls`".to_owned(),
+        );
     }
     Ok(())
 }
@@ -938,6 +950,20 @@ since = 2026-11-01
         .smtp
         .expect("smtp");
         assert_eq!((defaults.tls, defaults.port()), (SmtpTls::Starttls, 587));
+        assert_eq!(defaults.ca_file, None);
+        let private_ca = Config::from_toml(
+            "[smtp]\nhost = \"relay.internal\"\nfrom = \"a@b.c\"\nca_file = \"certs/ca.pem\"\n",
+            Path::new("/srv/project/sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid")
+        .smtp
+        .expect("smtp");
+        assert_eq!(
+            private_ca.ca_file,
+            Some(PathBuf::from("/srv/project/certs/ca.pem")),
+            "relative to the file's folder"
+        );
 
         let bad = |text: &str| {
             from_toml(text, Overrides::default())
@@ -966,6 +992,10 @@ since = 2026-11-01
         assert!(
             bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n")
                 .contains("not an email address")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\ntls = \"none\"\nca_file = \"ca.pem\"\n")
+                .contains("`smtp.ca_file` is set but `smtp.tls` is `none`")
         );
         assert!(
             bad("[alerts]\nemail_on_retry = [\"a@b\"]\n")
