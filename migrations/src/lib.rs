@@ -8,7 +8,7 @@ mod m20261127_000002_github_deliveries;
 mod m20261127_000003_alert_throttle;
 mod m20261127_000004_multi_node;
 mod m20261127_000005_users;
-mod m20261127_000006_alert_throttle_expiry;
+mod m20261127_000008_alert_throttle_expiry;
 
 pub struct Migrator;
 
@@ -21,7 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_alert_throttle::Migration),
             Box::new(m20261127_000004_multi_node::Migration),
             Box::new(m20261127_000005_users::Migration),
-            Box::new(m20261127_000006_alert_throttle_expiry::Migration),
+            Box::new(m20261127_000008_alert_throttle_expiry::Migration),
         ]
     }
 
