@@ -4,11 +4,14 @@
 Each accepted message lands in MAILDIR/new/ (written to tmp/ first, then renamed, so a
 reader never sees half a file) with X-Envelope-From / X-Envelope-To prepended, and one JSON
 line per message is appended to MAILDIR/messages.jsonl: key, mail_from, rcpt_tos, auth_user,
-and the message as a reader sees it (headers, decoded text and HTML parts, attachments).
+tls (whether the message came over an encrypted connection), and the message as a reader sees
+it (headers, decoded text and HTML parts, attachments).
 
 --auth USER:PASSWORD makes AUTH mandatory and accepts only that pair; without it any client
 is accepted without AUTH. --reject-rcpt ADDRESS answers 550 for that recipient, so tests can
 check how a permanent refusal is reported. --tempfail N answers 451 to the first N messages.
+--tls-cert CERT --tls-key KEY (PEM files) offer STARTTLS and require it before any mail; with
+--implicit-tls as well, the connection is TLS from the first byte instead ("SMTPS").
 The line "listening on HOST:PORT" on stdout says the server is ready.
 """
 import argparse
@@ -19,6 +22,7 @@ import json
 import mailbox
 import os
 import signal
+import ssl
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -89,6 +93,7 @@ class MaildirHandler:
                 "mail_from": envelope.mail_from,
                 "rcpt_tos": envelope.rcpt_tos,
                 "auth_user": auth_user,
+                "tls": server.transport.get_extra_info("ssl_object") is not None,
                 **parsed(raw),
             }) + "\n")
         return "250 Message accepted for delivery"
@@ -103,13 +108,25 @@ def main():
     parser.add_argument("--auth", help="USER:PASSWORD; AUTH is then required")
     parser.add_argument("--reject-rcpt")
     parser.add_argument("--tempfail", type=int, default=0)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--implicit-tls", action="store_true")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.implicit_tls and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together, and --implicit-tls needs them")
     handler = MaildirHandler(args.maildir, args.reject_rcpt, args.tempfail)
     options = {}
     if args.auth:
         user, _, password = args.auth.partition(":")
         options = dict(authenticator=Authenticator(user, password), auth_required=True,
                        auth_require_tls=False)
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.implicit_tls:
+            options["ssl_context"] = context
+        else:
+            options.update(tls_context=context, require_starttls=True)
     controller = Controller(handler, hostname=args.host, port=args.port, **options)
     controller.start()
     print(f"listening on {args.host}:{args.port}", flush=True)

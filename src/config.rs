@@ -206,6 +206,9 @@ pub struct SmtpConfig {
     /// How long connecting and each SMTP command may take.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: HumanDuration,
+    /// A PEM file of extra root certificates to trust for the server's certificate (a private
+    /// CA), besides the public ones. Relative to the configuration file's folder.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SmtpConfig {
@@ -221,6 +224,9 @@ pub struct AlertsConfig {
     /// Addresses that get a standard mail for every failed run (through `[smtp]`).
     #[serde(default)]
     pub email_on_failure: Vec<String>,
+    /// Addresses that get a standard mail for every failed try that will be tried again.
+    #[serde(default)]
+    pub email_on_retry: Vec<String>,
 }
 
 /// How long a web UI login lasts when the file does not say.
@@ -423,21 +429,29 @@ impl Config {
             )));
         }
         self.pools = file.pools;
-        if let Some(smtp) = &file.smtp {
+        let mut smtp = file.smtp;
+        if let Some(smtp) = &mut smtp {
             check_smtp(smtp).map_err(invalid)?;
-        }
-        self.smtp = file.smtp;
-        if let Some(alerts) = file.alerts {
-            if !alerts.email_on_failure.is_empty() && self.smtp.is_none() {
-                return Err(invalid(
-                    "`alerts.email_on_failure` needs an `[smtp]` section to send through"
-                        .to_owned(),
-                ));
+            if let Some(ca_file) = &smtp.ca_file {
+                smtp.ca_file = Some(folder.join(ca_file));
             }
-            if let Some(bad) = alerts.email_on_failure.iter().find(|a| !a.contains('@')) {
-                return Err(invalid(format!(
-                    "`alerts.email_on_failure` holds `{bad}`, which is not an email address"
-                )));
+        }
+        self.smtp = smtp;
+        if let Some(alerts) = file.alerts {
+            for (field, addresses) in [
+                ("email_on_failure", &alerts.email_on_failure),
+                ("email_on_retry", &alerts.email_on_retry),
+            ] {
+                if !addresses.is_empty() && self.smtp.is_none() {
+                    return Err(invalid(format!(
+                        "`alerts.{field}` needs an `[smtp]` section to send through"
+                    )));
+                }
+                if let Some(bad) = addresses.iter().find(|a| !a.contains('@')) {
+                    return Err(invalid(format!(
+                        "`alerts.{field}` holds `{bad}`, which is not an email address"
+                    )));
+                }
             }
             self.alerts = alerts;
         }
@@ -523,6 +537,11 @@ fn check_smtp(smtp: &SmtpConfig) -> Result<(), String> {
     }
     if smtp.timeout.0.is_zero() {
         return Err("`smtp.timeout` must be longer than zero".to_owned());
+    }
+    if smtp.ca_file.is_some() && smtp.tls == SmtpTls::None {
+        return Err(
+            "`smtp.ca_file` is set but `smtp.tls` is `none`; use `starttls` or `tls`".to_owned(),
+        );
     }
     Ok(())
 }
@@ -909,7 +928,8 @@ since = 2026-11-01
         let config = from_toml(
             "[smtp]\nhost = \"127.0.0.1\"\nport = 1025\ntls = \"none\"\nfrom = \"sluice@example.com\"\n\
              username = \"bot\"\npassword_secret = \"SMTP_PASSWORD\"\ntimeout = \"5s\"\n\
-             [alerts]\nemail_on_failure = [\"team@example.com\"]\n",
+             [alerts]\nemail_on_failure = [\"team@example.com\"]\n\
+             email_on_retry = [\"Ops <ops@example.com>\"]\n",
             Overrides::default(),
         )
         .expect("valid");
@@ -921,6 +941,7 @@ since = 2026-11-01
         assert_eq!(smtp.password_secret.as_deref(), Some("SMTP_PASSWORD"));
         assert_eq!(smtp.timeout.0, std::time::Duration::from_secs(5));
         assert_eq!(config.alerts.email_on_failure, ["team@example.com"]);
+        assert_eq!(config.alerts.email_on_retry, ["Ops <ops@example.com>"]);
         let defaults = from_toml(
             "[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
             Overrides::default(),
@@ -929,6 +950,20 @@ since = 2026-11-01
         .smtp
         .expect("smtp");
         assert_eq!((defaults.tls, defaults.port()), (SmtpTls::Starttls, 587));
+        assert_eq!(defaults.ca_file, None);
+        let private_ca = Config::from_toml(
+            "[smtp]\nhost = \"relay.internal\"\nfrom = \"a@b.c\"\nca_file = \"certs/ca.pem\"\n",
+            Path::new("/srv/project/sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid")
+        .smtp
+        .expect("smtp");
+        assert_eq!(
+            private_ca.ca_file,
+            Some(PathBuf::from("/srv/project/certs/ca.pem")),
+            "relative to the file's folder"
+        );
 
         let bad = |text: &str| {
             from_toml(text, Overrides::default())
@@ -957,6 +992,18 @@ since = 2026-11-01
         assert!(
             bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_failure = [\"team\"]\n")
                 .contains("not an email address")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\ntls = \"none\"\nca_file = \"ca.pem\"\n")
+                .contains("`smtp.ca_file` is set but `smtp.tls` is `none`")
+        );
+        assert!(
+            bad("[alerts]\nemail_on_retry = [\"a@b\"]\n")
+                .contains("`alerts.email_on_retry` needs an `[smtp]` section")
+        );
+        assert!(
+            bad("[smtp]\nhost = \"m\"\nfrom = \"a@b\"\n[alerts]\nemail_on_retry = [\"ops\"]\n")
+                .contains("`alerts.email_on_retry` holds `ops`, which is not an email address")
         );
     }
 

@@ -1,6 +1,7 @@
 //! Alerts end to end, through the real binary: mail over a real SMTP server (aiosmtpd with
-//! `scripts/smtp_capture.py`, one per test on a free port, with and without AUTH), webhooks to
-//! a local receiver, hooks, dedup across processes, the default failure mail and deadlines.
+//! `scripts/smtp_capture.py`, one per test on a free port, with and without AUTH, with STARTTLS
+//! or TLS under a private CA made by `openssl`), webhooks to a local receiver, hooks, dedup
+//! across processes, the default failure and retry mails and deadlines.
 //!
 //! The SMTP server runs on the Python of `SLUICE_TEST_SMTP_PYTHON` (set by `scripts/test`).
 //! Without it these tests are skipped locally, and fail when `CI` is set.
@@ -710,4 +711,265 @@ fn starttls_is_required_when_configured_so_mail_never_goes_out_in_clear() {
         "a refusal is not retried: {error}"
     );
     assert!(smtp.mails().is_empty(), "nothing was sent without TLS");
+}
+
+/// The mails whose subject starts with `prefix`.
+fn with_subject(mails: &[Value], prefix: &str) -> Vec<Value> {
+    mails
+        .iter()
+        .filter(|m| {
+            m["headers"]["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(prefix))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn email_on_retry_sends_one_notice_per_failed_try_and_no_failure_mail_when_the_retry_succeeds() {
+    let sb = Sandbox::new();
+    let Some(smtp) = Smtp::start(&sb, &[]) else {
+        return;
+    };
+    sb.write(
+        "sluice.toml",
+        &smtp.config(
+            "[alerts]\nemail_on_failure = [\"team@example.com\"]\n\
+             email_on_retry = [\"ops@example.com\"]\n",
+        ),
+    );
+    let file = sb.write(
+        "flaky.yaml",
+        r#"
+tasks:
+  call_model:
+    operator: shell
+    retries: 1
+    retry_delay: 1s
+    with:
+      command: |
+        if [ "$SLUICE_TRY_NUMBER" = 1 ]; then echo 'HTTP 429 quota exceeded' >&2; exit 4; fi
+"#,
+    );
+    let done = run(&sb, &file);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    let run_id = done.json()["run_id"].as_str().expect("run id").to_owned();
+
+    let mails = smtp.mails();
+    assert_eq!(
+        mails.len(),
+        1,
+        "one retry notice and nothing else: {mails:?}"
+    );
+    let notice = &mails[0];
+    assert_eq!(notice["rcpt_tos"], json!(["ops@example.com"]));
+    assert_eq!(
+        notice["headers"]["subject"],
+        json!(format!(
+            "[warning] Task flaky.call_model failed try 1 of 2, retrying (run {run_id})"
+        ))
+    );
+    assert_eq!(notice["headers"]["x-sluice-severity"], json!("warning"));
+    let body = text(notice);
+    for part in [
+        "Try: try 1 of 2",
+        "Error: the command exited with code 4",
+        "HTTP 429 quota exceeded",
+        "Next try: ",
+        &format!("https://sluice.example.com/runs/{run_id}"),
+    ] {
+        assert!(body.contains(part), "`{part}` is missing from:\n{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_serve_processes_send_one_retry_notice_per_failed_try() {
+    let Some(db) = common::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let Some(smtp) = Smtp::start(&sb, &[]) else {
+        return;
+    };
+    sb.write(
+        "sluice.toml",
+        &smtp.config(
+            "[alerts]\nemail_on_failure = [\"team@example.com\"]\n\
+             email_on_retry = [\"ops@example.com\"]\n",
+        ),
+    );
+    let mut flaky = String::from("defaults: { retries: 2, retry_delay: 0s }\ntasks:\n");
+    for task in ["a", "b", "c"] {
+        flaky.push_str(&format!(
+            "  {task}:\n    operator: shell\n    with: {{ command: \"[ $SLUICE_TRY_NUMBER -ge 3 ] || exit 5\" }}\n"
+        ));
+    }
+    write_workflow(&sb, "flaky", &flaky);
+    write_workflow(
+        &sb,
+        "broken",
+        "tasks:\n  step:\n    operator: shell\n    with: { command: \"exit 7\" }\n",
+    );
+    let env = [("SLUICE_DATABASE_URL", db.url.as_str())];
+    let first = Server::start_with(&sb, &[], &env);
+    let second = Server::start_with(&sb, &[], &env);
+    let run_id = first.start_run("flaky", json!({})).await;
+    let run = second.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], json!("success"), "{run}");
+    // Then a failed run: its failure mail goes out after every notice of the first run had
+    // its turn, so a duplicate notice would be there by the time it arrives.
+    let broken = second.start_run("broken", json!({})).await;
+    first.wait_run(&broken, Duration::from_secs(60)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while with_subject(&smtp.mails(), "[critical]").is_empty()
+        || with_subject(&smtp.mails(), "[warning]").len() < 6
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mails missing: {:?}\n{}\n{}",
+            smtp.mails(),
+            first.logs(),
+            second.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut subjects: Vec<String> = with_subject(&smtp.mails(), "[warning]")
+        .iter()
+        .map(|m| {
+            m["headers"]["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    subjects.sort();
+    let mut expected = Vec::new();
+    for task in ["a", "b", "c"] {
+        for n in 1..=2 {
+            expected.push(format!(
+                "[warning] Task flaky.{task} failed try {n} of 3, retrying (run {run_id})"
+            ));
+        }
+    }
+    assert_eq!(subjects, expected, "one notice per failed try");
+    assert_eq!(with_subject(&smtp.mails(), "[critical]").len(), 1);
+    drop((first, second));
+    db.finish().await;
+}
+
+/// A private certificate authority and a server certificate for 127.0.0.1 that it signed,
+/// made with the `openssl` command under `tls/` in the sandbox: (CA, certificate, key).
+fn private_ca(sb: &Sandbox) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = sb.path().join("tls");
+    std::fs::create_dir_all(&dir).expect("a folder for the certificates");
+    // Each command is written as one line; no argument holds a space.
+    let openssl = |command: &str| {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem \
+         -subj /CN=sluice-test-ca -addext basicConstraints=critical,CA:TRUE \
+         -addext keyUsage=critical,keyCertSign,cRLSign",
+    );
+    openssl("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the extensions");
+    openssl(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile server.ext -out server.pem",
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// An SMTP server with a certificate from `private_ca`: STARTTLS required, or with `implicit`
+/// TLS from the first byte.
+fn tls_smtp(sb: &Sandbox, cert: &Path, key: &Path, implicit: bool) -> Option<Smtp> {
+    let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let mut args = vec!["--tls-cert", cert, "--tls-key", key];
+    if implicit {
+        args.push("--implicit-tls");
+    }
+    Smtp::start(sb, &args)
+}
+
+const TLS_MAIL: &str = "tasks:\n  tell:\n    operator: alert\n    with: { backoff: 10ms, email: { to: a@example.com, subject: over tls } }\n";
+
+#[test]
+fn starttls_and_tls_deliver_to_a_server_whose_certificate_a_private_ca_signed() {
+    let sb = Sandbox::new();
+    let (_, cert, key) = private_ca(&sb);
+    for (mode, implicit) in [("starttls", false), ("tls", true)] {
+        let Some(smtp) = tls_smtp(&sb, &cert, &key, implicit) else {
+            return;
+        };
+        // Relative to the configuration file's folder.
+        sb.write(
+            "sluice.toml",
+            &smtp
+                .config("ca_file = \"tls/ca.pem\"\n")
+                .replace("tls = \"none\"", &format!("tls = \"{mode}\"")),
+        );
+        let file = sb.write("mail.yaml", TLS_MAIL);
+        let done = run(&sb, &file);
+        assert_eq!(done.code, 0, "{mode}: {}\n{}", done.stdout, done.stderr);
+        let mails = smtp.mails();
+        assert_eq!(mails.len(), 1, "{mode}: {mails:?}");
+        assert_eq!(mails[0]["headers"]["subject"], json!("[warning] over tls"));
+        assert_eq!(mails[0]["tls"], json!(true), "{mode}: sent encrypted");
+    }
+}
+
+#[test]
+fn without_ca_file_a_private_certificate_is_refused_and_nothing_goes_in_clear() {
+    let sb = Sandbox::new();
+    let (_, cert, key) = private_ca(&sb);
+    for (mode, implicit) in [("starttls", false), ("tls", true)] {
+        let Some(smtp) = tls_smtp(&sb, &cert, &key, implicit) else {
+            return;
+        };
+        sb.write(
+            "sluice.toml",
+            &smtp
+                .config("")
+                .replace("tls = \"none\"", &format!("tls = \"{mode}\"")),
+        );
+        let file = sb.write("mail.yaml", TLS_MAIL);
+        let done = run(&sb, &file);
+        assert_eq!(done.code, 1, "{mode}: {}", done.stderr);
+        let error = done.json()["tasks"]["tell"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.contains("sending the email through 127.0.0.1:"),
+            "{mode}: {error}"
+        );
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer"),
+            "{mode}: a certificate error: {error}"
+        );
+        assert!(
+            !error.contains("attempts"),
+            "{mode}: a certificate refused is not tried again: {error}"
+        );
+        assert!(smtp.mails().is_empty(), "{mode}: nothing was sent");
+    }
 }

@@ -10,6 +10,7 @@ mod m20261127_000004_multi_node;
 mod m20261127_000005_users;
 mod m20261127_000006_login_failures;
 mod m20261127_000007_delivery_refs;
+mod m20261127_000008_alert_throttle_expiry;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_users::Migration),
             Box::new(m20261127_000006_login_failures::Migration),
             Box::new(m20261127_000007_delivery_refs::Migration),
+            Box::new(m20261127_000008_alert_throttle_expiry::Migration),
         ]
     }
 

@@ -155,7 +155,8 @@ impl Shared {
         config: &Config,
         store: &Store,
     ) -> Option<crate::scheduler::failure_mail::FailureMailService> {
-        use crate::scheduler::failure_mail::{FailureMailConfig, FailureMailService};
+        use crate::scheduler::failure_mail::FailureMailService;
+        use crate::scheduler::standard_mail::StandardMailConfig;
         let mailer = self.mailer.clone()?;
         if config.alerts.email_on_failure.is_empty() {
             return None;
@@ -163,11 +164,32 @@ impl Shared {
         Some(FailureMailService::new(
             store.clone(),
             mailer,
-            FailureMailConfig::new(
+            StandardMailConfig::new(
                 config.alerts.email_on_failure.clone(),
                 self.base_url.clone(),
             ),
             self.masker.clone(),
+        ))
+    }
+
+    /// The default retry notice service, when `[alerts] email_on_retry` asks for one.
+    pub fn retry_mail(
+        &self,
+        config: &Config,
+        store: &Store,
+    ) -> Option<crate::scheduler::retry_mail::RetryMailService> {
+        use crate::scheduler::retry_mail::RetryMailService;
+        use crate::scheduler::standard_mail::StandardMailConfig;
+        let mailer = self.mailer.clone()?;
+        if config.alerts.email_on_retry.is_empty() {
+            return None;
+        }
+        Some(RetryMailService::new(
+            store.clone(),
+            mailer,
+            StandardMailConfig::new(config.alerts.email_on_retry.clone(), self.base_url.clone()),
+            self.masker.clone(),
+            self.versions.clone(),
         ))
     }
 

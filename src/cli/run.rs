@@ -70,6 +70,8 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
     let scheduler_events = store.subscribe();
     let worker_events = store.subscribe();
     let progress_events = store.subscribe();
+    let retry_mail = shared.retry_mail(&settings.config, &store);
+    let retry_mail_events = retry_mail.as_ref().map(|_| store.subscribe());
     let mut request = RunRequest::now("manual", given);
     request.triggered_by = std::env::var("USER").ok();
     let run_id = match launch(&store, &workflow, &path.to_string_lossy(), request).await {
@@ -95,6 +97,18 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
     scheduler.adopt(&run_id).await?;
     let stop_scheduler = CancellationToken::new();
     let scheduler_task = tokio::spawn(scheduler.run(scheduler_events, stop_scheduler.clone()));
+
+    // Retry notices go out while the run goes on; what the listener had not got to when the
+    // run ended is caught up below.
+    let stop_retry_mail = CancellationToken::new();
+    let retry_mail_task = match (retry_mail.clone(), retry_mail_events) {
+        (Some(service), Some(events)) => Some(tokio::spawn(service.run(
+            events,
+            Some(run_id.clone()),
+            stop_retry_mail.clone(),
+        ))),
+        _ => None,
+    };
 
     let scratch_root = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
     let worker = Worker::new(
@@ -140,6 +154,14 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
         .await
         .context("the scheduler stopped unexpectedly")??;
     let _ = std::fs::remove_dir_all(&scratch_root);
+    stop_retry_mail.cancel();
+    if let Some(task) = retry_mail_task {
+        task.await
+            .context("the retry notice service stopped unexpectedly")??;
+    }
+    if let Some(retry_mail) = &retry_mail {
+        retry_mail.catch_up(&run_id).await?;
+    }
     if let Some(failure_mail) = shared.failure_mail(&settings.config, &store) {
         failure_mail.run_once(&run_id).await?;
     }

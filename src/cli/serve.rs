@@ -228,6 +228,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         ),
         masker: (*shared.masker).clone(),
         failure_mail: shared.failure_mail(&config, &store),
+        retry_mail: shared.retry_mail(&config, &store),
     };
     let leader_task = tokio::spawn(leader.run(shutdown.clone()));
 
@@ -355,6 +356,8 @@ struct Leader {
     masker: crate::secrets::Masker,
     /// The standard mail for failed runs (`[alerts] email_on_failure`), when configured.
     failure_mail: Option<crate::scheduler::failure_mail::FailureMailService>,
+    /// The standard notice of failed tries that are retried (`[alerts] email_on_retry`).
+    retry_mail: Option<crate::scheduler::retry_mail::RetryMailService>,
 }
 
 impl Leader {
@@ -508,6 +511,14 @@ impl Leader {
             parts.spawn(async move {
                 let result = failure_mail.run(events, token).await;
                 ("failure mail service", result.map_err(anyhow::Error::from))
+            });
+        }
+        if let Some(retry_mail) = self.retry_mail.clone() {
+            // Tries going up for retry are task state changes: this listener needs them all.
+            let (events, token) = (self.store.subscribe_to(Interest::All), term.clone());
+            parts.spawn(async move {
+                let result = retry_mail.run(events, None, token).await;
+                ("retry notice service", result.map_err(anyhow::Error::from))
             });
         }
         Ok(parts)

@@ -5,50 +5,23 @@
 //! for runs ending.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Result;
+use super::standard_mail::{self, StandardMailConfig};
 use crate::lifecycle::RunState;
-use crate::operators::LogSink;
-use crate::operators::alert::{
-    Envelope, Headline, Mailer, Retry, Severity, compose, escape_html, parse_addresses,
-};
+use crate::operators::alert::{Headline, Mailer, Severity, escape_html};
 use crate::secrets::Masker;
 use crate::store::{Store, StoreEvent};
-
-/// How the failure mail is sent.
-#[derive(Debug, Clone)]
-pub struct FailureMailConfig {
-    /// Who gets it.
-    pub recipients: Vec<String>,
-    /// The base of links to run pages.
-    pub base_url: String,
-    /// Attempts and backoff for transient SMTP failures. Default: 4 attempts from 1s.
-    pub retry: Retry,
-}
-
-impl FailureMailConfig {
-    pub fn new(recipients: Vec<String>, base_url: String) -> Self {
-        FailureMailConfig {
-            recipients,
-            base_url,
-            retry: Retry {
-                attempts: 4,
-                backoff: Duration::from_secs(1),
-            },
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct FailureMailService {
     store: Store,
     mailer: Mailer,
-    config: FailureMailConfig,
+    config: StandardMailConfig,
     masker: Arc<Masker>,
 }
 
@@ -56,7 +29,7 @@ impl FailureMailService {
     pub fn new(
         store: Store,
         mailer: Mailer,
-        config: FailureMailConfig,
+        config: StandardMailConfig,
         masker: Arc<Masker>,
     ) -> Self {
         FailureMailService {
@@ -130,38 +103,19 @@ impl FailureMailService {
             error = escape_html(run.error.as_deref().unwrap_or("")),
             url = escape_html(&url),
         );
-        // Errors were masked when stored; masking again costs little and guards the rest.
-        let text = self.masker.mask(&text).into_owned();
-        let html = self.masker.mask(&html).into_owned();
-        let sent = async {
-            let envelope = Envelope {
-                to: parse_addresses("alerts.email_on_failure", &self.config.recipients)?,
-                ..Envelope::default()
-            };
-            let headline = Headline {
-                subject: &subject,
-                severity: Severity::Critical,
-            };
-            let (message, message_id) = compose(
-                self.mailer.from(),
-                &envelope,
-                &headline,
-                text,
-                html,
-                Vec::new(),
-            )?;
-            let reply = self
-                .mailer
-                .send(
-                    message,
-                    self.config.retry,
-                    &CancellationToken::new(),
-                    &LogSink::discard(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((message_id, reply))
-        }
+        let headline = Headline {
+            subject: &subject,
+            severity: Severity::Critical,
+        };
+        let sent = standard_mail::send(
+            &self.mailer,
+            &self.masker,
+            &self.config,
+            "alerts.email_on_failure",
+            &headline,
+            &text,
+            &html,
+        )
         .await;
         match sent {
             Ok((message_id, reply)) => {
@@ -169,7 +123,7 @@ impl FailureMailService {
                 Ok(true)
             }
             Err(error) => {
-                warn!(run_id, error = %self.masker.mask(&error), "The failure mail could not be sent.");
+                warn!(run_id, %error, "The failure mail could not be sent.");
                 self.store.forget_once(&once).await?;
                 Ok(false)
             }

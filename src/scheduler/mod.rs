@@ -8,6 +8,8 @@ pub mod cron;
 pub mod failure_mail;
 pub mod github_status;
 pub mod recovery;
+pub mod retry_mail;
+pub mod standard_mail;
 pub mod triggers;
 
 use std::collections::HashMap;

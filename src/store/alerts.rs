@@ -2,6 +2,13 @@
 //! out and how many were held back since. Shared through the database, so a window holds
 //! across processes and restarts. `decide` is the whole rule, with the time as a parameter;
 //! the store methods apply it with writes guarded on the version they read.
+//!
+//! Each row records when it stops mattering (`expires_at`): the end of its key's window for a
+//! throttle row, [`ONCE_MARKER_LIFETIME`] after the event for a `claim_once` marker. Rows past
+//! it that hold no held-back count to report are deleted by [`Store::prune_alert_state`].
+//! Writes prune on the way, at most once per [`PRUNE_EVERY`] in a process: whatever adds rows
+//! then also removes the dead ones, `sluice run` included (it never leads), with no timer of
+//! its own; a few processes each pruning hourly cost one indexed `DELETE` apiece.
 
 use std::time::Duration;
 
@@ -13,6 +20,37 @@ use crate::lifecycle::TaskState;
 
 /// How often a throttle write is tried again when another writer changed the row in between.
 const MAX_ATTEMPTS: usize = 20;
+
+/// How long a `claim_once` marker is kept. It only has to outlive every retry of its event's
+/// work — a run's recovery after a crash or a leader change takes minutes — so this is
+/// generous.
+pub const ONCE_MARKER_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often one process prunes `alert_throttle`, at most.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A row is pruned only this long after it expired, so that a machine whose clock runs ahead
+/// never deletes a window that the others still count.
+const CLOCK_MARGIN: Duration = Duration::from_secs(600);
+
+/// The latest expiry stored: a window too long to add up stays for good, and year 9999 still
+/// sorts correctly where SQLite compares timestamps as text.
+fn expiry(now: DateTime<Utc>, lifetime: Duration) -> DateTime<Utc> {
+    let far_future = DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    chrono::Duration::from_std(lifetime)
+        .ok()
+        .and_then(|lifetime| now.checked_add_signed(lifetime))
+        .map_or(far_future, |end| end.min(far_future))
+}
+
+fn before(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| now.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
 
 /// What the store knows about one alert key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +108,8 @@ pub struct ThrottleClaim {
     key: String,
     token: String,
     previous: Option<ThrottleState>,
+    /// The row's expiry before the send took the slot.
+    previous_expiry: Option<DateTime<Utc>>,
 }
 
 /// The outcome of [`Store::throttle`].
@@ -112,39 +152,50 @@ impl Store {
             let row = self
                 .db()
                 .query_one_raw(self.stmt(
-                    "SELECT last_sent_at, suppressed, version FROM alert_throttle WHERE key = ?",
+                    "SELECT last_sent_at, suppressed, version, expires_at FROM alert_throttle \
+                     WHERE key = ?",
                     vec![key.into()],
                 ))
                 .await?;
-            let (state, version) = match &row {
+            let (state, version, previous_expiry) = match &row {
                 Some(row) => (
                     Some(ThrottleState {
                         last_sent_at: get(row, "last_sent_at")?,
                         suppressed: get::<i64>(row, "suppressed")?.max(0) as u64,
                     }),
                     Some(get::<i64>(row, "version")?),
+                    get::<Option<DateTime<Utc>>>(row, "expires_at")?,
                 ),
-                None => (None, None),
+                None => (None, None, None),
             };
+            // A send opens a window; a hold-back leaves the one it falls in as it is.
+            let expires_at = expiry(now, window);
             let decision = decide(state.as_ref(), now, window);
             let (statement, token) = match (decision, version) {
                 (ThrottleDecision::Send { .. }, None) => {
                     let token = uuid::Uuid::new_v4().to_string();
                     let sql = "INSERT INTO alert_throttle \
-                               (key, last_sent_at, suppressed, version, claim, updated_at) \
-                               VALUES (?, ?, 0, 1, ?, ?) ON CONFLICT (key) DO NOTHING";
-                    let values = vec![key.into(), now.into(), token.as_str().into(), now.into()];
+                               (key, last_sent_at, suppressed, version, claim, updated_at, expires_at) \
+                               VALUES (?, ?, 0, 1, ?, ?, ?) ON CONFLICT (key) DO NOTHING";
+                    let values = vec![
+                        key.into(),
+                        now.into(),
+                        token.as_str().into(),
+                        now.into(),
+                        expires_at.into(),
+                    ];
                     (self.stmt(sql, values), Some(token))
                 }
                 (ThrottleDecision::Send { .. }, Some(version)) => {
                     let token = uuid::Uuid::new_v4().to_string();
                     let sql = "UPDATE alert_throttle SET last_sent_at = ?, suppressed = 0, \
-                               version = version + 1, claim = ?, updated_at = ? \
+                               version = version + 1, claim = ?, updated_at = ?, expires_at = ? \
                                WHERE key = ? AND version = ?";
                     let values = vec![
                         now.into(),
                         token.as_str().into(),
                         now.into(),
+                        expires_at.into(),
                         key.into(),
                         version.into(),
                     ];
@@ -163,7 +214,9 @@ impl Store {
                     key: key.to_owned(),
                     token,
                     previous: state,
+                    previous_expiry,
                 });
+                self.prune_alert_state_if_due(now).await;
                 return Ok(Throttled { decision, claim });
             }
             // Another writer changed the row between the read and the write: decide again on
@@ -174,19 +227,25 @@ impl Store {
         )))
     }
 
-    /// Gives back a send slot whose alert could not be sent: the key's last send time is what
-    /// it was before, and the alerts held back meanwhile stay counted.
+    /// Gives back a send slot whose alert could not be sent: the key's last send time and
+    /// expiry are what they were before, and the alerts held back meanwhile stay counted.
     pub async fn release_throttle(&self, claim: &ThrottleClaim) -> Result<()> {
+        let now = Utc::now();
         let previous_sent = claim.previous.and_then(|p| p.last_sent_at);
         let previous_count = claim.previous.map_or(0, |p| p.suppressed) as i64;
+        // A key with no window before this send has none now: the row only matters while it
+        // holds a count.
+        let previous_expiry = claim.previous_expiry.unwrap_or(now);
         self.db()
             .execute_raw(self.stmt(
                 "UPDATE alert_throttle SET last_sent_at = ?, suppressed = suppressed + ?, \
-                 version = version + 1, claim = NULL, updated_at = ? WHERE key = ? AND claim = ?",
+                 version = version + 1, claim = NULL, updated_at = ?, expires_at = ? \
+                 WHERE key = ? AND claim = ?",
                 vec![
                     previous_sent.into(),
                     previous_count.into(),
-                    Utc::now().into(),
+                    now.into(),
+                    previous_expiry.into(),
                     claim.key.as_str().into(),
                     claim.token.as_str().into(),
                 ],
@@ -197,17 +256,70 @@ impl Store {
 
     /// Records that `key` happened; true for the first caller only, in any process. What
     /// must be done once per event (the failure mail of a run) is done by whoever gets true.
+    /// The marker is kept for [`ONCE_MARKER_LIFETIME`].
     pub async fn claim_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
         let inserted = self
             .db()
             .execute_raw(self.stmt(
-                "INSERT INTO alert_throttle (key, last_sent_at, suppressed, version, claim, updated_at) \
-                 VALUES (?, ?, 0, 1, NULL, ?) ON CONFLICT (key) DO NOTHING",
-                vec![key.into(), now.into(), now.into()],
+                "INSERT INTO alert_throttle \
+                 (key, last_sent_at, suppressed, version, claim, updated_at, expires_at) \
+                 VALUES (?, ?, 0, 1, NULL, ?, ?) ON CONFLICT (key) DO NOTHING",
+                vec![
+                    key.into(),
+                    now.into(),
+                    now.into(),
+                    expiry(now, ONCE_MARKER_LIFETIME).into(),
+                ],
             ))
             .await?
             .rows_affected();
+        self.prune_alert_state_if_due(now).await;
         Ok(inserted == 1)
+    }
+
+    /// Deletes the rows that no longer matter at `now`: past their expiry (by more than a
+    /// margin for clocks that disagree) and holding no held-back count, which the next alert
+    /// under the key still has to report. Rows written before expiries were recorded go
+    /// [`ONCE_MARKER_LIFETIME`] after their last write (so such a throttle window, if longer,
+    /// ends early once). Returns how many were deleted.
+    pub async fn prune_alert_state(&self, now: DateTime<Utc>) -> Result<u64> {
+        let deleted = self
+            .db()
+            .execute_raw(self.stmt(
+                "DELETE FROM alert_throttle WHERE suppressed = 0 AND \
+                 (expires_at < ? OR (expires_at IS NULL AND updated_at < ?))",
+                vec![
+                    before(now, CLOCK_MARGIN).into(),
+                    before(now, ONCE_MARKER_LIFETIME).into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    /// Prunes when this process has not for [`PRUNE_EVERY`]. A failure is only logged: the
+    /// write that called it succeeded, and the next due prune tries again.
+    async fn prune_alert_state_if_due(&self, now: DateTime<Utc>) {
+        use std::sync::atomic::Ordering;
+        let last = self.alerts_pruned_at.load(Ordering::Relaxed);
+        let every = PRUNE_EVERY.as_secs() as i64;
+        if now.timestamp().saturating_sub(last) < every {
+            return;
+        }
+        // Of concurrent writers, the one that moves the mark prunes.
+        if self
+            .alerts_pruned_at
+            .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        match self.prune_alert_state(now).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "Pruned alert dedup state."),
+            Err(error) => tracing::warn!(%error, "Could not prune alert dedup state."),
+        }
     }
 
     /// Undoes [`Store::claim_once`] (the work failed; let a later attempt do it).
@@ -322,6 +434,10 @@ mod store_tests {
         a_failed_send_gives_its_slot_back => failed_send_gives_slot_back,
         claim_once_is_true_once => claim_once_once,
         task_failures_lists_latest_failed_tries => failures_of_a_run,
+        pruning_deletes_ended_windows_and_old_markers_but_keeps_counts => pruning,
+        writes_prune_at_most_once_per_period => pruning_on_writes,
+        a_released_slot_keeps_the_window_it_had => release_keeps_expiry,
+        rows_without_an_expiry_go_thirty_days_after_their_last_write => pruning_old_rows,
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -414,6 +530,175 @@ mod store_tests {
         assert!(!store.claim_once("mail/r1", now).await.expect("second"));
         store.forget_once("mail/r1").await.expect("forget");
         assert!(store.claim_once("mail/r1", now).await.expect("again"));
+    }
+
+    /// The keys in `alert_throttle`, sorted.
+    async fn keys(store: &Store) -> Vec<String> {
+        let rows = store
+            .db()
+            .query_all_raw(store.stmt("SELECT key FROM alert_throttle ORDER BY key", vec![]))
+            .await
+            .expect("keys");
+        rows.iter()
+            .map(|row| get::<String>(row, "key").expect("a key"))
+            .collect()
+    }
+
+    fn minutes(n: i64) -> chrono::Duration {
+        chrono::Duration::minutes(n)
+    }
+
+    async fn pruning(store: Store) {
+        let t0 = at("2026-11-27T10:00:00Z");
+        let send = |key: &'static str, window: Duration, now: DateTime<Utc>| {
+            let store = store.clone();
+            async move { store.throttle(key, window, now).await.expect("throttle") }
+        };
+        send("short", WINDOW, t0).await;
+        send("counted", WINDOW, t0).await;
+        let held = send("counted", WINDOW, t0 + minutes(1)).await;
+        assert!(matches!(held.decision, ThrottleDecision::Suppress { .. }));
+        send("long", Duration::from_secs(2 * 3600), t0).await;
+        send("forever", Duration::MAX, t0).await;
+        assert!(store.claim_once("once:mail", t0).await.expect("claim"));
+        let all = ["counted", "forever", "long", "once:mail", "short"];
+        assert_eq!(keys(&store).await, all);
+
+        // Within the window, and within the clock margin after it, nothing goes.
+        assert_eq!(
+            store
+                .prune_alert_state(t0 + minutes(5))
+                .await
+                .expect("prune"),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_alert_state(t0 + minutes(19))
+                .await
+                .expect("prune"),
+            0
+        );
+        assert_eq!(keys(&store).await, all);
+        // A 10 minute window is over (with the margin): its row goes, unless it holds a count.
+        assert_eq!(
+            store
+                .prune_alert_state(t0 + minutes(21))
+                .await
+                .expect("prune"),
+            1
+        );
+        assert_eq!(
+            keys(&store).await,
+            ["counted", "forever", "long", "once:mail"]
+        );
+        assert_eq!(
+            store
+                .prune_alert_state(t0 + minutes(200))
+                .await
+                .expect("prune"),
+            1
+        );
+        assert_eq!(keys(&store).await, ["counted", "forever", "once:mail"]);
+        // Once-only markers stay for 30 days, then go; the event can then be claimed anew.
+        let day = chrono::Duration::days(1);
+        store.prune_alert_state(t0 + day * 29).await.expect("prune");
+        assert!(
+            !store
+                .claim_once("once:mail", t0 + day * 29)
+                .await
+                .expect("held")
+        );
+        store.prune_alert_state(t0 + day * 31).await.expect("prune");
+        assert_eq!(keys(&store).await, ["counted", "forever"]);
+        assert!(
+            store
+                .claim_once("once:mail", t0 + day * 31)
+                .await
+                .expect("anew")
+        );
+        // The held-back count is reported by the next alert; after its window the row goes.
+        let later = t0 + day * 40;
+        let next = send("counted", WINDOW, later).await;
+        assert_eq!(next.decision, ThrottleDecision::Send { suppressed: 1 });
+        store
+            .prune_alert_state(later + minutes(21))
+            .await
+            .expect("prune");
+        assert_eq!(keys(&store).await, ["forever", "once:mail"]);
+        // A window too long to add up never ends.
+        store
+            .prune_alert_state(at("9000-01-01T00:00:00Z"))
+            .await
+            .expect("prune");
+        assert_eq!(
+            keys(&store).await,
+            ["forever"],
+            "only the endless window is left"
+        );
+    }
+
+    async fn pruning_on_writes(store: Store) {
+        let t0 = at("2026-11-27T10:00:00Z");
+        // The first write of the process prunes (nothing yet).
+        store.throttle("old", WINDOW, t0).await.expect("old");
+        // 30 minutes on, `old` has expired but the last prune is too recent.
+        store
+            .throttle("a", WINDOW, t0 + minutes(30))
+            .await
+            .expect("a");
+        assert_eq!(keys(&store).await, ["a", "old"]);
+        // An hour after the last prune, a write prunes again: `old` and then-expired `a` go.
+        assert!(
+            store
+                .claim_once("once:b", t0 + minutes(61))
+                .await
+                .expect("b")
+        );
+        assert_eq!(keys(&store).await, ["once:b"]);
+    }
+
+    async fn pruning_old_rows(store: Store) {
+        let t0 = at("2026-11-27T10:00:00Z");
+        // Written before expiries were recorded: one marker, one key with a count.
+        for (key, suppressed) in [("once:old", 0i64), ("counted", 3)] {
+            store
+                .db()
+                .execute_raw(store.stmt(
+                    "INSERT INTO alert_throttle \
+                     (key, last_sent_at, suppressed, version, claim, updated_at) \
+                     VALUES (?, ?, ?, 1, NULL, ?)",
+                    vec![key.into(), t0.into(), suppressed.into(), t0.into()],
+                ))
+                .await
+                .expect("insert");
+        }
+        let day = chrono::Duration::days(1);
+        store.prune_alert_state(t0 + day * 29).await.expect("prune");
+        assert_eq!(keys(&store).await, ["counted", "once:old"]);
+        store.prune_alert_state(t0 + day * 31).await.expect("prune");
+        assert_eq!(keys(&store).await, ["counted"]);
+    }
+
+    async fn release_keeps_expiry(store: Store) {
+        let t0 = at("2026-11-27T10:00:00Z");
+        store.throttle("k", WINDOW, t0).await.expect("first");
+        // The window ends; the next send fails and gives its slot back.
+        let second = store
+            .throttle("k", WINDOW, t0 + minutes(15))
+            .await
+            .expect("second");
+        store
+            .release_throttle(&second.claim.expect("a claim"))
+            .await
+            .expect("release");
+        // The row has the first send's window again: pruned once that (and the margin) ended,
+        // not held for the failed send's.
+        store
+            .prune_alert_state(t0 + minutes(21))
+            .await
+            .expect("prune");
+        assert!(keys(&store).await.is_empty());
     }
 
     async fn failures_of_a_run(store: Store) {

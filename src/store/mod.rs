@@ -167,6 +167,8 @@ pub struct Store {
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     /// On PostgreSQL: how events reach the other processes on the database.
     cluster: Option<Arc<notify::Cluster>>,
+    /// When this process last pruned `alert_throttle` (Unix seconds; see `store::alerts`).
+    alerts_pruned_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -281,6 +283,7 @@ impl Store {
             backend,
             subscribers: Arc::default(),
             cluster,
+            alerts_pruned_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         })
     }
 

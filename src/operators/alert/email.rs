@@ -2,13 +2,13 @@
 //! (a text part, an HTML part, attachments) and sending it with retries on transient failures.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -40,6 +40,8 @@ pub enum MailerError {
     MissingSecret(String),
     #[error("cannot set up TLS for the SMTP server `{host}`: {reason}")]
     Tls { host: String, reason: String },
+    #[error("cannot use `{path}` as the SMTP server's CA certificates (`smtp.ca_file`): {reason}")]
+    CaFile { path: PathBuf, reason: String },
 }
 
 /// A resolved SMTP server: where, how, as whom.
@@ -52,6 +54,8 @@ pub struct SmtpSettings {
     /// Login and password.
     pub credentials: Option<(String, String)>,
     pub timeout: Duration,
+    /// Extra root certificates (PEM) to trust for the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -63,6 +67,7 @@ impl fmt::Debug for SmtpSettings {
             .field("tls", &self.tls)
             .field("from", &self.from)
             .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +97,7 @@ impl SmtpSettings {
                 .clone()
                 .map(|user| (user, password.unwrap_or_default())),
             timeout: config.timeout.0,
+            ca_file: config.ca_file.clone(),
         })
     }
 
@@ -103,6 +109,20 @@ impl SmtpSettings {
         };
         format!("{}:{} ({tls})", self.host, self.port)
     }
+}
+
+/// The certificates of a PEM file, to trust besides the public roots.
+fn read_ca_file(path: &Path) -> std::result::Result<Certificate, MailerError> {
+    let failed = |reason: String| MailerError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    // lettre reads a file without certificates as an empty list; that would trust nothing new.
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(failed("it holds no PEM certificate".to_owned()));
+    }
+    Certificate::from_pem(&pem).map_err(|e| failed(e.to_string()))
 }
 
 /// A connection pool to one SMTP server and the sender address. Cheap to clone; built once per
@@ -135,7 +155,11 @@ impl Mailer {
                 reason: e.to_string(),
             })?;
         let tls_parameters = || {
-            TlsParameters::new(settings.host.clone()).map_err(|e| MailerError::Tls {
+            let mut builder = TlsParameters::builder(settings.host.clone());
+            if let Some(path) = &settings.ca_file {
+                builder = builder.add_root_certificate(read_ca_file(path)?);
+            }
+            builder.build_rustls().map_err(|e| MailerError::Tls {
                 host: settings.host.clone(),
                 reason: e.to_string(),
             })
@@ -220,12 +244,35 @@ impl Mailer {
 }
 
 /// 4xx replies and failures to reach or talk to the server may pass; 5xx replies and local
-/// mistakes (a bad address, TLS refused) will not.
+/// mistakes (a bad address, TLS refused, a certificate not trusted) will not.
 fn is_transient(error: &lettre::transport::smtp::Error) -> bool {
     if error.is_transient() || error.is_timeout() {
         return true;
     }
-    !(error.is_permanent() || error.is_client() || error.is_tls() || error.is_response())
+    !(error.is_permanent()
+        || error.is_client()
+        || error.is_tls()
+        || error.is_response()
+        || failed_tls_handshake(error))
+}
+
+/// Whether a TLS handshake failed (an untrusted or mismatched certificate, no common
+/// protocol). lettre reports it as a connection error, with the rustls error inside the I/O
+/// error, where `source()` does not lead (an I/O error's source skips its payload).
+fn failed_tls_handshake(error: &lettre::transport::smtp::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if current.is::<rustls::Error>() {
+            return true;
+        }
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    false
 }
 
 /// The error and its causes in one line: the server's reply is usually a cause.
@@ -427,6 +474,7 @@ pub(super) async fn send(
                     .clone()
                     .map(|u| (u, task_smtp.password.clone().unwrap_or_default())),
                 timeout: task_smtp.timeout.map_or(Duration::from_secs(30), |t| t.0),
+                ca_file: None,
             };
             own_mailer = Mailer::new(&settings).map_err(|e| invalid(e.to_string()))?;
             &own_mailer
@@ -782,6 +830,7 @@ mod tests {
             username: Some("bot".into()),
             password_secret: Some("SMTP_PASSWORD".into()),
             timeout: HumanDuration(Duration::from_secs(5)),
+            ca_file: None,
         };
         let missing =
             SmtpSettings::from_config(&config, &Secrets::from_pairs([])).expect_err("no secret");
@@ -803,5 +852,41 @@ mod tests {
             ..settings
         };
         assert!(Mailer::new(&bad).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_ca_file_that_cannot_be_used_is_an_error_at_start() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let settings = |ca_file: PathBuf| SmtpSettings {
+            host: "relay.internal".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            from: "sluice@example.com".into(),
+            credentials: None,
+            timeout: Duration::from_secs(5),
+            ca_file: Some(ca_file),
+        };
+        let missing = dir.path().join("missing.pem");
+        let error = Mailer::new(&settings(missing.clone())).expect_err("no such file");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("cannot use `{}`", missing.display())),
+            "{error}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let error = Mailer::new(&settings(empty)).expect_err("no certificate");
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        assert!(Mailer::new(&settings(broken)).is_err());
     }
 }
