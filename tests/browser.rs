@@ -1,6 +1,7 @@
 //! The web UI in a real browser: Debian's headless `chromium` driven over WebDriver
 //! (`chromedriver`, which this test starts on a free port). Log in, open the workflows page,
-//! trigger a run through the form with a param, watch its tasks turn green without a reload
+//! watch a run started through the API appear on its workflow's page, trigger a run through the
+//! form with a param, watch its tasks, state, times and Gantt chart follow without a reload
 //! (server-sent events), open a task's log, and save screenshots (to `docs/screenshots/` with
 //! `SLUICE_UPDATE_SCREENSHOTS=1`).
 //!
@@ -243,6 +244,36 @@ tasks:
         c.refresh().await.expect("reload");
         save_screenshot(&c, "workflows.png").await;
 
+        // A workflow page shows a run started elsewhere (here through the API) at the head of
+        // its grid, and its squares turning green, without a reload.
+        c.goto(&format!("{}/workflows/hello", server.base)).await.expect("hello's page");
+        c.wait().for_element(Locator::Css(&format!("[data-run-head='{hello}']"))).await.expect("the first run");
+        c.execute("window.stillTheSamePage = true; return true;", vec![]).await.expect("mark");
+        let second = server.start_run("hello", json!({"name": "live"})).await;
+        wait_until(
+            &c,
+            "the new run at the head of the grid",
+            &format!("document.querySelector('#runs thead th:nth-child(2) [data-run-head=\"{second}\"]')"),
+            Duration::from_secs(30),
+        )
+        .await;
+        wait_until(
+            &c,
+            "the new run's squares to turn green",
+            &format!(
+                "document.querySelector('[data-run-head=\"{second}\"].s-success') && \
+                 document.querySelector('[data-cell=\"{second}|done\"].s-success')"
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+        let shown = c
+            .execute("return [window.stillTheSamePage === true, document.querySelectorAll('#runs [data-run-head]').length];", vec![])
+            .await
+            .expect("check");
+        assert_eq!(shown, json!([true, 2]), "the page was not reloaded and shows both runs");
+        c.goto(&server.base).await.expect("back to the workflows");
+
         // Trigger `release` through its form, with a param.
         c.find(Locator::Css("a[href='/workflows/release']")).await.expect("link").click().await.expect("open");
         c.wait().for_element(Locator::Id("trigger-link")).await.expect("trigger button").click().await.expect("open form");
@@ -266,6 +297,19 @@ tasks:
         .await;
         // A marker that a reload would wipe out.
         c.execute("window.stillTheSamePage = true; return true;", vec![]).await.expect("mark");
+        // While the run goes on, its duration counts on.
+        wait_until(&c, "the run to have started", "document.querySelector('#run-started time')", Duration::from_secs(10)).await;
+        let duration = c
+            .execute("return document.getElementById('run-duration').textContent;", vec![])
+            .await
+            .expect("duration");
+        wait_until(
+            &c,
+            "the duration to count on",
+            &format!("document.getElementById('run-duration').textContent !== {duration}"),
+            Duration::from_secs(10),
+        )
+        .await;
         std::fs::write(&flag, "go").expect("release the gate");
         wait_until(
             &c,
@@ -275,7 +319,15 @@ tasks:
         )
         .await;
         wait_until(&c, "the run to succeed", "document.querySelector('#run-state .badge.s-success')", Duration::from_secs(30)).await;
-        wait_until(&c, "the note that the run ended", "!document.getElementById('live-note').hidden", Duration::from_secs(10)).await;
+        // The run's times and its Gantt chart follow without a reload.
+        wait_until(&c, "the run's end time", "document.querySelector('#run-ended time')", Duration::from_secs(10)).await;
+        wait_until(
+            &c,
+            "a green Gantt bar per task",
+            "document.querySelectorAll('svg.gantt rect.bar.s-success').length === 4",
+            Duration::from_secs(10),
+        )
+        .await;
         let same = c.execute("return window.stillTheSamePage === true;", vec![]).await.expect("check");
         assert_eq!(same, json!(true), "the page was not reloaded");
 
@@ -303,9 +355,6 @@ tasks:
         )
         .await;
         assert!(log.text().await.expect("text").contains("publishing llama-3-8b to eu"));
-        // Durations and the Gantt chart are drawn by the server: reload for the final ones.
-        c.refresh().await.expect("reload");
-        c.wait().for_element(Locator::Css("svg.gantt rect.bar")).await.expect("Gantt bars");
         save_screenshot(&c, "run.png").await;
         c.execute(
             "document.querySelector('section[data-task=evaluate] details').open = true; \

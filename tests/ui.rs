@@ -233,6 +233,19 @@ async fn anonymous_visitors_are_sent_to_login_and_sessions_work() {
         response.headers()[LOCATION],
         "/login?next=/workflows/hello%3Frun%3Dx"
     );
+    // The sections the pages' script fetches need a session too.
+    for (path, next) in [
+        ("/runs/x/gantt", "/login?next=/runs/x/gantt"),
+        ("/workflows/hello/runs", "/login?next=/workflows/hello/runs"),
+    ] {
+        let response = anonymous
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(response.headers()[LOCATION], next, "{path}");
+    }
     // Changes without a session are refused outright.
     let response = anonymous
         .post(format!("{}/workflows/hello/pause", server.base))
@@ -516,7 +529,42 @@ async fn every_page_of_the_shipped_workflows_renders() {
         "{page}"
     );
 
-    for missing in ["/workflows/nope", "/runs/nope", "/workflows/nope/trigger"] {
+    // The sections the page's script swaps in come alone, from the same templates.
+    let (status, gantt) = visitor.get(&format!("/runs/{run_id}/gantt")).await;
+    assert_eq!(status, StatusCode::OK, "{gantt}");
+    assert!(
+        gantt.trim_start().starts_with("<section"),
+        "a fragment, not a page: {gantt}"
+    );
+    assert!(!gantt.contains("<!doctype html>"), "{gantt}");
+    assert!(gantt.contains("id=\"gantt\""), "{gantt}");
+    assert_eq!(
+        gantt.matches("<rect class=\"bar s-success\"").count(),
+        5,
+        "a green bar per task of hello that ran (`shout` is skipped): {gantt}"
+    );
+    let (status, runs) = visitor
+        .get(&format!("/workflows/hello/runs?run={run_id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert!(!runs.contains("<!doctype html>"), "{runs}");
+    assert!(runs.contains("id=\"runs\" data-newest"), "{runs}");
+    assert!(
+        runs.contains(&format!("data-cell=\"{run_id}|done\"")),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("s-success selected"),
+        "the selected run: {runs}"
+    );
+
+    for missing in [
+        "/workflows/nope",
+        "/runs/nope",
+        "/workflows/nope/trigger",
+        "/runs/nope/gantt",
+        "/workflows/nope/runs",
+    ] {
         let (status, page) = visitor.get(missing).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
         assert!(page.contains("<!doctype html>"), "an HTML error page");
@@ -730,6 +778,8 @@ tasks:
         "/workflows/hostile".to_owned(),
         "/workflows/hostile/trigger".to_owned(),
         format!("/runs/{run_id}"),
+        format!("/runs/{run_id}/gantt"),
+        "/workflows/hostile/runs".to_owned(),
     ];
     let mut seen = String::new();
     for path in &pages {
@@ -776,6 +826,9 @@ tasks:
         "event: task",
         "\"state\":\"success\"",
         "event: run",
+        "\"final\":true",
+        "\"started_at\":\"",
+        "\"ended_at\":\"",
         "event: log",
         "event: end",
     ] {
@@ -824,6 +877,20 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
         "the oldest run"
     );
     assert!(older.contains("Newest runs"));
+    assert!(page.contains("id=\"runs\" data-newest"), "the newest page");
+    assert!(
+        !older.contains("data-newest"),
+        "an older page takes no new runs"
+    );
+    // The runs section alone is always the newest page, bounded like it.
+    let (status, section) = visitor.get("/workflows/tick/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(section.matches("data-run-head=").count(), 20, "{section}");
+    assert!(
+        section.contains(&format!("data-run-head=\"{}\"", ids[22])),
+        "the newest run"
+    );
+    assert!(section.contains(&format!("{marker}{cursor}")), "{section}");
     let (status, page) = visitor.get("/workflows/tick?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
 

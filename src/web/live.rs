@@ -1,5 +1,6 @@
 //! Server-sent events that keep pages live: a run page hears its tasks' states, the run's
-//! state and new log lines; a workflow page hears the states of its recent runs' tasks.
+//! state, times and error, and new log lines; a workflow page hears the states of its recent
+//! runs and their tasks (the page fetches the runs section again when a run it lacks appears).
 //!
 //! Each stream re-reads the database when the store announces a change (or every second, for
 //! changes made by other processes that this one does not hear of) and sends only what
@@ -12,6 +13,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
 use super::pages::{GRID_PAGE, find_workflow, symbol};
-use super::{Result, WebError, WebState, auth::Session};
+use super::{Result, WebError, WebState, auth::Session, human_duration, iso};
 use crate::lifecycle::{RunState, TaskState};
 use crate::store::{RunFilter, StoreError, StoreEvent};
 
@@ -77,8 +79,36 @@ struct RunFeed {
     run_id: String,
     after: i64,
     tasks: HashMap<String, (u32, TaskState)>,
-    run_state: Option<RunState>,
+    run: Option<RunFacts>,
     finished: bool,
+}
+
+/// What the run page shows of the run itself; a `run` event is sent when it changes.
+#[derive(Debug, Clone, PartialEq)]
+struct RunFacts {
+    state: RunState,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+impl RunFacts {
+    /// The `run` event: the state, the times as ISO text, the duration in words and in
+    /// milliseconds (up to `now` while the run goes on, so the page can keep counting).
+    fn event(&self, now: DateTime<Utc>) -> Event {
+        let elapsed = self
+            .started_at
+            .map(|start| self.ended_at.unwrap_or(now) - start);
+        event(
+            "run",
+            json!({ "state": self.state.as_str(), "symbol": symbol(self.state.as_str()),
+                    "final": self.state.is_final(),
+                    "started_at": self.started_at.map(iso), "ended_at": self.ended_at.map(iso),
+                    "duration": elapsed.map(human_duration),
+                    "elapsed_ms": elapsed.map(|d| d.num_milliseconds().max(0)),
+                    "error": self.error }),
+        )
+    }
 }
 
 impl RunFeed {
@@ -154,12 +184,15 @@ impl RunFeed {
                         "stream": line.stream, "line": masker.mask(&line.line) }),
             ));
         }
-        if self.run_state != Some(run.state) {
-            self.run_state = Some(run.state);
-            batch.push(event(
-                "run",
-                json!({ "state": run.state.as_str(), "symbol": symbol(run.state.as_str()) }),
-            ));
+        let facts = RunFacts {
+            state: run.state,
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            error: run.error.as_deref().map(|e| masker.mask(e).into_owned()),
+        };
+        if self.run.as_ref() != Some(&facts) {
+            batch.push(facts.event(Utc::now()));
+            self.run = Some(facts);
         }
         Ok((batch, run.state.is_final() && drained))
     }
@@ -183,7 +216,7 @@ pub async fn run_events(
         run_id,
         after: query.after,
         tasks: HashMap::new(),
-        run_state: None,
+        run: None,
         finished: false,
     };
     Ok(sse(futures_util::stream::unfold(

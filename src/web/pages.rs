@@ -8,17 +8,18 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use minijinja::Value as Page;
 use minijinja::value::Serde;
 
-use super::graph::{Span, dag_layout, gantt};
+use super::graph::{Gantt, Span, dag_layout, gantt};
 use super::{Result, WebError, WebState, auth::Session, human_duration, iso, render};
 use crate::catalog::live::Entry;
 use crate::dag::Workflow;
+use crate::lifecycle::TaskState;
 use crate::secrets::Masker;
 use crate::store::{RunFilter, RunRecord, TaskInstanceRecord};
 
@@ -205,55 +206,28 @@ struct GridCell {
     symbol: &'static str,
 }
 
-/// `GET /workflows/{id}`: the graph, the grid of recent runs × tasks, params and source.
-pub async fn workflow(
-    State(state): State<WebState>,
-    session: Session,
-    Path(id): Path<String>,
-    Query(query): Query<WorkflowQuery>,
-) -> Result<Response> {
-    let entry = find_workflow(&state, &id)?;
-    let w = &entry.workflow;
-    let paused = state.store.paused().await?.contains(&w.id);
+/// The newest page of a workflow's runs (or the one after `cursor`) as the grid shows it, with
+/// the latest state of every task of those runs.
+struct RunsGrid {
+    runs: Vec<RunCell>,
+    rows: Vec<GridRow>,
+    next_cursor: Option<String>,
+    states: HashMap<String, HashMap<String, TaskState>>,
+}
+
+async fn runs_grid(state: &WebState, w: &Workflow, cursor: Option<&str>) -> Result<RunsGrid> {
     let filter = RunFilter {
         workflow: Some(w.id.clone()),
         ..RunFilter::default()
     };
     let page = state
         .store
-        .list_runs(
-            &filter,
-            GRID_PAGE,
-            query.cursor.as_deref().filter(|c| !c.is_empty()),
-        )
+        .list_runs(&filter, GRID_PAGE, cursor)
         .await?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
     let run_ids: Vec<String> = page.runs.iter().map(|r| r.id.clone()).collect();
-    let mut selected_id = query.run.clone().or_else(|| run_ids.first().cloned());
-    let mut states = state.store.latest_task_states(&run_ids).await?;
-    // A selected run outside this page (a link from elsewhere) still colours the graph.
-    if let Some(run) = &selected_id
-        && !states.contains_key(run)
-    {
-        match state.store.run(run).await? {
-            Some(r) if r.workflow_id == w.id => {
-                states.extend(
-                    state
-                        .store
-                        .latest_task_states(std::slice::from_ref(run))
-                        .await?,
-                );
-            }
-            _ => selected_id = None,
-        }
-    }
-    let empty = HashMap::new();
-    let selected_states = selected_id
-        .as_ref()
-        .and_then(|r| states.get(r))
-        .unwrap_or(&empty);
-    let layout = dag_layout(w, selected_states);
-    let grid: Vec<GridRow> = w
+    let states = state.store.latest_task_states(&run_ids).await?;
+    let rows = w
         .all_tasks()
         .map(|task| GridRow {
             task: task.id.clone(),
@@ -274,7 +248,52 @@ pub async fn workflow(
                 .collect(),
         })
         .collect();
-    let runs: Vec<RunCell> = page.runs.iter().map(RunCell::of).collect();
+    Ok(RunsGrid {
+        runs: page.runs.iter().map(RunCell::of).collect(),
+        rows,
+        next_cursor: page.next_cursor,
+        states,
+    })
+}
+
+/// `GET /workflows/{id}`: the graph, the grid of recent runs × tasks, params and source.
+pub async fn workflow(
+    State(state): State<WebState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<WorkflowQuery>,
+) -> Result<Response> {
+    let entry = find_workflow(&state, &id)?;
+    let w = &entry.workflow;
+    let paused = state.store.paused().await?.contains(&w.id);
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let mut grid = runs_grid(&state, w, cursor.as_deref()).await?;
+    let mut selected_id = query
+        .run
+        .clone()
+        .or_else(|| grid.runs.first().map(|r| r.id.clone()));
+    // A selected run outside this page (a link from elsewhere) still colours the graph.
+    if let Some(run) = &selected_id
+        && !grid.states.contains_key(run)
+    {
+        match state.store.run(run).await? {
+            Some(r) if r.workflow_id == w.id => {
+                grid.states.extend(
+                    state
+                        .store
+                        .latest_task_states(std::slice::from_ref(run))
+                        .await?,
+                );
+            }
+            _ => selected_id = None,
+        }
+    }
+    let empty = HashMap::new();
+    let selected_states = selected_id
+        .as_ref()
+        .and_then(|r| grid.states.get(r))
+        .unwrap_or(&empty);
+    let layout = dag_layout(w, selected_states);
     let now = Utc::now();
     Ok(render(
         "workflow.html",
@@ -297,10 +316,40 @@ pub async fn workflow(
             params => Page::from(Serde(param_rows(w))),
             layout => Page::from(Serde(&layout)),
             selected => selected_id,
-            runs => Page::from(Serde(&runs)),
-            grid => Page::from(Serde(&grid)),
-            cursor => query.cursor.filter(|c| !c.is_empty()),
-            next_cursor => page.next_cursor,
+            runs => Page::from(Serde(&grid.runs)),
+            grid => Page::from(Serde(&grid.rows)),
+            cursor,
+            next_cursor => grid.next_cursor,
+        },
+    )?
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsFragmentQuery {
+    /// The run the page's graph shows, highlighted in the grid.
+    run: Option<String>,
+}
+
+/// `GET /workflows/{id}/runs`: the runs section of the workflow page alone, for the newest
+/// page of runs, from the same template; the page's script swaps it in when a run appears.
+pub async fn workflow_runs(
+    State(state): State<WebState>,
+    _session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<RunsFragmentQuery>,
+) -> Result<Response> {
+    let entry = find_workflow(&state, &id)?;
+    let grid = runs_grid(&state, &entry.workflow, None).await?;
+    Ok(render(
+        "runs.html",
+        minijinja::context! {
+            workflow => minijinja::context! { id => entry.workflow.id.clone() },
+            selected => query.run,
+            runs => Page::from(Serde(&grid.runs)),
+            grid => Page::from(Serde(&grid.rows)),
+            cursor => None::<String>,
+            next_cursor => grid.next_cursor,
         },
     )?
     .into_response())
@@ -369,6 +418,44 @@ struct TaskView {
     symbol: &'static str,
     tries: Vec<TryView>,
     hook: bool,
+}
+
+/// The Gantt chart of a run's tries, one row per task of the workflow it pinned.
+fn run_gantt(workflow: &Workflow, tries: &[TaskInstanceRecord], now: DateTime<Utc>) -> Gantt {
+    let order: Vec<String> = workflow.all_tasks().map(|t| t.id.clone()).collect();
+    let spans: Vec<Span> = tries
+        .iter()
+        .map(|t| Span {
+            task_id: t.task_id.clone(),
+            try_number: t.try_number,
+            state: t.state,
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+        })
+        .collect();
+    gantt(&order, &spans, now)
+}
+
+/// `GET /runs/{run_id}/gantt`: the run page's Gantt section alone, from the same template; the
+/// page's script swaps it in as tries start and end.
+pub async fn run_gantt_section(
+    State(state): State<WebState>,
+    _session: Session,
+    Path(run_id): Path<String>,
+) -> Result<Response> {
+    let run = state
+        .store
+        .run(&run_id)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let workflow = pinned_workflow(&state, &run).await?;
+    let tries = state.store.task_instances(&run_id).await?;
+    let chart = run_gantt(&workflow, &tries, Utc::now());
+    Ok(render(
+        "gantt.html",
+        minijinja::context! { gantt => Page::from(Serde(&chart)) },
+    )?
+    .into_response())
 }
 
 /// `GET /runs/{run_id}`: the run, a Gantt of its tries, and each task's tries with outputs
@@ -448,19 +535,8 @@ pub async fn run(
             }
         })
         .collect();
-    let order: Vec<String> = workflow.all_tasks().map(|t| t.id.clone()).collect();
-    let spans: Vec<Span> = tries
-        .iter()
-        .map(|t| Span {
-            task_id: t.task_id.clone(),
-            try_number: t.try_number,
-            state: t.state,
-            started_at: t.started_at,
-            ended_at: t.ended_at,
-        })
-        .collect();
     let now = Utc::now();
-    let chart = gantt(&order, &spans, now);
+    let chart = run_gantt(&workflow, &tries, now);
     let params: Vec<(String, String)> = run
         .params
         .iter()
@@ -503,7 +579,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::TaskState;
 
     #[test]
     fn every_state_has_a_symbol() {
