@@ -783,6 +783,105 @@ tasks:
     }
 }
 
+/// Waits until `smtp` holds `n` mails.
+async fn wait_mails(smtp: &Smtp, n: usize, server: &Server) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while smtp.mails().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} mails:\n{}",
+            smtp.mails().len(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_sends_the_standard_mails_nobody_sent_once() {
+    let sb = Sandbox::new();
+    let Some(smtp) = Smtp::start(&sb, &[]) else {
+        return;
+    };
+    // First without [alerts]: a run fails and another waits for its retry, and no mail goes.
+    sb.write("sluice.toml", &smtp.config(""));
+    write_workflow(
+        &sb,
+        "broken",
+        "tasks:\n  step:\n    operator: shell\n    with: { command: \"exit 7\" }\n",
+    );
+    write_workflow(
+        &sb,
+        "waiting",
+        "tasks:\n  step:\n    operator: shell\n    retries: 1\n    retry_delay: 1h\n    \
+         with: { command: \"exit 3\" }\n",
+    );
+    let first = Server::start(&sb);
+    let broken = first.start_run("broken", json!({})).await;
+    let run = first.wait_run(&broken, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], json!("failed"));
+    let waiting = first.start_run("waiting", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, run) = first.get(&format!("/api/v1/runs/{waiting}")).await;
+        if run["tasks"]["step"]["try_number"] == json!(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no retry: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.terminate();
+    assert!(smtp.mails().is_empty());
+
+    // The next leader has [alerts]: it sends the failure mail and the retry notice it finds.
+    sb.write(
+        "sluice.toml",
+        &smtp.config(
+            "[alerts]\nemail_on_failure = [\"team@example.com\"]\n\
+             email_on_retry = [\"ops@example.com\"]\n",
+        ),
+    );
+    let second = Server::start(&sb);
+    wait_mails(&smtp, 2, &second).await;
+    let subjects: Vec<Value> = smtp
+        .mails()
+        .iter()
+        .map(|m| m["headers"]["subject"].clone())
+        .collect();
+    assert!(
+        subjects.contains(&json!(format!(
+            "[critical] Workflow broken failed (run {broken})"
+        ))),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&json!(format!(
+            "[warning] Task waiting.step failed try 1 of 2, retrying (run {waiting})"
+        ))),
+        "{subjects:?}"
+    );
+    second.terminate();
+
+    // A third leader finds both sent already.
+    let third = Server::start(&sb);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(third
+        .logs()
+        .contains("Checked for failure mails not sent yet")
+        && third
+            .logs()
+            .contains("Checked for retry notices not sent yet"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no catch-up:\n{}",
+            third.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(smtp.mails().len(), 2, "{:?}", smtp.mails());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn several_serve_processes_send_one_retry_notice_per_failed_try() {
     let Some(db) = common::postgres::TestDatabase::create().await else {

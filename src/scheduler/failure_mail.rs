@@ -2,16 +2,18 @@
 //! mail to the configured addresses with the run, its failed tasks and their errors, and a
 //! link to its page — no hooks needed in the workflow files. Sent once per run, however many
 //! processes listen (`Store::claim_once`). `run_once(run_id)` is the whole job; `run` listens
-//! for runs ending.
+//! for runs ending, and catches up on the last hour's when it starts (a new leader) or may have
+//! missed events.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Result;
-use super::standard_mail::{self, StandardMailConfig};
+use super::standard_mail::{self, CATCH_UP, StandardMailConfig};
 use crate::lifecycle::RunState;
 use crate::operators::alert::{Headline, Mailer, Severity, escape_html};
 use crate::secrets::Masker;
@@ -130,18 +132,37 @@ impl FailureMailService {
         }
     }
 
-    /// Sends the failure mail of every run that ends failed, until `shutdown`.
+    /// Sends the failure mails of runs that ended failed since `since` and have none yet
+    /// (they ended while leadership changed hands, or while no `serve` ran); returns how many
+    /// this call sent.
+    pub async fn catch_up(&self, since: DateTime<Utc>) -> Result<usize> {
+        let mut sent = 0;
+        for run_id in self.store.runs_failed_since(since).await? {
+            if self.run_once(&run_id).await? {
+                sent += 1;
+            }
+        }
+        info!(sent, "Checked for failure mails not sent yet.");
+        Ok(sent)
+    }
+
+    /// Sends the failure mail of every run that ends failed, until `shutdown`; first, and
+    /// whenever events may have been missed, those of the last hour that nobody sent.
     pub async fn run(
         self,
         mut events: mpsc::UnboundedReceiver<StoreEvent>,
         shutdown: CancellationToken,
     ) -> Result<()> {
+        self.catch_up(Utc::now() - CATCH_UP).await?;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 event = events.recv() => match event {
                     Some(StoreEvent::RunState { run_id, state: RunState::Failed }) => {
                         self.run_once(&run_id).await?;
+                    }
+                    Some(StoreEvent::Missed) => {
+                        self.catch_up(Utc::now() - CATCH_UP).await?;
                     }
                     Some(_) => {}
                     None => return Ok(()),

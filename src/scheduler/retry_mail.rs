@@ -4,6 +4,8 @@
 //! many processes listen (`Store::claim_once`). `notify` is the whole job for one try;
 //! `run` listens for tries that go up for retry, and `catch_up` covers a whole run (what
 //! `sluice run` calls at the end, in case the listener had not got to the last one).
+//! Under `serve`, `catch_up_since` covers the last hour's retries of running runs when a new
+//! leader starts or events may have been missed.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Result;
-use super::standard_mail::{self, StandardMailConfig};
+use super::standard_mail::{self, CATCH_UP, StandardMailConfig};
 use crate::catalog::versions::Versions;
 use crate::lifecycle::TaskState;
 use crate::operators::alert::{Headline, Mailer, Severity, escape_html};
@@ -207,18 +209,40 @@ impl RetryMailService {
         Ok(sent)
     }
 
+    /// Sends the notices of tries that went up for retry since `since` in runs still running
+    /// and have none yet (they failed while leadership changed hands, or while no `serve`
+    /// ran); returns how many this call sent.
+    pub async fn catch_up_since(&self, since: DateTime<Utc>) -> Result<usize> {
+        let mut sent = 0;
+        for (run_id, task_id, try_number) in self.store.retries_since(since).await? {
+            if self.notify(&run_id, &task_id, try_number).await? {
+                sent += 1;
+            }
+        }
+        info!(sent, "Checked for retry notices not sent yet.");
+        Ok(sent)
+    }
+
     /// Sends the notice of every try that goes up for retry (only in `only_run`, when given),
-    /// until `shutdown`. A notice being sent when `shutdown` fires is finished first.
+    /// until `shutdown`. A notice being sent when `shutdown` fires is finished first. Without
+    /// `only_run` (a leader), it first catches up on the last hour's, and again whenever
+    /// events may have been missed.
     pub async fn run(
         self,
         mut events: mpsc::UnboundedReceiver<StoreEvent>,
         only_run: Option<String>,
         shutdown: CancellationToken,
     ) -> Result<()> {
+        if only_run.is_none() {
+            self.catch_up_since(Utc::now() - CATCH_UP).await?;
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 event = events.recv() => match event {
+                    Some(StoreEvent::Missed) if only_run.is_none() => {
+                        self.catch_up_since(Utc::now() - CATCH_UP).await?;
+                    }
                     Some(StoreEvent::TaskStates { run_id, changes })
                         if only_run.as_ref().is_none_or(|only| *only == run_id) =>
                     {

@@ -9,6 +9,11 @@ use crate::operators::LogSink;
 use crate::operators::alert::{Envelope, Headline, Mailer, Retry, compose, parse_addresses};
 use crate::secrets::Masker;
 
+/// How far back a process that starts sending standard mails (a new leader) or that may have
+/// missed events (a reconnect) looks for mails nobody sent: a takeover takes seconds, a
+/// restart of every `serve` minutes; older failures are history, not news.
+pub const CATCH_UP: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// How a standard mail is sent.
 #[derive(Debug, Clone)]
 pub struct StandardMailConfig {

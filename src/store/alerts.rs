@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
 use super::{Result, Store, StoreError, get};
-use crate::lifecycle::TaskState;
+use crate::lifecycle::{RunState, TaskState};
 
 /// How often a throttle write is tried again when another writer changed the row in between.
 const MAX_ATTEMPTS: usize = 20;
@@ -330,6 +330,48 @@ impl Store {
         Ok(())
     }
 
+    /// Runs that ended failed at or after `since`, oldest first: what a new leader checks
+    /// for failure mails nobody sent.
+    pub async fn runs_failed_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT id FROM runs WHERE state = ? AND ended_at >= ? ORDER BY ended_at, id",
+                vec![RunState::Failed.as_str().into(), since.into()],
+            ))
+            .await?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+
+    /// Tries that went up for retry at or after `since` in runs still running, oldest first,
+    /// as (run, task, try): what a new leader checks for retry notices nobody sent. Once a
+    /// run has ended, its outcome (and its failure mail) says more than a late notice would.
+    pub async fn retries_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, String, u32)>> {
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT t.run_id, t.task_id, t.try_number FROM task_instances t \
+                 JOIN runs r ON r.id = t.run_id \
+                 WHERE t.state = ? AND t.ended_at >= ? AND r.state = ? \
+                 ORDER BY t.ended_at, t.id",
+                vec![
+                    TaskState::UpForRetry.as_str().into(),
+                    since.into(),
+                    RunState::Running.as_str().into(),
+                ],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "run_id")?,
+                    get(r, "task_id")?,
+                    get::<i32>(r, "try_number")? as u32,
+                ))
+            })
+            .collect()
+    }
+
     /// The tasks of a run whose latest try failed, in the order they were created.
     pub async fn task_failures(&self, run_id: &str) -> Result<Vec<TaskFailure>> {
         let mut latest: indexmap::IndexMap<String, (u32, TaskState, Option<String>)> =
@@ -434,6 +476,7 @@ mod store_tests {
         a_failed_send_gives_its_slot_back => failed_send_gives_slot_back,
         claim_once_is_true_once => claim_once_once,
         task_failures_lists_latest_failed_tries => failures_of_a_run,
+        failed_runs_and_pending_retries_are_found_since_a_time => missed_mail_candidates,
         pruning_deletes_ended_windows_and_old_markers_but_keeps_counts => pruning,
         writes_prune_at_most_once_per_period => pruning_on_writes,
         a_released_slot_keeps_the_window_it_had => release_keeps_expiry,
@@ -772,5 +815,106 @@ mod store_tests {
                 error: "exit code 3".into()
             }]
         );
+    }
+
+    async fn missed_mail_candidates(store: Store) {
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        let new_run = |id: &str| NewRun {
+            id: id.into(),
+            workflow_id: "wf".into(),
+            version_hash: "h".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: before,
+            data_interval_start: before,
+            data_interval_end: before,
+        };
+        let task = NewTaskInstance {
+            task_id: "t".into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            queue: "default".into(),
+            not_before: None,
+        };
+        // Four runs, each with one task that fails its first try: two retry it (one run goes
+        // on, one already succeeded), one fails, one is still at its first try.
+        for id in ["retrying", "recovered", "failed", "fresh"] {
+            store
+                .create_run(&new_run(id), std::slice::from_ref(&task))
+                .await
+                .expect("run");
+            store
+                .set_run_state(id, RunState::Queued, RunState::Running, None)
+                .await
+                .expect("start");
+            if id == "fresh" {
+                continue;
+            }
+            let row = store.task_states(id).await.expect("rows")[0].id;
+            let mut batch = DecisionBatch::default();
+            batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);
+            store.apply_decisions(id, &batch).await.expect("queue");
+            let claimed = store
+                .claim(&Claim {
+                    worker: "w",
+                    limit: 1,
+                    lease: Duration::from_secs(30),
+                    pools: &Default::default(),
+                    queues: &[],
+                    run_id: Some(id),
+                })
+                .await
+                .expect("claim");
+            let retry = id != "failed";
+            let completion = TaskCompletion {
+                id: claimed[0].id,
+                run_id: id.into(),
+                task_id: "t".into(),
+                try_number: 1,
+                state: if retry {
+                    TaskState::UpForRetry
+                } else {
+                    TaskState::Failed
+                },
+                exit_code: Some(1),
+                error: Some("boom".into()),
+                outputs: None,
+                ended_at: Utc::now(),
+                retry: retry.then(|| NewTaskInstance {
+                    try_number: 2,
+                    not_before: Some(Utc::now()),
+                    ..task.clone()
+                }),
+            };
+            store.complete(&[], &[completion]).await.expect("complete");
+        }
+        store
+            .set_run_state("failed", RunState::Running, RunState::Failed, Some("t"))
+            .await
+            .expect("fail");
+        store
+            .set_run_state("recovered", RunState::Running, RunState::Success, None)
+            .await
+            .expect("succeed");
+
+        assert_eq!(
+            store.runs_failed_since(before).await.expect("failed runs"),
+            ["failed"]
+        );
+        assert_eq!(
+            store.retries_since(before).await.expect("retries"),
+            [("retrying".to_owned(), "t".to_owned(), 1)]
+        );
+        let later = Utc::now() + chrono::Duration::seconds(60);
+        assert!(
+            store
+                .runs_failed_since(later)
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        assert!(store.retries_since(later).await.expect("none").is_empty());
     }
 }
