@@ -635,15 +635,7 @@ async fn serve_sends_the_failure_mail_once_per_failed_run() {
     let run_id = server.start_run("broken", json!({})).await;
     let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], json!("failed"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while smtp.mails().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failure mail:\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_mails(&smtp, 1, &server).await;
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert_eq!(
@@ -658,15 +650,7 @@ async fn serve_sends_the_failure_mail_once_per_failed_run() {
     // A second failed run gets its own mail.
     let second = server.start_run("broken", json!({})).await;
     server.wait_run(&second, Duration::from_secs(60)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while smtp.mails().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no second mail:\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_mails(&smtp, 2, &server).await;
     let subjects: Vec<Value> = smtp
         .mails()
         .iter()
