@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::shell::Text;
-use super::{Completion, OpContext, OperatorError, Outputs, Result};
+use super::{Completion, OpContext, OperatorError, Outputs, Result, error_chain};
 use crate::duration::HumanDuration;
 
 /// Response bodies longer than this are cut in `outputs.body` (outputs live in the database).
@@ -314,21 +314,6 @@ fn cut(bytes: &[u8], max: usize) -> &[u8] {
         end -= 1;
     }
     &bytes[..end]
-}
-
-/// An error and its causes in one line ("connection refused" is usually a cause, not the error).
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -193,6 +193,22 @@ pub struct OpContext {
     pub alerts: Arc<alert::AlertServices>,
 }
 
+/// An error and its causes in one line: what helps the reader ("connection refused", the
+/// server's reply) is usually a cause, not the error itself.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {
     // `with` absent means an empty map, so operators whose fields all have defaults need none.
     let with = if with.is_null() {

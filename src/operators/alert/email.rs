@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Retry, Severity, escape_html, wait_or_cancel};
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::duration::HumanDuration;
-use crate::operators::{LogSink, OpContext, OperatorError, Outputs, Result};
+use crate::operators::{LogSink, OpContext, OperatorError, Outputs, Result, error_chain};
 use crate::secrets::Secrets;
 
 /// One attachment may be at most this large; mail servers refuse far smaller messages anyway.
@@ -217,7 +217,7 @@ impl Mailer {
                     log.system(format!(
                         "Sending the email through {} failed ({}); trying again in {}.",
                         self.server,
-                        smtp_error(&error),
+                        error_chain(&error),
                         HumanDuration(delay)
                     ));
                     wait_or_cancel(cancel, delay).await?;
@@ -232,7 +232,7 @@ impl Mailer {
                     return Err(OperatorError::failed(format!(
                         "sending the email through {} failed{tries}: {}",
                         self.server,
-                        smtp_error(&error)
+                        error_chain(&error)
                     )));
                 }
             }
@@ -273,21 +273,6 @@ fn failed_tls_handshake(error: &lettre::transport::smtp::Error) -> bool {
         };
     }
     false
-}
-
-/// The error and its causes in one line: the server's reply is usually a cause.
-fn smtp_error(error: &lettre::transport::smtp::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// One or more addresses: a list, or one string with addresses separated by commas.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Retry, Severity, wait_or_cancel};
 use crate::duration::HumanDuration;
 use crate::operators::shell::Text;
-use crate::operators::{OpContext, OperatorError, Outputs, Result};
+use crate::operators::{OpContext, OperatorError, Outputs, Result, error_chain};
 
 /// How much of a refusing server's answer the task's error quotes.
 const ERROR_BODY_CHARS: usize = 300;
@@ -160,7 +160,7 @@ pub(super) async fn send(
             Err(error) => {
                 let problem = format!(
                     "the webhook at {target} could not be reached: {}",
-                    chain(error)
+                    error_chain(&error.without_url())
                 );
                 if last {
                     return Err(OperatorError::failed(after_attempts(problem, attempt)));
@@ -187,22 +187,6 @@ fn after_attempts(problem: String, attempts: u32) -> String {
     } else {
         problem
     }
-}
-
-/// The error and its causes in one line, without the URL (which may be a secret).
-fn chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
