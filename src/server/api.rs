@@ -31,6 +31,17 @@ use crate::store::{
 /// Runs per page when the caller does not say, and the most a caller may ask for.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+
+/// The page size a list request asked for (`limit`), checked: 50 by default, 1 to 500.
+pub(super) fn page_limit(limit: Option<u32>) -> Result<usize> {
+    match limit {
+        None => Ok(DEFAULT_PAGE as usize),
+        Some(n @ 1..=MAX_PAGE) => Ok(n as usize),
+        Some(n) => Err(Error::BadRequest(format!(
+            "limit {n} is out of range; use 1 to {MAX_PAGE}"
+        ))),
+    }
+}
 /// The most runs one backfill creates; a longer range is refused rather than cut short.
 const MAX_BACKFILL_RUNS: usize = 1000;
 /// Log lines read per query while streaming.
@@ -535,15 +546,7 @@ pub(super) async fn list_runs(
                 "{e}; use one of queued, running, success, failed, cancelled"
             ))
         })?;
-    let limit = match query.limit {
-        None => DEFAULT_PAGE,
-        Some(n @ 1..=MAX_PAGE) => n,
-        Some(n) => {
-            return Err(Error::BadRequest(format!(
-                "limit {n} is out of range; use 1 to {MAX_PAGE}"
-            )));
-        }
-    };
+    let limit = page_limit(query.limit)?;
     let filter = RunFilter {
         workflow: query.workflow,
         state: run_state,
@@ -551,7 +554,7 @@ pub(super) async fn list_runs(
     };
     let page = state
         .store
-        .list_runs(&filter, limit as usize, query.cursor.as_deref())
+        .list_runs(&filter, limit, query.cursor.as_deref())
         .await?
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     Ok(Json(RunList {

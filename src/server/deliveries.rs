@@ -9,9 +9,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AppState, Error, ErrorBody, Json, Query, Result};
 use crate::store::DeliveryRecord;
 
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
-
 /// One webhook delivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
@@ -81,18 +78,10 @@ pub(super) async fn list_deliveries(
     State(state): State<AppState>,
     Query(query): Query<DeliveriesQuery>,
 ) -> Result<Json<DeliveryList>> {
-    let limit = match query.limit {
-        None => DEFAULT_PAGE,
-        Some(n @ 1..=MAX_PAGE) => n,
-        Some(n) => {
-            return Err(Error::BadRequest(format!(
-                "limit {n} is out of range; use 1 to {MAX_PAGE}"
-            )));
-        }
-    };
+    let limit = super::api::page_limit(query.limit)?;
     let page = state
         .store
-        .list_deliveries(limit as usize, query.cursor.as_deref())
+        .list_deliveries(limit, query.cursor.as_deref())
         .await?
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     Ok(Json(DeliveryList {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use tracing::info;
 
 use super::auth::{CsrfForm, Session};
-use super::pages::{find_workflow, pinned_workflow};
+use super::pages::{find_run, find_workflow, pinned_workflow};
 use super::{Result, WebError, WebState};
 use crate::store::ClearOutcome;
 
@@ -56,11 +56,7 @@ pub async fn cancel(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response> {
     session.authorize_action(&form.csrf)?;
-    let run = state
-        .store
-        .run(&run_id)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let run = find_run(&state, &run_id).await?;
     let reason = format!("cancelled by {} in the UI", session.user);
     if !state.store.cancel_run(&run_id, &reason).await? {
         return Err(WebError::Conflict(format!(
@@ -80,11 +76,7 @@ pub async fn clear(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response> {
     session.authorize_action(&form.csrf)?;
-    let run = state
-        .store
-        .run(&run_id)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let run = find_run(&state, &run_id).await?;
     // The run's own version decides what is downstream, not the file as it is today.
     let workflow = pinned_workflow(&state, &run).await?;
     let index = workflow

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
 use super::pages::{GRID_PAGE, find_workflow, symbol};
-use super::{Result, WebError, WebState, auth::Session, human_duration, iso};
+use super::{Result, WebState, auth::Session, human_duration, iso};
 use crate::lifecycle::{RunState, TaskState};
 use crate::store::{RunFilter, StoreError, StoreEvent};
 
@@ -205,11 +205,7 @@ pub async fn run_events(
     Path(run_id): Path<String>,
     Query(query): Query<RunEventsQuery>,
 ) -> Result<Response> {
-    if state.store.run(&run_id).await?.is_none() {
-        return Err(WebError::NotFound(format!(
-            "there is no run with id `{run_id}`"
-        )));
-    }
+    super::pages::find_run(&state, &run_id).await?;
     let feed = RunFeed {
         events: state.store.subscribe(),
         state,

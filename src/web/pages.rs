@@ -355,6 +355,15 @@ pub async fn workflow_runs(
     .into_response())
 }
 
+/// The run `run_id`, or 404.
+pub(super) async fn find_run(state: &WebState, run_id: &str) -> Result<RunRecord> {
+    state
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))
+}
+
 /// The workflow a run pinned: the live one when the hash matches, else the stored version.
 pub(super) async fn pinned_workflow(state: &WebState, run: &RunRecord) -> Result<Arc<Workflow>> {
     if let Some(entry) = state.catalog.get(&run.workflow_id)
@@ -443,11 +452,7 @@ pub async fn run_gantt_section(
     _session: Session,
     Path(run_id): Path<String>,
 ) -> Result<Response> {
-    let run = state
-        .store
-        .run(&run_id)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let run = find_run(&state, &run_id).await?;
     let workflow = pinned_workflow(&state, &run).await?;
     let tries = state.store.task_instances(&run_id).await?;
     let chart = run_gantt(&workflow, &tries, Utc::now());
@@ -465,11 +470,7 @@ pub async fn run(
     session: Session,
     Path(run_id): Path<String>,
 ) -> Result<Response> {
-    let run = state
-        .store
-        .run(&run_id)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("there is no run with id `{run_id}`")))?;
+    let run = find_run(&state, &run_id).await?;
     let workflow = pinned_workflow(&state, &run).await?;
     let tries = state.store.task_instances(&run_id).await?;
     let logs = state.store.logs(&run_id, None).await?;
