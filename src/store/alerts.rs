@@ -469,7 +469,8 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::*;
-    use crate::store::{Claim, DecisionBatch, NewRun, NewTaskInstance, TaskCompletion};
+    use crate::store::conformance::{new_run, task};
+    use crate::store::{Claim, DecisionBatch, NewTaskInstance, TaskCompletion};
 
     on_every_backend! {
         a_hundred_alerts_in_one_window_send_one_and_count_the_rest => hundred_in_one_window,
@@ -746,27 +747,8 @@ mod store_tests {
 
     async fn failures_of_a_run(store: Store) {
         let now = Utc::now();
-        let run = NewRun {
-            id: "r".into(),
-            workflow_id: "wf".into(),
-            version_hash: "h".into(),
-            trigger: "manual".into(),
-            triggered_by: None,
-            params: serde_json::Map::new(),
-            logical_date: now,
-            data_interval_start: now,
-            data_interval_end: now,
-        };
-        let task = |id: &str| NewTaskInstance {
-            task_id: id.into(),
-            try_number: 1,
-            priority: 0,
-            pool: None,
-            queue: "default".into(),
-            not_before: None,
-        };
         store
-            .create_run(&run, &[task("ok"), task("bad")])
+            .create_run(&new_run("r"), &[task("ok"), task("bad")])
             .await
             .expect("run");
         assert!(store.task_failures("r").await.expect("none").is_empty());
@@ -819,30 +801,11 @@ mod store_tests {
 
     async fn missed_mail_candidates(store: Store) {
         let before = Utc::now() - chrono::Duration::seconds(1);
-        let new_run = |id: &str| NewRun {
-            id: id.into(),
-            workflow_id: "wf".into(),
-            version_hash: "h".into(),
-            trigger: "manual".into(),
-            triggered_by: None,
-            params: serde_json::Map::new(),
-            logical_date: before,
-            data_interval_start: before,
-            data_interval_end: before,
-        };
-        let task = NewTaskInstance {
-            task_id: "t".into(),
-            try_number: 1,
-            priority: 0,
-            pool: None,
-            queue: "default".into(),
-            not_before: None,
-        };
         // Four runs, each with one task that fails its first try: two retry it (one run goes
         // on, one already succeeded), one fails, one is still at its first try.
         for id in ["retrying", "recovered", "failed", "fresh"] {
             store
-                .create_run(&new_run(id), std::slice::from_ref(&task))
+                .create_run(&new_run(id), &[task("t")])
                 .await
                 .expect("run");
             store
@@ -885,7 +848,7 @@ mod store_tests {
                 retry: retry.then(|| NewTaskInstance {
                     try_number: 2,
                     not_before: Some(Utc::now()),
-                    ..task.clone()
+                    ..task("t")
                 }),
             };
             store.complete(&[], &[completion]).await.expect("complete");

@@ -471,6 +471,34 @@ pub(crate) mod conformance {
         }
     }
 
+    /// A manual run of workflow `wf` at version `h1`, logical date now.
+    pub(crate) fn new_run(id: &str) -> NewRun {
+        let now = chrono::Utc::now();
+        NewRun {
+            id: id.into(),
+            workflow_id: "wf".into(),
+            version_hash: "h1".into(),
+            trigger: "manual".into(),
+            triggered_by: None,
+            params: serde_json::Map::new(),
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+        }
+    }
+
+    /// The first try of task `id`, in the default queue, no pool.
+    pub(crate) fn task(id: &str) -> NewTaskInstance {
+        NewTaskInstance {
+            task_id: id.into(),
+            try_number: 1,
+            priority: 0,
+            pool: None,
+            queue: "default".into(),
+            not_before: None,
+        }
+    }
+
     pub(crate) async fn backends() -> Vec<Backend> {
         let sqlite = Store::open(&StoreConfig::new("sqlite::memory:"))
             .await
@@ -539,6 +567,7 @@ mod logins;
 mod store_tests {
     use chrono::Utc;
 
+    use super::conformance::{new_run, task};
     use super::*;
     use crate::lifecycle::{RunState, TaskState};
 
@@ -662,32 +691,6 @@ mod store_tests {
     }
 
     static EMPTY_POOLS: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
-
-    fn new_run(id: &str) -> NewRun {
-        let now = Utc::now();
-        NewRun {
-            id: id.into(),
-            workflow_id: "wf".into(),
-            version_hash: "h1".into(),
-            trigger: "manual".into(),
-            triggered_by: None,
-            params: serde_json::Map::new(),
-            logical_date: now,
-            data_interval_start: now,
-            data_interval_end: now,
-        }
-    }
-
-    fn task(id: &str) -> NewTaskInstance {
-        NewTaskInstance {
-            task_id: id.into(),
-            try_number: 1,
-            priority: 0,
-            pool: None,
-            queue: "default".into(),
-            not_before: None,
-        }
-    }
 
     async fn lifecycle_claim_and_fenced_completion(store: Store) {
         let mut events = store.subscribe();

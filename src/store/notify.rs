@@ -447,32 +447,16 @@ mod tests {
     /// Creates run `run_id` with one task and queues the task: something on each channel
     /// (the run's state, the task's state, new work).
     async fn queue_one_task(store: &Store, run_id: &str) {
-        use crate::store::{DecisionBatch, NewRun, NewTaskInstance};
+        use crate::store::DecisionBatch;
+        use crate::store::conformance::{new_run, task};
         store
-            .save_workflow_version("wf", "h", "/wf.yaml", "tasks: {}")
+            .save_workflow_version("wf", "h1", "/wf.yaml", "tasks: {}")
             .await
             .expect("version");
-        let now = chrono::Utc::now();
-        let run = NewRun {
-            id: run_id.into(),
-            workflow_id: "wf".into(),
-            version_hash: "h".into(),
-            trigger: "manual".into(),
-            triggered_by: None,
-            params: Default::default(),
-            logical_date: now,
-            data_interval_start: now,
-            data_interval_end: now,
-        };
-        let task = NewTaskInstance {
-            task_id: "t".into(),
-            try_number: 1,
-            priority: 0,
-            pool: None,
-            queue: "default".into(),
-            not_before: None,
-        };
-        store.create_run(&run, &[task]).await.expect("run");
+        store
+            .create_run(&new_run(run_id), &[task("t")])
+            .await
+            .expect("run");
         let row = store.task_states(run_id).await.expect("rows")[0].id;
         let mut batch = DecisionBatch::default();
         batch.push(row, "t", 1, TaskState::Pending, TaskState::Queued);

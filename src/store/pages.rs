@@ -73,7 +73,8 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::store::{DecisionBatch, NewRun, NewTaskInstance};
+    use crate::store::DecisionBatch;
+    use crate::store::conformance::{new_run, task};
 
     #[tokio::test]
     async fn latest_task_states_of_several_runs() {
@@ -86,28 +87,9 @@ mod tests {
 
     async fn latest_states(store: Store) {
         let now = Utc::now();
-        let task = |id: &str| NewTaskInstance {
-            task_id: id.into(),
-            try_number: 1,
-            priority: 0,
-            pool: None,
-            queue: "default".into(),
-            not_before: None,
-        };
         for id in ["r1", "r2"] {
-            let run = NewRun {
-                id: id.into(),
-                workflow_id: "wf".into(),
-                version_hash: "h".into(),
-                trigger: "manual".into(),
-                triggered_by: None,
-                params: serde_json::Map::new(),
-                logical_date: now,
-                data_interval_start: now,
-                data_interval_end: now,
-            };
             store
-                .create_run(&run, &[task("a"), task("b")])
+                .create_run(&new_run(id), &[task("a"), task("b")])
                 .await
                 .expect("run");
         }
