@@ -995,6 +995,18 @@ fn tls_smtp(sb: &Sandbox, cert: &Path, key: &Path, implicit: bool) -> Option<Smt
 
 const TLS_MAIL: &str = "tasks:\n  tell:\n    operator: alert\n    with: { backoff: 10ms, email: { to: a@example.com, subject: over tls } }\n";
 
+/// Runs a one-mail workflow through `smtp` with `tls = mode` and the extra `[smtp]` lines.
+fn mail_over_tls(sb: &Sandbox, smtp: &Smtp, mode: &str, extra: &str) -> common::Finished {
+    sb.write(
+        "sluice.toml",
+        &smtp
+            .config(extra)
+            .replace("tls = \"none\"", &format!("tls = \"{mode}\"")),
+    );
+    let file = sb.write("mail.yaml", TLS_MAIL);
+    run(sb, &file)
+}
+
 #[test]
 fn starttls_and_tls_deliver_to_a_server_whose_certificate_a_private_ca_signed() {
     let sb = Sandbox::new();
@@ -1004,14 +1016,7 @@ fn starttls_and_tls_deliver_to_a_server_whose_certificate_a_private_ca_signed() 
             return;
         };
         // Relative to the configuration file's folder.
-        sb.write(
-            "sluice.toml",
-            &smtp
-                .config("ca_file = \"tls/ca.pem\"\n")
-                .replace("tls = \"none\"", &format!("tls = \"{mode}\"")),
-        );
-        let file = sb.write("mail.yaml", TLS_MAIL);
-        let done = run(&sb, &file);
+        let done = mail_over_tls(&sb, &smtp, mode, "ca_file = \"tls/ca.pem\"\n");
         assert_eq!(done.code, 0, "{mode}: {}\n{}", done.stdout, done.stderr);
         let mails = smtp.mails();
         assert_eq!(mails.len(), 1, "{mode}: {mails:?}");
@@ -1028,14 +1033,7 @@ fn without_ca_file_a_private_certificate_is_refused_and_nothing_goes_in_clear() 
         let Some(smtp) = tls_smtp(&sb, &cert, &key, implicit) else {
             return;
         };
-        sb.write(
-            "sluice.toml",
-            &smtp
-                .config("")
-                .replace("tls = \"none\"", &format!("tls = \"{mode}\"")),
-        );
-        let file = sb.write("mail.yaml", TLS_MAIL);
-        let done = run(&sb, &file);
+        let done = mail_over_tls(&sb, &smtp, mode, "");
         assert_eq!(done.code, 1, "{mode}: {}", done.stderr);
         let error = done.json()["tasks"]["tell"]["error"]
             .as_str()
