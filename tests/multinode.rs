@@ -361,6 +361,23 @@ async fn a_worker_serves_its_health_and_metrics() {
         .await
         .expect("other route");
     assert_eq!(other.status(), 404);
+    // A second worker cannot take the same address: it says so and exits.
+    let address = base.trim_start_matches("http://");
+    let taken: common::Finished = sb
+        .command()
+        .args(["worker", "--name", "second", "--bind", address])
+        .env("SLUICE_DATABASE_URL", &db.url)
+        .output()
+        .expect("run sluice worker")
+        .into();
+    assert_eq!(taken.code, 1, "{}", taken.stderr);
+    assert!(
+        taken
+            .stderr
+            .contains(&format!("cannot listen on {address}")),
+        "{}",
+        taken.stderr
+    );
     drop(worker);
     drop(server);
     db.finish().await;
