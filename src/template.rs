@@ -1,8 +1,10 @@
-//! Templating with minijinja: the render context (params, run, tasks, event, secrets, …) and
-//! the native-value rule (a string that is exactly one `{{ expression }}` yields the value).
+//! Templating with minijinja: the render context (params, run, tasks, event, secrets, …),
+//! the native-value rule (a string that is exactly one `{{ expression }}` yields the value)
+//! and the budget every render runs under (fuel, plus a wall-clock limit off the async threads).
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
@@ -19,6 +21,45 @@ pub struct TemplateError {
     pub message: String,
     /// The 1-based line inside the template source, when known.
     pub line: Option<u32>,
+}
+
+impl TemplateError {
+    /// The same error, saying which field of the workflow held the template
+    /// (`with.command`, `env.TOKEN`, `if`, `params.n`).
+    pub fn in_field(self, field: &str) -> TemplateError {
+        TemplateError {
+            message: format!("`{field}`: {}", self.message),
+            line: self.line,
+        }
+    }
+}
+
+/// How much one render may do, so a template that loops for ever (or builds gigabytes of
+/// text) fails its task instead of freezing the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderBudget {
+    /// minijinja's fuel for one template string: about one unit per instruction and one per
+    /// 64 bytes of text or data the template creates, so it bounds both time and memory.
+    pub fuel: u64,
+    /// How long [`Templates::off_thread`] waits for a render (all the strings of one field)
+    /// before it gives up; the fuel ends the abandoned render soon after.
+    pub time: Duration,
+}
+
+impl RenderBudget {
+    /// Far above what real templates use (rendering a 10,000-row list costs about 100,000;
+    /// the budget allows about 128 MB of text), and small enough that a runaway loop fails
+    /// within about a second.
+    pub const DEFAULT: RenderBudget = RenderBudget {
+        fuel: 2_000_000,
+        time: Duration::from_secs(10),
+    };
+}
+
+impl Default for RenderBudget {
+    fn default() -> Self {
+        RenderBudget::DEFAULT
+    }
 }
 
 /// Whether a string contains template syntax at all (most strings do not: they are copied
@@ -45,9 +86,14 @@ pub fn check_syntax(source: &str) -> Result<(), TemplateError> {
 ///
 /// Undefined values are strict: `{{ params.typo }}` is an error naming `params.typo` rather
 /// than an empty string that would silently reach a command line.
+///
+/// Every render is bounded by the engine's [`RenderBudget`]: fuel is set on the environment,
+/// so no render can skip it, and [`Templates::off_thread`] adds the wall-clock limit for
+/// callers on async threads.
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    budget: RenderBudget,
 }
 
 impl Default for Templates {
@@ -58,6 +104,10 @@ impl Default for Templates {
 
 impl Templates {
     pub fn new() -> Self {
+        Self::with_budget(RenderBudget::DEFAULT)
+    }
+
+    pub fn with_budget(budget: RenderBudget) -> Self {
         // `Environment::new` already carries minijinja's built-in filters, tests and functions
         // (`tojson`, `default`, `join`, `length`, `lower`, `replace`, `range`, `dictsort`, …).
         let mut env = Environment::new();
@@ -72,6 +122,7 @@ impl Templates {
         if let Ok(syntax) = syntax.build() {
             env.set_syntax(syntax);
         }
+        env.set_fuel(Some(budget.fuel));
         env.add_filter("fromjson", fromjson);
         // Shell commands, URLs and JSON bodies expect `true`/`false`, as GitHub Actions
         // renders them, not Python's `True`/`False`.
@@ -84,7 +135,63 @@ impl Templates {
             }
             minijinja::escape_formatter(out, state, value)
         });
-        Templates { env }
+        Templates { env, budget }
+    }
+
+    pub fn budget(&self) -> RenderBudget {
+        self.budget
+    }
+
+    /// Runs `render` on tokio's blocking pool and waits at most the budget's time for it, so
+    /// a slow template never holds an async thread (and with it timers, HTTP requests and
+    /// signal handling). A render that runs out of time is abandoned: its fuel stops it.
+    /// `field` names what is rendered in the time-out error; `render` names its own errors.
+    pub async fn off_thread<T, F>(
+        self: &Arc<Self>,
+        field: &str,
+        render: F,
+    ) -> Result<T, TemplateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Templates) -> Result<T, TemplateError> + Send + 'static,
+    {
+        let templates = Arc::clone(self);
+        let job = tokio::task::spawn_blocking(move || render(&templates));
+        let failure = match tokio::time::timeout(self.budget.time, job).await {
+            Ok(Ok(result)) => return result,
+            Ok(Err(stopped)) => format!("the render stopped unexpectedly ({stopped})"),
+            Err(_) => format!(
+                "rendering took longer than {}, the limit for one field; the template does too \
+                 much work",
+                humantime::format_duration(self.budget.time)
+            ),
+        };
+        Err(TemplateError {
+            message: failure,
+            line: None,
+        }
+        .in_field(field))
+    }
+
+    /// [`Templates::render_str`] for a field of the workflow (`env.TOKEN`): errors name it.
+    pub fn render_str_field(
+        &self,
+        field: &str,
+        source: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<String, TemplateError> {
+        self.render_str(source, ctx).map_err(|e| e.in_field(field))
+    }
+
+    /// [`Templates::eval_condition`] for a field of the workflow (`if`): errors name it.
+    pub fn eval_condition_field(
+        &self,
+        field: &str,
+        source: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<bool, TemplateError> {
+        self.eval_condition(source, ctx)
+            .map_err(|e| e.in_field(field))
     }
 
     /// Renders every string inside a JSON value: map values and sequence items, at any depth
@@ -96,18 +203,51 @@ impl Templates {
         value: &Value,
         ctx: &minijinja::Value,
     ) -> Result<Value, TemplateError> {
+        self.render_at(value, ctx, &mut String::new())
+    }
+
+    /// [`Templates::render_value`] for a field of the workflow: an error names the exact place
+    /// that failed below `field` (`with.headers.Authorization`, `with.args[2]`).
+    pub fn render_field(
+        &self,
+        field: &str,
+        value: &Value,
+        ctx: &minijinja::Value,
+    ) -> Result<Value, TemplateError> {
+        let mut path = field.to_owned();
+        self.render_at(value, ctx, &mut path)
+            .map_err(|e| e.in_field(&path))
+    }
+
+    /// Renders `value`; on error `path` is left pointing at the string that failed.
+    fn render_at(
+        &self,
+        value: &Value,
+        ctx: &minijinja::Value,
+        path: &mut String,
+    ) -> Result<Value, TemplateError> {
         Ok(match value {
             Value::String(source) => self.render_native(source, ctx)?,
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|item| self.render_value(item, ctx))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{index}]"));
+                    out.push(self.render_at(item, ctx, path)?);
+                    path.truncate(len);
+                }
+                Value::Array(out)
+            }
             Value::Object(map) => {
                 let mut out = Map::with_capacity(map.len());
                 for (key, item) in map {
-                    out.insert(key.clone(), self.render_value(item, ctx)?);
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    out.insert(key.clone(), self.render_at(item, ctx, path)?);
+                    path.truncate(len);
                 }
                 Value::Object(out)
             }
@@ -176,7 +316,24 @@ impl Templates {
     fn render_text(&self, source: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
         self.env
             .render_str(source, ctx)
-            .map_err(|e| from_minijinja(source, &e, ctx))
+            .map_err(|e| self.failure(source, &e, ctx))
+    }
+
+    fn failure(
+        &self,
+        source: &str,
+        err: &minijinja::Error,
+        ctx: &minijinja::Value,
+    ) -> TemplateError {
+        if err.kind() == ErrorKind::OutOfFuel {
+            let message = format!(
+                "the template did more work than one render may do ({} steps): a loop runs \
+                 too long or builds too much text",
+                self.budget.fuel
+            );
+            return error_in(source, None, &message, ctx);
+        }
+        from_minijinja(source, err, ctx)
     }
 
     fn eval_expression(
@@ -188,10 +345,10 @@ impl Templates {
         let compiled = self
             .env
             .compile_expression(expr)
-            .map_err(|e| from_minijinja(source, &e, ctx))?;
+            .map_err(|e| self.failure(source, &e, ctx))?;
         let value = compiled
             .eval(ctx)
-            .map_err(|e| from_minijinja(source, &e, ctx))?;
+            .map_err(|e| self.failure(source, &e, ctx))?;
         if value.is_undefined() {
             // Strict mode rejects `params.typo` but lets a bare unknown name through as
             // undefined; that is just as much a mistake.
@@ -835,6 +992,120 @@ mod tests {
             render("{{ run.workflow }}-{{ run.id }}"),
             Ok(json!("eval_pipeline-run-1"))
         );
+    }
+
+    /// The loop from the bug report: 10^10 iterations, which froze `sluice run` for good.
+    const RUNAWAY: &str = "echo {% for i in range(100000) %}{% for j in range(100000) %}\
+                           {% endfor %}{% endfor %}done";
+
+    #[test]
+    fn a_runaway_loop_runs_out_of_fuel_and_names_its_field() {
+        let err = Templates::new()
+            .render_field("with", &json!({"command": RUNAWAY}), &context())
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("`with.command`: `echo {% for i"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("more work than one render may do"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn huge_text_and_runaway_expressions_run_out_of_fuel() {
+        let t = Templates::new();
+        let ctx = context();
+        // 500 MB of text, each piece well below minijinja's own size limit. On failure only
+        // the length is printed.
+        let err = t
+            .render_str(
+                "{% for i in range(100) %}{{ 'x' * 5000000 }}{% endfor %}",
+                &ctx,
+            )
+            .map(|text| text.len())
+            .unwrap_err();
+        assert!(err.message.contains("more work"), "{}", err.message);
+        let err = t
+            .eval_condition(
+                "{{ range(100000) | map('string') | join | length > 0 and \
+                 ('y' * 90000000 + 'y' * 90000000) | length > 0 }}",
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("more work"), "{}", err.message);
+        let nested = "{% for i in range(5000) %}{% for j in range(5000) %}{% for k in \
+                      range(5000) %}{% endfor %}{% endfor %}{% endfor %}";
+        assert!(t.render_native(nested, &ctx).map(|_| ()).is_err());
+    }
+
+    #[test]
+    fn ordinary_templates_fit_the_budget() {
+        let rows = render(
+            "{% for i in range(10000) %}{{ i }},{{ params.model }};{% endfor %}{{ params.tags | tojson }}",
+        )
+        .unwrap();
+        assert!(
+            rows.as_str()
+                .unwrap()
+                .ends_with(r#"9999,gpt-4o-mini;["a", "b"]"#)
+        );
+    }
+
+    #[test]
+    fn a_smaller_budget_is_enforced() {
+        let t = Templates::with_budget(RenderBudget {
+            fuel: 1_000,
+            time: Duration::from_secs(1),
+        });
+        let err = t
+            .render_str("{% for i in range(1000) %}{{ i }}{% endfor %}", &context())
+            .unwrap_err();
+        assert!(err.message.contains("(1000 steps)"), "{}", err.message);
+        assert_eq!(t.render_str("{{ 1 + 1 }}", &context()), Ok("2".into()));
+    }
+
+    #[test]
+    fn field_errors_name_the_nested_place() {
+        let with = json!({"target": {"args": ["ok", "{{ params.nope }}"]}});
+        let err = Templates::new()
+            .render_field("with", &with, &context())
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("`with.target.args[1]`: "),
+            "{}",
+            err.message
+        );
+        let err = Templates::new()
+            .render_field("params.n", &json!("{{ nope }}"), &context())
+            .unwrap_err();
+        assert!(err.message.starts_with("`params.n`: "), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn off_thread_gives_up_after_the_time_limit() {
+        let t = Arc::new(Templates::with_budget(RenderBudget {
+            fuel: RenderBudget::DEFAULT.fuel,
+            time: Duration::from_millis(1),
+        }));
+        let err = t
+            .off_thread("with.command", |t| t.render_str(RUNAWAY, &context()))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("`with.command`: rendering took longer than 1ms"),
+            "{}",
+            err.message
+        );
+        let t = Arc::new(Templates::new());
+        let rendered = t
+            .off_thread("x", |t| t.render_str("{{ params.samples }}", &context()))
+            .await;
+        assert_eq!(rendered, Ok("200".into()));
     }
 
     #[test]

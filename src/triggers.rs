@@ -84,7 +84,7 @@ fn fire(
     templates: &Templates,
 ) -> Option<Map<String, Value>> {
     if let Some(condition) = &trigger.condition {
-        match templates.eval_condition(condition, context) {
+        match templates.eval_condition_field("if", condition, context) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
@@ -95,7 +95,7 @@ fn fire(
     }
     let mut params = Map::new();
     for (name, value) in &trigger.params {
-        match templates.render_value(value, context) {
+        match templates.render_field(&format!("params.{name}"), value, context) {
             Ok(value) => {
                 params.insert(name.clone(), value);
             }

@@ -367,10 +367,14 @@ impl Scheduler {
                     &self.deps.vars,
                 );
                 context.run.url = Some(crate::config::run_url(&self.deps.base_url, run_id));
+                let (condition, context) = (condition.clone(), context.to_value());
                 match self
                     .deps
                     .templates
-                    .eval_condition(condition, &context.to_value())
+                    .off_thread("if", move |t| {
+                        t.eval_condition_field("if", &condition, &context)
+                    })
+                    .await
                 {
                     Ok(true) => {}
                     Ok(false) => to = TaskState::Skipped,

@@ -68,11 +68,26 @@ impl WorkflowTriggerService {
             state: run.state,
             outputs,
         };
-        let matches = matching_workflow_triggers(
-            &facts,
-            snapshot.workflows.values().map(|e| e.workflow.as_ref()),
-            &self.templates,
-        );
+        // Trigger templates are the workflow author's: render them off the async threads, so
+        // a runaway `if` or param holds up nothing else.
+        let candidates = Arc::clone(&snapshot);
+        let matched = self
+            .templates
+            .off_thread("triggers", move |templates| {
+                Ok(matching_workflow_triggers(
+                    &facts,
+                    candidates.workflows.values().map(|e| e.workflow.as_ref()),
+                    templates,
+                ))
+            })
+            .await;
+        let matches = match matched {
+            Ok(matches) => matches,
+            Err(e) => {
+                warn!(upstream_run = run_id, error = %e, "The workflow triggers could not be evaluated; none fires.");
+                Vec::new()
+            }
+        };
         if matches.is_empty() {
             return Ok(Vec::new());
         }

@@ -236,21 +236,39 @@ async fn plan(
     facts: &EventFacts,
     payload: &Value,
 ) -> Result<(Vec<DeliveryRun>, Option<String>), Response> {
-    let context = minijinja::context! { event => crate::template::from_json(payload) };
     let snapshot = state.catalog.snapshot();
-    let mut fired: Vec<(&str, Fired)> = Vec::new();
+    // Params mappings are templates from workflow files: render them off the async threads
+    // and under the render budget, so a runaway mapping cannot stall the server.
+    let matched = {
+        let (snapshot, facts, payload) = (snapshot.clone(), facts.clone(), payload.clone());
+        state
+            .templates
+            .off_thread("params", move |templates| {
+                let context = minijinja::context! { event => crate::template::from_json(&payload) };
+                Ok(snapshot
+                    .workflows
+                    .iter()
+                    .filter_map(|(id, entry)| {
+                        match_trigger(id, &entry.workflow.triggers, &facts, &context, templates)
+                            .map(|found| (id.clone(), found))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await
+    };
+    let matched = match matched {
+        Ok(matched) => matched,
+        Err(e) => {
+            let reason = format!("the triggers could not be matched: {e}");
+            return Ok((Vec::new(), Some(shorten(reason))));
+        }
+    };
+    let mut fired: Vec<(String, Fired)> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
-    for (id, entry) in &snapshot.workflows {
-        match match_trigger(
-            id,
-            &entry.workflow.triggers,
-            facts,
-            &context,
-            &state.templates,
-        ) {
-            None => {}
-            Some(TriggerMatch::Refused(reason)) => reasons.push(format!("{id}: {reason}")),
-            Some(TriggerMatch::Fired(f)) => fired.push((id.as_str(), f)),
+    for (id, found) in matched {
+        match found {
+            TriggerMatch::Refused(reason) => reasons.push(format!("{id}: {reason}")),
+            TriggerMatch::Fired(f) => fired.push((id, f)),
         }
     }
     if fired.is_empty() && reasons.is_empty() {
@@ -267,6 +285,7 @@ async fn plan(
     };
     let mut runs = Vec::with_capacity(fired.len());
     for (id, f) in fired {
+        let id = id.as_str();
         if paused.contains(id) {
             reasons.push(format!("{id}: the workflow is paused"));
             continue;

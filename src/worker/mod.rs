@@ -636,16 +636,31 @@ async fn render(
             .collect();
     }
     let context = context.to_value();
-    let with = deps
-        .templates
-        .render_value(&task.with, &context)
-        .map_err(|e| format!("cannot render `with`: {e}"))?;
+    // Off the async threads and under the render budget: a template that loops for ever
+    // fails this task instead of stalling the worker's other tasks, leases and shutdown.
+    let with = if has_template(&task.with) {
+        let (with, context) = (task.with.clone(), context.clone());
+        deps.templates
+            .off_thread("with", move |t| t.render_field("with", &with, &context))
+            .await
+            .map_err(|e| format!("cannot render {e}"))?
+    } else {
+        task.with.clone()
+    };
     let mut env = Vec::with_capacity(task.env.len());
     for (key, value) in &task.env {
-        let value = deps
-            .templates
-            .render_str(value, &context)
-            .map_err(|e| format!("cannot render env `{key}`: {e}"))?;
+        let value = if contains_template(value) {
+            let field = format!("env.{key}");
+            let (source, context) = (value.clone(), context.clone());
+            deps.templates
+                .off_thread(&field.clone(), move |t| {
+                    t.render_str_field(&field, &source, &context)
+                })
+                .await
+                .map_err(|e| format!("cannot render {e}"))?
+        } else {
+            value.clone()
+        };
         env.push((key.clone(), value));
     }
     Ok((with, env))
