@@ -1,6 +1,6 @@
 //! Limits that keep a workflow file from freezing or crashing a process, through the real
 //! binary: templates that loop for ever fail their task (under `run` and under `serve`, where
-//! the server keeps answering).
+//! the server keeps answering), and durations too long to compute with are refused.
 
 mod common;
 
@@ -150,4 +150,33 @@ tasks:
         || server.logs().contains("`if`: "),
     );
     assert_eq!(server.terminate(), Some(0));
+}
+
+/// Regression: `retry_delay: 10000000000000s` passed `validate`, then overflowed the next
+/// try's date when the task failed, killing the try unreported and hanging the run.
+#[test]
+fn durations_longer_than_a_year_are_refused_before_the_run() {
+    let sb = Sandbox::new();
+    let file = sb.write(
+        "huge.yaml",
+        r#"
+tasks:
+  a:
+    operator: shell
+    retries: 1
+    retry_delay: 10000000000000s
+    with: { command: "exit 1" }
+"#,
+    );
+    let out = run_with_limit(&sb, &file, Duration::from_secs(60));
+    assert_eq!(
+        out.code, 2,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stderr.contains("huge.yaml:6:18: error") && out.stderr.contains("longer than 365 days"),
+        "{}",
+        out.stderr
+    );
 }

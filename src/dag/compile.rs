@@ -168,7 +168,7 @@ impl Compiler<'_> {
         let parsed = match &node.value {
             NodeValue::String(s) => HumanDuration::parse(s),
             NodeValue::Number(n) => match n.as_u64() {
-                Some(secs) => Ok(HumanDuration(Duration::from_secs(secs))),
+                Some(secs) => HumanDuration::from_secs(secs),
                 None => Err(format!(
                     "`{n}` is not a duration; a duration cannot be negative or fractional"
                 )),

@@ -5,6 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use crate::duration::instant_after;
+
 pub use crate::spec::format::DeadlineFrom;
 
 /// A compiled `deadline`.
@@ -36,11 +38,7 @@ impl Deadline {
                     DeadlineFrom::Start => run.started_at?,
                     DeadlineFrom::LogicalDate => run.logical_date,
                 };
-                let after = chrono::Duration::from_std(after).ok()?;
-                Some(
-                    base.checked_add_signed(after)
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                )
+                Some(instant_after(base, after))
             }
             Deadline::At { time } => {
                 let end = run.data_interval_end;

@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
+use crate::duration::MAX_DURATION;
 use crate::lifecycle::TriggerRule;
 use crate::params::ParamDecl;
 
@@ -92,10 +93,13 @@ impl Task {
                 base.saturating_mul(1u32 << exponent)
             }
         };
-        match self.max_retry_delay {
+        let capped = match self.max_retry_delay {
             Some(cap) => delay.min(cap),
             None => delay,
-        }
+        };
+        // Backoff can multiply a delay far past anything a file may state; the same limit
+        // keeps the retry's date computable.
+        capped.min(MAX_DURATION)
     }
 }
 
@@ -241,5 +245,26 @@ mod tests {
             .map(|t| exp.retry_delay_before(t).as_secs())
             .collect();
         assert_eq!(delays, [10, 20, 40, 60, 60]);
+    }
+
+    /// Regression: 60 exponential retries of a year-long delay overflowed the date of the
+    /// next try and killed the worker's try unreported.
+    #[test]
+    fn exponential_backoff_over_sixty_retries_stays_computable() {
+        let now = chrono::Utc::now();
+        for cap in [None, Some(MAX_DURATION.as_secs())] {
+            let exp = task(Backoff::Exponential, MAX_DURATION.as_secs(), cap);
+            let mut previous = Duration::ZERO;
+            for next_try in 2..=62 {
+                let delay = exp.retry_delay_before(next_try);
+                assert!(delay <= MAX_DURATION, "try {next_try}: {delay:?}");
+                assert!(delay >= previous, "try {next_try}: backoff went down");
+                previous = delay;
+                let at = crate::duration::instant_after(now, delay);
+                assert!(at > now && at < chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            }
+        }
+        let small = task(Backoff::Exponential, 1, None);
+        assert_eq!(small.retry_delay_before(62), MAX_DURATION);
     }
 }

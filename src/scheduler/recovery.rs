@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::Result;
 use crate::catalog::versions::Versions;
+use crate::duration::instant_after;
 use crate::lifecycle::TaskState;
 use crate::operators::shell;
 use crate::store::{NewTaskInstance, OrphanedTry, Store, TaskCompletion};
@@ -105,14 +106,9 @@ async fn completion_for(
         && orphan.try_number <= task.retries
     {
         let next_try = orphan.try_number + 1;
-        let delay =
-            chrono::Duration::from_std(task.retry_delay_before(next_try)).unwrap_or_default();
+        let not_before = instant_after(Utc::now(), task.retry_delay_before(next_try));
         completion.state = TaskState::UpForRetry;
-        completion.retry = Some(NewTaskInstance::next_try(
-            &task,
-            next_try,
-            Utc::now() + delay,
-        ));
+        completion.retry = Some(NewTaskInstance::next_try(&task, next_try, not_before));
     }
     Ok(completion)
 }

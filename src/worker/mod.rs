@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
+use crate::duration::instant_after;
 use crate::lifecycle::TaskState;
 use crate::metric;
 use crate::operators::alert::AlertServices;
@@ -547,12 +548,9 @@ async fn execute(
         }
         Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
         Err(OperatorError::Reschedule { after }) => {
-            let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
             return Message::Reschedule {
                 id: claimed.id,
-                not_before: Utc::now()
-                    .checked_add_signed(after)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+                not_before: instant_after(Utc::now(), after),
             };
         }
     };
@@ -587,7 +585,7 @@ fn finish(
             let next_try = claimed.try_number + 1;
             if retryable && claimed.try_number <= task.retries {
                 let delay = task.retry_delay_before(next_try);
-                let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let not_before = instant_after(Utc::now(), delay);
                 TaskCompletion {
                     state: TaskState::UpForRetry,
                     retry: Some(NewTaskInstance::next_try(task, next_try, not_before)),
@@ -694,6 +692,57 @@ mod tests {
             http: reqwest::Client::new(),
             runs: None,
             alerts: Arc::default(),
+        }
+    }
+
+    /// Regression: a year-long retry delay doubled by backoff overflowed the date of the next
+    /// try, which panicked the try's task: the failure was never reported and the run hung.
+    #[test]
+    fn a_failure_with_the_longest_backoff_schedules_its_retry() {
+        let year = crate::duration::MAX_DURATION;
+        let task = Task {
+            id: "t".into(),
+            operator: "shell".into(),
+            with: Value::Null,
+            needs: vec![],
+            trigger_rule: crate::lifecycle::TriggerRule::AllSuccess,
+            condition: None,
+            retries: 61,
+            retry_delay: year,
+            retry_backoff: crate::dag::Backoff::Exponential,
+            max_retry_delay: None,
+            timeout: None,
+            pool: None,
+            queue: "default".into(),
+            priority: 0,
+            env: Default::default(),
+        };
+        let masker = Secrets::from_pairs([]).masker();
+        for try_number in 1..=60 {
+            let claimed = ClaimedTask {
+                id: 1,
+                run_id: "r".into(),
+                task_id: "t".into(),
+                try_number,
+                started_at: Utc::now(),
+            };
+            let before = Utc::now();
+            let completion = finish(
+                &claimed,
+                &task,
+                Err(("exit 1".into(), Some(1), true)),
+                &masker,
+            );
+            assert_eq!(completion.state, TaskState::UpForRetry, "try {try_number}");
+            let not_before = completion
+                .retry
+                .and_then(|retry| retry.not_before)
+                .expect("the retry has a date");
+            let delay = (not_before - before).to_std().expect("in the future");
+            assert!(
+                delay >= year && delay <= year + Duration::from_secs(60),
+                "try {try_number}: retry after {delay:?}"
+            );
         }
     }
 
