@@ -13,7 +13,9 @@
 //! exist is moved forward by the length of the gap (02:00 → 03:00), and a wall time that occurs
 //! twice fires once, at its first occurrence.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::dag::Workflow;
@@ -35,6 +37,18 @@ pub enum CronError {
         to: NaiveDate,
         limit: usize,
     },
+    #[error("the backfill date {date} is out of range; give a date from year 1 to year 9999")]
+    DateOutOfRange { date: NaiveDate },
+}
+
+/// Backfill dates come from requests; the calendar types reach much further than any schedule,
+/// and arithmetic at their ends overflows.
+fn backfill_date_in_range(date: NaiveDate) -> Result<NaiveDate, CronError> {
+    if (1..=9999).contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err(CronError::DateOutOfRange { date })
+    }
 }
 
 /// One data interval `[start, end)`. Its logical date is `start`; for a manual run of an
@@ -128,6 +142,7 @@ pub fn backfill_intervals(
             workflow: workflow.id.clone(),
         });
     };
+    let (from, to) = (backfill_date_in_range(from)?, backfill_date_in_range(to)?);
     if from > to {
         return Err(CronError::EmptyRange { from, to });
     }
@@ -194,10 +209,11 @@ fn next_start(
         None => None,
     };
     let earliest = match workflow.start_date {
+        // Checked: `start_date` can be the first day the calendar holds.
         Some(day) => Some(next_fire(
             schedule,
             tz,
-            start_of_day(tz, day) - Duration::seconds(1),
+            start_of_day(tz, day).checked_sub_signed(Duration::seconds(1))?,
         )?),
         None => None,
     };
@@ -667,6 +683,19 @@ mod tests {
         ));
         let backwards = backfill_intervals(&w, day("2026-11-07"), day("2026-11-01"), 10);
         assert!(matches!(backwards, Err(CronError::EmptyRange { .. })));
+        // Regression: the first day of the calendar overflowed when the first fire time was
+        // searched from the second before it.
+        for (from, to) in [
+            (NaiveDate::MIN, day("2026-11-01")),
+            (day("2026-11-01"), NaiveDate::MAX),
+            (NaiveDate::MAX, NaiveDate::MAX),
+        ] {
+            let error = backfill_intervals(&w, from, to, 10).expect_err("out of range");
+            assert!(
+                matches!(error, CronError::DateOutOfRange { .. }),
+                "{from}..{to}: {error}"
+            );
+        }
         let manual = workflow(None, "UTC");
         let error = backfill_intervals(&manual, day("2026-11-01"), day("2026-11-01"), 10)
             .expect_err("no schedule");
