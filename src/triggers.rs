@@ -195,4 +195,19 @@ mod tests {
             matching_workflow_triggers(&ended(RunState::Success, "x"), [d].iter(), &t).is_empty()
         );
     }
+
+    #[test]
+    fn a_runaway_if_or_param_runs_out_of_budget_and_does_not_fire() {
+        let t = Templates::new();
+        let runaway = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}\
+                       {% endfor %}true";
+        let looping_if = workflow("e", json!([{ "workflow": { "id": "a", "if": runaway } }]));
+        let looping_param = workflow(
+            "f",
+            json!([{ "workflow": { "id": "a", "params": { "p": runaway } } }]),
+        );
+        let ended = ended(RunState::Success, "x");
+        assert!(matching_workflow_triggers(&ended, [looping_if].iter(), &t).is_empty());
+        assert!(matching_workflow_triggers(&ended, [looping_param].iter(), &t).is_empty());
+    }
 }

@@ -385,4 +385,16 @@ mod tests {
         let filtered = json!([{ "github": { "events": ["issue_comment"], "branches": ["main"] } }]);
         assert!(refused(decide(filtered, "issue_comment", &comment)).contains("no branch or tag"));
     }
+
+    #[test]
+    fn a_runaway_params_mapping_runs_out_of_budget_and_refuses() {
+        let runaway = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}\
+                       {% endfor %}{{ event.ref }}";
+        let triggers = json!([{ "github": { "events": ["push"], "params": { "x": runaway } } }]);
+        let reason = refused(decide(triggers, "push", &push("main", &[])));
+        assert!(
+            reason.contains("param `x`") && reason.contains("more work than one render may do"),
+            "{reason}"
+        );
+    }
 }
