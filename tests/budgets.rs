@@ -1,6 +1,7 @@
 //! Limits that keep a workflow file from freezing or crashing a process, through the real
 //! binary: templates that loop for ever fail their task (under `run` and under `serve`, where
-//! the server keeps answering), and durations too long to compute with are refused.
+//! the server keeps answering) or refuse a GitHub delivery's trigger, and durations too long
+//! to compute with are refused.
 
 mod common;
 
@@ -148,6 +149,66 @@ tasks:
         "the `if` failure to be logged",
         Duration::from_secs(10),
         || server.logs().contains("`if`: "),
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_github_params_mapping_refuses_and_the_delivery_is_answered() {
+    const SECRET: &str = "budget-test-secret";
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "looping",
+        r#"
+triggers:
+  - github:
+      events: [push]
+      params:
+        branch: "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ event.ref }}"
+params:
+  branch: { type: string }
+tasks:
+  t: { operator: noop }
+"#,
+    );
+    write_workflow(
+        &sb,
+        "plain",
+        r#"
+triggers:
+  - github: { events: [push], params: { branch: "{{ event.ref }}" } }
+params:
+  branch: { type: string }
+tasks:
+  t: { operator: noop }
+"#,
+    );
+    let server = Server::start_with(&sb, &[], &[("SLUICE_GITHUB_WEBHOOK_SECRET", SECRET)]);
+    let payload = json!({
+        "ref": "refs/heads/main", "after": "9049f1265b7d61be4a8904a9a27120d2064dab3b",
+        "repository": {"full_name": "acme/evals"}, "sender": {"login": "octocat"}, "commits": []
+    });
+    let body = serde_json::to_vec(&payload).expect("serialize");
+    let signature = sluice::github::signature::sign(SECRET.as_bytes(), &body);
+    let response = client()
+        .post(format!("{}/hooks/github", server.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "budget-1")
+        .header("X-Hub-Signature-256", signature)
+        .timeout(Duration::from_secs(30))
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the delivery was not answered: {e}\n{}", server.logs()));
+    assert_eq!(response.status().as_u16(), 201);
+    let answer: serde_json::Value = response.json().await.expect("JSON answer");
+    assert_eq!(answer["runs"].as_array().map(Vec::len), Some(1), "{answer}");
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("looping: ") && reason.contains("more work than one render may do"),
+        "{answer}"
     );
     assert_eq!(server.terminate(), Some(0));
 }
