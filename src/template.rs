@@ -107,6 +107,7 @@ impl Templates {
         Self::with_budget(RenderBudget::DEFAULT)
     }
 
+    /// An engine whose renders get `budget` instead of [`RenderBudget::DEFAULT`].
     pub fn with_budget(budget: RenderBudget) -> Self {
         // `Environment::new` already carries minijinja's built-in filters, tests and functions
         // (`tojson`, `default`, `join`, `length`, `lower`, `replace`, `range`, `dictsort`, …).
@@ -136,10 +137,6 @@ impl Templates {
             minijinja::escape_formatter(out, state, value)
         });
         Templates { env, budget }
-    }
-
-    pub fn budget(&self) -> RenderBudget {
-        self.budget
     }
 
     /// Runs `render` on tokio's blocking pool and waits at most the budget's time for it, so
