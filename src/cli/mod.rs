@@ -251,6 +251,14 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::Run(_)
+    ) && let Err(e) = prepare_task_runner()
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     // reqwest is built without a default TLS provider; without this it panics on first use.
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -291,6 +299,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Readies a process that runs tasks, while it still has one thread: the reaper that kills
+/// its tasks' processes if it dies starts (`shell::reaper`).
+fn prepare_task_runner() -> anyhow::Result<()> {
+    // SAFETY: called from `main` before any runtime or thread exists.
+    unsafe { crate::operators::shell::reaper::start()? };
+    Ok(())
 }
 
 /// One-off commands run on one thread: they mostly wait on the database and child
