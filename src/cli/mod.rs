@@ -301,10 +301,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Readies a process that runs tasks, while it still has one thread: the reaper that kills
-/// its tasks' processes if it dies starts (`shell::reaper`).
+/// Readies a process that runs tasks, while it still has one thread: its secrets and
+/// credentials leave its environment and it becomes unreadable to its tasks
+/// (`secrets::seal_process`), and the reaper that kills its tasks' processes if it dies
+/// starts (`shell::reaper`).
 fn prepare_task_runner() -> anyhow::Result<()> {
-    // SAFETY: called from `main` before any runtime or thread exists.
+    // SAFETY: called from `main` before any runtime or thread exists, and before anything
+    // but argument parsing has read the environment.
+    unsafe { crate::secrets::seal_process()? };
+    // SAFETY: as above, still a single thread.
     unsafe { crate::operators::shell::reaper::start()? };
     Ok(())
 }

@@ -72,15 +72,6 @@ pub struct ShellConfig {
     pub shell: String,
 }
 
-/// Environment variables that carry the server's own credentials (the database URL may hold a
-/// password): never passed on to tasks.
-const SERVER_CREDENTIALS: &[&str] = &[
-    "SLUICE_API_TOKEN",
-    "SLUICE_GITHUB_WEBHOOK_SECRET",
-    "SLUICE_ADMIN_PASSWORD",
-    "SLUICE_DATABASE_URL",
-];
-
 /// What a `shell` task runs.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub enum Program {
@@ -192,13 +183,11 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
             command.arg(path);
         }
     }
-    // The worker's own environment holds every secret as SLUICE_SECRET_*, and the server's
-    // credentials; a task gets only the secrets its `env` passes explicitly.
+    // Sealed processes (`serve`, `worker`, `run`) no longer hold secrets or credentials in
+    // their environment; this also keeps them from tasks where the process was not sealed. A
+    // task gets only the secrets its `env` passes explicitly.
     for (name, _) in std::env::vars_os() {
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with(secrets::ENV_PREFIX) || SERVER_CREDENTIALS.contains(&n))
-        {
+        if name.to_str().is_some_and(secrets::is_credential) {
             command.env_remove(name);
         }
     }

@@ -1,0 +1,195 @@
+//! What a task can see of the Sluice process that runs it: no secret it did not name, neither
+//! through its own environment nor by reading its parents' (`/proc/PID/environ`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Finished, Sandbox, wait_for};
+
+const SECRET: &str = "foo-secret-8c1f";
+const ADMIN_PASSWORD: &str = "admin-pw-5e2a";
+const API_TOKEN: &str = "api-token-77d3";
+
+/// A task that walks up from its parent to the top of the process tree and records, per
+/// process, whether its environment could be read and whether a secret value is in it (the
+/// values themselves would be masked in outputs, so only the verdict is written). A second
+/// task names the secret in its `env` and checks that it got it.
+const PEEK: &str = r#"
+tasks:
+  peek:
+    operator: shell
+    with:
+      command: |
+        # Shell variables, not exported: the values never enter this task's environment.
+        S1=$(printf %s "$V1" | rev); S2=$(printf %s "$V2" | rev); S3=$(printf %s "$V3" | rev)
+        echo "parent=$PPID" >> "$SLUICE_OUTPUT"
+        # Hold on until the test has looked at the parent from outside, at most 20 s.
+        for i in $(seq 200); do [ -e "$GO" ] && break; sleep 0.1; done
+        pid=$PPID
+        while [ "$pid" -gt 1 ]; do
+          if tr '\0' '\n' < "/proc/$pid/environ" > env.txt 2>/dev/null; then
+            echo "readable_$pid=yes" >> "$SLUICE_OUTPUT"
+            if grep -q -e "$S1" -e "$S2" -e "$S3" -e SLUICE_SECRET_ env.txt; then
+              echo "found_$pid=yes" >> "$SLUICE_OUTPUT"
+            fi
+          fi
+          pid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status")
+        done
+        rm -f env.txt
+        # Its own environment holds no secret either.
+        if env | grep -q -e "$S1" -e "$S2" -e "$S3" -e SLUICE_SECRET_; then
+          echo "found_self=yes" >> "$SLUICE_OUTPUT"
+        fi
+      env:
+        GO: "{{ vars.go }}"
+        # The values, reversed, so that this task's own environment does not hold them.
+        V1: "{{ vars.v1 }}"
+        V2: "{{ vars.v2 }}"
+        V3: "{{ vars.v3 }}"
+  named:
+    operator: shell
+    env:
+      FOO: "{{ secrets.FOO }}"
+    with:
+      command: |
+        if [ "$(printf %s "$FOO" | rev)" = "$EXPECTED" ]; then echo "named=yes" >> "$SLUICE_OUTPUT"; fi
+      env:
+        EXPECTED: "{{ vars.v1 }}"
+"#;
+
+/// The uid and gid of `nobody`, the unprivileged user the tests run Sluice as when they run
+/// as root.
+fn nobody() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id")
+            .args([flag, "nobody"])
+            .output()
+            .expect("run id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a numeric id for nobody")
+    };
+    (id("-u"), id("-g"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn reversed(text: &str) -> String {
+    text.chars().rev().collect()
+}
+
+/// Writes `sluice.toml` with the variables the workflow reads, and more.
+fn write_config(sb: &Sandbox, extra: &str) {
+    sb.write(
+        "sluice.toml",
+        &format!(
+            "{extra}\n[vars]\ngo = \"{}\"\nv1 = \"{}\"\nv2 = \"{}\"\nv3 = \"{}\"\n",
+            sb.path().join("go").display(),
+            reversed(SECRET),
+            reversed(ADMIN_PASSWORD),
+            reversed(API_TOKEN),
+        ),
+    );
+}
+
+#[test]
+fn a_task_reads_no_secret_it_did_not_name_from_its_parents() {
+    let sb = Sandbox::new();
+    // Sluice runs as an unprivileged user, as a task shares the user of the process that
+    // started it: the sandbox must be writable for it.
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    write_config(&sb, "");
+    let file = sb.write("peek.yaml", PEEK);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut cmd = sb.command();
+    cmd.arg("run")
+        .arg(&file)
+        .arg("--json")
+        .env("SLUICE_SECRET_FOO", SECRET)
+        .env("SLUICE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SLUICE_API_TOKEN", API_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if is_root() {
+        let (uid, gid) = nobody();
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().expect("spawn sluice run");
+    let sluice_pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let stderr_lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+
+    // From outside, as the test's own user: the running process's environment block (what
+    // `/proc/PID/environ` shows, the block from exec time) holds none of the values.
+    let environ_path = format!("/proc/{sluice_pid}/environ");
+    let scratch_has_output = || {
+        std::fs::read_dir(std::env::temp_dir()).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy() == format!("sluice-{sluice_pid}"))
+        })
+    };
+    wait_for(
+        "the task to start",
+        Duration::from_secs(30),
+        scratch_has_output,
+    );
+    if is_root() {
+        let environ = std::fs::read(&environ_path).expect("root reads any environ");
+        let environ = String::from_utf8_lossy(&environ);
+        for value in [SECRET, ADMIN_PASSWORD, API_TOKEN, "SLUICE_SECRET_FOO"] {
+            assert!(!environ.contains(value), "{value} is in {environ_path}");
+        }
+        assert!(environ.contains("SLUICE_LOG") || environ.contains("PATH="));
+    }
+    std::fs::write(sb.path().join("go"), "").expect("write go");
+
+    let stdout = {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+            .expect("read stdout");
+        out
+    };
+    let status = child.wait().expect("wait");
+    let out = Finished {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr: stderr_lines.join().expect("stderr thread"),
+    };
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let json = out.json();
+    let peek = &json["tasks"]["peek"]["outputs"];
+    assert_eq!(peek["parent"], sluice_pid.to_string(), "{json}");
+    let found: Vec<&String> = peek
+        .as_object()
+        .expect("outputs")
+        .keys()
+        .filter(|k| k.starts_with("found"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a task read secrets from {found:?}: {json}"
+    );
+    // Sluice itself is closed to the task (not dumpable), even as the same user.
+    assert_eq!(
+        peek[format!("readable_{sluice_pid}")],
+        serde_json::Value::Null,
+        "{json}"
+    );
+    assert_eq!(json["tasks"]["named"]["outputs"]["named"], "yes", "{json}");
+}
