@@ -1,5 +1,6 @@
 //! What a task can see of the Sluice process that runs it: no secret it did not name, neither
-//! through its own environment nor by reading its parents' (`/proc/PID/environ`).
+//! through its own environment nor by reading its parents' (`/proc/PID/environ`), and, with
+//! `run_as`, another user altogether.
 
 mod common;
 
@@ -192,4 +193,62 @@ fn a_task_reads_no_secret_it_did_not_name_from_its_parents() {
         "{json}"
     );
     assert_eq!(json["tasks"]["named"]["outputs"]["named"], "yes", "{json}");
+}
+
+#[test]
+fn run_as_runs_tasks_as_that_user_with_its_home_and_scratch() {
+    let sb = Sandbox::new();
+    let file = sb.write(
+        "whoami.yaml",
+        r#"
+tasks:
+  who:
+    operator: shell
+    with:
+      command: |
+        echo "uid=$(id -u)" >> "$SLUICE_OUTPUT"
+        echo "groups=$(id -G)" >> "$SLUICE_OUTPUT"
+        echo "home=$HOME" >> "$SLUICE_OUTPUT"
+        echo "user=$USER" >> "$SLUICE_OUTPUT"
+        if cat "/proc/$PPID/environ" > /dev/null 2>&1; then echo "parent=readable" >> "$SLUICE_OUTPUT"; fi
+"#,
+    );
+    if !is_root() {
+        // Switching users needs root: without it, the setting is refused at start-up.
+        sb.write("sluice.toml", "run_as = \"root\"\n");
+        let out = sb.run_json(&file, &[]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("needs Sluice to run as root"),
+            "{}",
+            out.stderr
+        );
+        return;
+    }
+    let (uid, gid) = nobody();
+    sb.write("sluice.toml", "run_as = \"nobody\"\n");
+    let out = sb.run_json(&file, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let json = out.json();
+    let who = &json["tasks"]["who"]["outputs"];
+    assert_eq!(who["uid"], uid.to_string(), "{json}");
+    // No supplementary group of root's is kept.
+    assert_eq!(who["groups"], gid.to_string(), "{json}");
+    assert_eq!(who["user"], "nobody", "{json}");
+    assert!(
+        who["home"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty() && h != "/root"),
+        "{json}"
+    );
+    assert_eq!(who["parent"], serde_json::Value::Null, "{json}");
+
+    sb.write("sluice.toml", "run_as = \"no-such-user-sluice\"\n");
+    let out = sb.run_json(&file, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no user `no-such-user-sluice`"),
+        "{}",
+        out.stderr
+    );
 }

@@ -314,6 +314,15 @@ fn prepare_task_runner() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes `run_as`, when configured, the account of every `shell` task of this process. Reads
+/// the user database: call it before the runtime starts or off its threads.
+pub fn install_task_user(config: &Config) -> anyhow::Result<()> {
+    if let Some(name) = &config.run_as {
+        crate::operators::shell::user::TaskUser::lookup(name)?.install()?;
+    }
+    Ok(())
+}
+
 /// One-off commands run on one thread: they mostly wait on the database and child
 /// processes, and staying on one thread avoids cross-thread wake-ups on every event.
 fn one_thread<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {

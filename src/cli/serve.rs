@@ -164,6 +164,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
     };
     let settings = Settings::load(config, overrides)?;
     init_tracing_with(settings.config.log_format, "info");
+    super::install_task_user(&settings.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -1,8 +1,9 @@
 //! `shell`: runs a command with `sh -c` (or a script file) in its own process group, streams
 //! its stdout and stderr to the task log, and reads its outputs from the file `$SLUICE_OUTPUT`.
-//! Its process groups never outlive the try, nor the process that started them (`reaper`).
+//! Its process groups never outlive the try (`reaper`), and run as `run_as` when set (`user`).
 
 pub mod reaper;
+pub mod user;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::RangeBounds;
@@ -189,6 +190,17 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(secrets::is_credential) {
             command.env_remove(name);
+        }
+    }
+    if let Some(task_user) = user::task_user() {
+        command
+            .env("HOME", &task_user.home)
+            .env("USER", &task_user.name)
+            .env("LOGNAME", &task_user.name);
+        // SAFETY: `switch` makes only async-signal-safe syscalls (setgroups, setgid, setuid)
+        // on data prepared before the fork.
+        unsafe {
+            command.pre_exec(move || task_user.switch());
         }
     }
     command
@@ -461,6 +473,17 @@ fn output_path(ctx: &OpContext) -> Result<PathBuf> {
             ctx.scratch_dir.display()
         ))
     })?;
+    // Tasks running as `run_as` write their outputs (and anything else) into the folder.
+    if let Some(task_user) = user::task_user() {
+        std::os::unix::fs::chown(&ctx.scratch_dir, Some(task_user.uid), Some(task_user.gid))
+            .map_err(|e| {
+                OperatorError::failed(format!(
+                    "could not give the scratch folder {} to the user `{}`: {e}",
+                    ctx.scratch_dir.display(),
+                    task_user.name
+                ))
+            })?;
+    }
     let path = scratch_file(ctx, "output");
     // Not created up front: a file per task costs more than the task itself on some file
     // systems, and `>> "$SLUICE_OUTPUT"` creates it; a missing file means no outputs. A file
