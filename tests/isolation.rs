@@ -252,3 +252,64 @@ tasks:
         out.stderr
     );
 }
+
+#[test]
+fn serve_keeps_no_secret_in_its_environment_and_is_not_readable_by_its_user() {
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::create_dir(sb.path().join("workflows")).expect("workflows folder");
+    let webhook_secret = "webhook-secret-91ab";
+    let mut cmd = sb.command();
+    cmd.args(["serve", "--workflows", "workflows", "--bind", "127.0.0.1:0"])
+        .env("SLUICE_SECRET_FOO", SECRET)
+        .env("SLUICE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SLUICE_API_TOKEN", API_TOKEN)
+        .env("SLUICE_GITHUB_WEBHOOK_SECRET", webhook_secret)
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let unprivileged = is_root().then(nobody);
+    if let Some((uid, gid)) = unprivileged {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().expect("spawn sluice serve");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("serving on http://") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let listening = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    let environ_path = format!("/proc/{pid}/environ");
+    let environ = std::fs::read(&environ_path);
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(&environ_path).expect("the process's environ"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "serve did not start");
+    if let Some((uid, _)) = unprivileged {
+        // Root reads it anyway: the block itself holds none of the values.
+        let environ =
+            String::from_utf8_lossy(&environ.expect("root reads any environ")).into_owned();
+        for value in [
+            SECRET,
+            ADMIN_PASSWORD,
+            API_TOKEN,
+            webhook_secret,
+            "SLUICE_SECRET_FOO",
+        ] {
+            assert!(!environ.contains(value), "{value} is in {environ_path}");
+        }
+        // Not dumpable: its /proc files belong to root, not to the user it runs as.
+        assert_ne!(uid, 0);
+        assert_eq!(owner, 0, "{environ_path} belongs to {owner}");
+    } else {
+        // As its own user, the test cannot read a non-dumpable process's environment.
+        assert!(environ.is_err(), "{environ_path} is readable");
+    }
+}
