@@ -117,6 +117,8 @@ pub struct Config {
     pub admin_password_hash: Option<String>,
     /// How long a web UI login lasts.
     pub session_lifetime: std::time::Duration,
+    /// The user `shell` tasks run as (`run_as`); `None`: the user Sluice runs as.
+    pub run_as: Option<String>,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -249,6 +251,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             admin_password_hash: None,
             session_lifetime: DEFAULT_SESSION_LIFETIME,
+            run_as: None,
         }
     }
 }
@@ -290,6 +293,7 @@ struct FileConfig {
     vars: serde_json::Map<String, Value>,
     smtp: Option<SmtpConfig>,
     alerts: Option<AlertsConfig>,
+    run_as: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,6 +458,14 @@ impl Config {
                 }
             }
             self.alerts = alerts;
+        }
+        if let Some(user) = file.run_as {
+            if user.trim().is_empty() || user.contains('\0') {
+                return Err(invalid(
+                    "`run_as` must name a user of this machine, e.g. `sluice-tasks`".to_owned(),
+                ));
+            }
+            self.run_as = Some(user);
         }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
@@ -1030,6 +1042,18 @@ since = 2026-11-01
         );
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert!("xml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn run_as_names_a_user() {
+        let config = from_toml("run_as = \"sluice-tasks\"\n", Overrides::default()).expect("valid");
+        assert_eq!(config.run_as.as_deref(), Some("sluice-tasks"));
+        assert_eq!(Config::default().run_as, None);
+        let err = from_toml("run_as = \" \"\n", Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`run_as` must name a user"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::postgres::{TestDatabase, WorkerProcess};
 use common::server::{Server, write_workflow};
-use common::{Sandbox, wait_for};
+use common::{Sandbox, process_alive, wait_for};
 use serde_json::json;
 
 /// Short leases so that recovery happens within the test's patience.
@@ -41,6 +41,18 @@ fn shell_workflow(sb: &Sandbox, name: &str, script: &str) -> std::path::PathBuf 
     marks
 }
 
+/// How long a try's processes may outlive the killed process that ran them: a moment, with
+/// room for a loaded test machine.
+const ORPHAN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The pid the first try of a task wrote to its marks as `sleeping PID`, once it has.
+fn sleeper(marks: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(marks)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("sleeping ")?.trim().parse().ok())
+}
+
 /// The tries of a run's task, oldest first: (try, state, worker, error).
 async fn tries(db: &TestDatabase, run_id: &str, task: &str) -> Vec<serde_json::Value> {
     db.rows(&format!(
@@ -56,19 +68,32 @@ async fn a_killed_workers_task_is_retried_after_its_lease_and_completes() {
         return;
     };
     let sb = Sandbox::new();
+    // The first try's `sleep` is a grandchild of the worker, in the try's process group.
     let marks = shell_workflow(
         &sb,
         "slow",
         "echo \"start $SLUICE_TRY_NUMBER\" >> \"$MARKS\"\n\
-         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 30; fi",
+         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then\n\
+           sleep 30 &\n\
+           echo \"sleeping $!\" >> \"$MARKS\"\n\
+           wait\n\
+         fi",
     );
     let server = scheduler(&sb, &db);
     let first = WorkerProcess::start(&sb, &db.url, "first", &["--lease", LEASE]);
     let run_id = server.start_run("slow", json!({})).await;
     wait_for("the first try to start", Duration::from_secs(20), || {
-        std::fs::read_to_string(&marks).is_ok_and(|m| m.contains("start 1"))
+        sleeper(&marks).is_some()
     });
+    let sleeping = sleeper(&marks).expect("the first try's sleep");
+    assert!(process_alive(sleeping));
     first.kill9();
+    // The try's processes die with the worker, long before the lease hands the task on.
+    wait_for(
+        "the killed worker's task processes to end",
+        ORPHAN_DEADLINE,
+        || !process_alive(sleeping),
+    );
     let second = WorkerProcess::start(&sb, &db.url, "second", &["--lease", LEASE]);
     let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "success", "{run}\n{}", second.logs());
@@ -94,12 +119,16 @@ async fn a_stalled_workers_late_completion_is_refused() {
         return;
     };
     let sb = Sandbox::new();
-    // The first try outlives its lease while its worker is frozen, then would succeed.
+    // The first try outlives its lease while its worker is frozen, and would then succeed.
     let marks = shell_workflow(
         &sb,
         "stall",
         "echo \"start $SLUICE_TRY_NUMBER\" >> \"$MARKS\"\n\
-         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then sleep 4; fi\n\
+         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then\n\
+           sleep 30 &\n\
+           echo \"sleeping $!\" >> \"$MARKS\"\n\
+           wait\n\
+         fi\n\
          echo \"end $SLUICE_TRY_NUMBER\" >> \"$MARKS\"",
     );
     let server = scheduler(&sb, &db);
@@ -112,12 +141,14 @@ async fn a_stalled_workers_late_completion_is_refused() {
     let healthy = WorkerProcess::start(&sb, &db.url, "healthy", &["--lease", LEASE]);
     let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "success", "{run}");
-    // The frozen worker wakes up after its child finished: its completion must change nothing.
-    wait_for(
-        "the first try's process to end",
-        Duration::from_secs(20),
-        || std::fs::read_to_string(&marks).is_ok_and(|m| m.contains("end 1")),
-    );
+    // The retry, on the same machine, ended what was left of the first try before it
+    // started: the two never ran side by side, and the first never got to its end.
+    let sleeping = sleeper(&marks).expect("the first try's sleep");
+    assert!(!process_alive(sleeping), "the first try still runs");
+    let text = std::fs::read_to_string(&marks).expect("marks");
+    assert!(text.contains("end 2") && !text.contains("end 1"), "{text}");
+    // The frozen worker wakes up after its child was killed: its completion must change
+    // nothing.
     stalled.signal(libc::SIGCONT);
     wait_for(
         "the stalled worker to give up the try",
@@ -139,6 +170,58 @@ async fn a_stalled_workers_late_completion_is_refused() {
     assert_eq!(tries[1]["state"], "success");
     assert_eq!(tries[1]["worker"], "healthy");
     drop((server, healthy, stalled));
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_servers_task_processes_die_with_it_and_never_overlap_the_retry() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let marks = shell_workflow(
+        &sb,
+        "orphan",
+        "echo \"start $SLUICE_TRY_NUMBER\" >> \"$MARKS\"\n\
+         if [ \"$SLUICE_TRY_NUMBER\" = 1 ]; then\n\
+           sleep 93 &\n\
+           echo \"sleeping $!\" >> \"$MARKS\"\n\
+           wait\n\
+         fi",
+    );
+    // `serve` with its own worker, as one machine of a PostgreSQL deployment runs it.
+    let start = || {
+        Server::start_with(
+            &sb,
+            &["--lease", LEASE],
+            &[("SLUICE_DATABASE_URL", &db.url)],
+        )
+    };
+    let server = start();
+    let run_id = server.start_run("orphan", json!({})).await;
+    wait_for("the first try to start", Duration::from_secs(20), || {
+        sleeper(&marks).is_some()
+    });
+    let sleeping = sleeper(&marks).expect("the first try's sleep");
+    assert!(process_alive(sleeping));
+    server.kill9();
+    wait_for(
+        "the killed server's task processes to end",
+        ORPHAN_DEADLINE,
+        || !process_alive(sleeping),
+    );
+    // Restarted, the server retries the task once its lease has run out.
+    let server = start();
+    let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}\n{}", server.logs());
+    let tries = tries(&db, &run_id, "work").await;
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(tries[0]["state"], "up_for_retry");
+    assert_eq!(tries[1]["state"], "success");
+    let text = std::fs::read_to_string(&marks).expect("marks");
+    assert!(text.contains("start 2"), "{text}");
+    assert!(!process_alive(sleeping));
+    drop(server);
     db.finish().await;
 }
 

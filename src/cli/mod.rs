@@ -251,6 +251,14 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::Run(_)
+    ) && let Err(e) = prepare_task_runner()
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     // reqwest is built without a default TLS provider; without this it panics on first use.
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -291,6 +299,28 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Readies a process that runs tasks, while it still has one thread: its secrets and
+/// credentials leave its environment and it becomes unreadable to its tasks
+/// (`secrets::seal_process`), and the reaper that kills its tasks' processes if it dies
+/// starts (`shell::reaper`).
+fn prepare_task_runner() -> anyhow::Result<()> {
+    // SAFETY: called from `main` before any runtime or thread exists, and before anything
+    // but argument parsing has read the environment.
+    unsafe { crate::secrets::seal_process()? };
+    // SAFETY: as above, still a single thread.
+    unsafe { crate::operators::shell::reaper::start()? };
+    Ok(())
+}
+
+/// Makes `run_as`, when configured, the account of every `shell` task of this process. Reads
+/// the user database: call it before the runtime starts or off its threads.
+pub fn install_task_user(config: &Config) -> anyhow::Result<()> {
+    if let Some(name) = &config.run_as {
+        crate::operators::shell::user::TaskUser::lookup(name)?.install()?;
+    }
+    Ok(())
 }
 
 /// One-off commands run on one thread: they mostly wait on the database and child

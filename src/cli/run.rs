@@ -60,6 +60,8 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    let task_config = settings.config.clone();
+    tokio::task::spawn_blocking(move || super::install_task_user(&task_config)).await??;
     let shared = Shared::new(&settings.config)?;
     let masker = shared.masker.clone();
     let store = Store::open(&settings.store()).await?;

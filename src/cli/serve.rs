@@ -164,6 +164,7 @@ pub fn execute(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCod
     };
     let settings = Settings::load(config, overrides)?;
     init_tracing_with(settings.config.log_format, "info");
+    super::install_task_user(&settings.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -569,15 +570,12 @@ async fn reap_expired_leases(
     }
 }
 
-/// Hashes `SLUICE_ADMIN_PASSWORD` and removes it from the environment, so that the tasks this
-/// process starts (which inherit its environment) never see it.
+/// Hashes `SLUICE_ADMIN_PASSWORD`, which start-up took out of the environment
+/// (`secrets::seal_process`) so that the tasks this process starts never see it.
 fn take_admin_password() -> anyhow::Result<Option<String>> {
-    let Some(password) = std::env::var_os("SLUICE_ADMIN_PASSWORD") else {
+    let Some(password) = crate::secrets::credential("SLUICE_ADMIN_PASSWORD") else {
         return Ok(None);
     };
-    // SAFETY: called before the runtime starts, while this process has a single thread, so
-    // nothing reads the environment concurrently.
-    unsafe { std::env::remove_var("SLUICE_ADMIN_PASSWORD") };
     let password = password
         .into_string()
         .map_err(|_| anyhow::anyhow!("SLUICE_ADMIN_PASSWORD is not valid UTF-8"))?;

@@ -62,6 +62,7 @@ pub fn execute(config: Option<&Path>, args: WorkerArgs) -> anyhow::Result<ExitCo
         },
     )?;
     init_tracing_with(settings.config.log_format, "info");
+    super::install_task_user(&settings.config)?;
     if settings.config.concurrency == Some(0) {
         anyhow::bail!("--concurrency must be at least 1");
     }

@@ -1,7 +1,12 @@
 //! `shell`: runs a command with `sh -c` (or a script file) in its own process group, streams
 //! its stdout and stderr to the task log, and reads its outputs from the file `$SLUICE_OUTPUT`.
+//! Its process groups never outlive the try (`reaper`), and run as `run_as` when set (`user`).
+
+pub mod reaper;
+pub mod user;
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeBounds;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -67,15 +72,6 @@ pub struct ShellConfig {
     pub cwd: Option<PathBuf>,
     pub shell: String,
 }
-
-/// Environment variables that carry the server's own credentials (the database URL may hold a
-/// password): never passed on to tasks.
-const SERVER_CREDENTIALS: &[&str] = &[
-    "SLUICE_API_TOKEN",
-    "SLUICE_GITHUB_WEBHOOK_SECRET",
-    "SLUICE_ADMIN_PASSWORD",
-    "SLUICE_DATABASE_URL",
-];
 
 /// What a `shell` task runs.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
@@ -188,14 +184,23 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
             command.arg(path);
         }
     }
-    // The worker's own environment holds every secret as SLUICE_SECRET_*, and the server's
-    // credentials; a task gets only the secrets its `env` passes explicitly.
+    // Sealed processes (`serve`, `worker`, `run`) no longer hold secrets or credentials in
+    // their environment; this also keeps them from tasks where the process was not sealed. A
+    // task gets only the secrets its `env` passes explicitly.
     for (name, _) in std::env::vars_os() {
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with(secrets::ENV_PREFIX) || SERVER_CREDENTIALS.contains(&n))
-        {
+        if name.to_str().is_some_and(secrets::is_credential) {
             command.env_remove(name);
+        }
+    }
+    if let Some(task_user) = user::task_user() {
+        command
+            .env("HOME", &task_user.home)
+            .env("USER", &task_user.name)
+            .env("LOGNAME", &task_user.name);
+        // SAFETY: `switch` makes only async-signal-safe syscalls (setgroups, setgid, setuid)
+        // on data prepared before the fork.
+        unsafe {
+            command.pre_exec(move || task_user.switch());
         }
     }
     command
@@ -214,6 +219,21 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         .process_group(0)
         .kill_on_drop(true);
 
+    // A retry must never run beside an earlier try of its task: one whose process died
+    // without a word (a `kill -9`, a lost lease) may have left processes on this machine.
+    if ctx.try_number > 1 {
+        let (run_id, task, try_number) = (ctx.run_id.clone(), ctx.task.clone(), ctx.try_number);
+        let killed =
+            tokio::task::spawn_blocking(move || kill_try_processes(&run_id, &task, ..try_number))
+                .await
+                .unwrap_or(0);
+        if killed > 0 {
+            ctx.log.system(format!(
+                "Killed {killed} process group(s) an earlier try of this task left running."
+            ));
+        }
+    }
+
     let mut child = command.spawn().map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (is it installed and on PATH?)"
@@ -223,9 +243,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         OperatorError::failed(format!("could not start `{}`{hint}: {e}", config.shell))
     })?;
     // With `process_group(0)` the group id is the child's pid.
-    let mut group = ProcessGroup {
-        pgid: child.id().and_then(|id| i32::try_from(id).ok()),
-    };
+    let mut group = ProcessGroup::watch(child.id().and_then(|id| i32::try_from(id).ok()));
 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(OperatorError::failed(
@@ -398,16 +416,16 @@ fn scratch_path(scratch_dir: &Path, task: &str, try_number: u32, kind: &str) -> 
     scratch_dir.join(format!("{task}.try{try_number}.{kind}"))
 }
 
-/// Kills what is left of a try's processes after Sluice itself died (`kill -9`, a crash).
-/// Every process a `shell` try starts carries `SLUICE_RUN_ID`, `SLUICE_TASK_ID` and
+/// Kills what is left on this machine of a task's tries numbered within `tries`, after the
+/// process that ran them died (`kill -9`, a crash) or lost them (an expired lease). Every
+/// process a `shell` try starts carries `SLUICE_RUN_ID`, `SLUICE_TASK_ID` and
 /// `SLUICE_TRY_NUMBER` in its environment, so the try's process groups are found in `/proc`
 /// without any bookkeeping on the hot path, and a reused pid is never hit. Returns how many
-/// process groups were killed.
-pub fn kill_orphaned_processes(run_id: &str, task: &str, try_number: u32) -> usize {
+/// process groups were killed. Reads `/proc`: call it off the async threads.
+pub fn kill_try_processes(run_id: &str, task: &str, tries: impl RangeBounds<u32>) -> usize {
     let expected = [
         format!("SLUICE_RUN_ID={run_id}"),
         format!("SLUICE_TASK_ID={task}"),
-        format!("SLUICE_TRY_NUMBER={try_number}"),
     ];
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -425,7 +443,13 @@ pub fn kill_orphaned_processes(run_id: &str, task: &str, try_number: u32) -> usi
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        if expected.iter().all(|e| vars.contains(&e.as_bytes())) {
+        let in_tries = vars.iter().any(|var| {
+            var.strip_prefix(b"SLUICE_TRY_NUMBER=")
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| tries.contains(&n))
+        });
+        if in_tries && expected.iter().all(|e| vars.contains(&e.as_bytes())) {
             // SAFETY: getpgid(2) only reads the process table.
             let pgid = unsafe { libc::getpgid(pid) };
             if pgid > 1 {
@@ -449,6 +473,17 @@ fn output_path(ctx: &OpContext) -> Result<PathBuf> {
             ctx.scratch_dir.display()
         ))
     })?;
+    // Tasks running as `run_as` write their outputs (and anything else) into the folder.
+    if let Some(task_user) = user::task_user() {
+        std::os::unix::fs::chown(&ctx.scratch_dir, Some(task_user.uid), Some(task_user.gid))
+            .map_err(|e| {
+                OperatorError::failed(format!(
+                    "could not give the scratch folder {} to the user `{}`: {e}",
+                    ctx.scratch_dir.display(),
+                    task_user.name
+                ))
+            })?;
+    }
     let path = scratch_file(ctx, "output");
     // Not created up front: a file per task costs more than the task itself on some file
     // systems, and `>> "$SLUICE_OUTPUT"` creates it; a missing file means no outputs. A file
@@ -619,12 +654,20 @@ async fn pump(
 }
 
 /// The process group of a running task. Dropping it while armed kills the group, so a task
-/// future that is dropped midway (the worker gave up on it) leaves nothing running.
+/// future that is dropped midway (the worker gave up on it) leaves nothing running; while it
+/// is armed the reaper knows it, so it dies with this process too.
 struct ProcessGroup {
     pgid: Option<i32>,
 }
 
 impl ProcessGroup {
+    fn watch(pgid: Option<i32>) -> ProcessGroup {
+        if let Some(pgid) = pgid {
+            reaper::watch(pgid);
+        }
+        ProcessGroup { pgid }
+    }
+
     fn signal(&self, signal: i32) {
         if let Some(pgid) = self.pgid {
             // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the
@@ -635,14 +678,18 @@ impl ProcessGroup {
         }
     }
 
+    /// Forgets the group, which the caller has killed already.
     fn disarm(&mut self) {
-        self.pgid = None;
+        if let Some(pgid) = self.pgid.take() {
+            reaper::release(pgid);
+        }
     }
 }
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
+        self.disarm();
     }
 }
 
@@ -988,6 +1035,54 @@ mod tests {
             .parse()
             .unwrap();
         assert!(wait_for(Duration::from_secs(5), || !alive(pid)).await);
+    }
+
+    #[tokio::test]
+    async fn a_retry_first_kills_what_an_earlier_try_left_running() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ctx, mut rx) = context(dir.path());
+        // A run of its own, so that no other test's processes match.
+        ctx.run_id = format!("run-{}", uuid::Uuid::new_v4());
+        let leftover = |try_number: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env("SLUICE_RUN_ID", &ctx.run_id)
+                .env("SLUICE_TASK_ID", &ctx.task)
+                .env("SLUICE_TRY_NUMBER", try_number)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        // What a first try cut off by a crash left, and a process of a later try, which is
+        // none of this try's business.
+        let mut earlier = leftover("1");
+        let mut later = leftover("3");
+        ctx.try_number = 2;
+        run(&ctx, config(json!({"command": "true"}))).await.unwrap();
+        // Killed before the retry started (the log says so); reaped here once it is gone.
+        let mut earlier_status = None;
+        let reaped = wait_for(Duration::from_secs(5), || {
+            earlier_status = earlier.try_wait().unwrap();
+            earlier_status.is_some()
+        })
+        .await;
+        assert!(
+            reaped && earlier_status.is_some_and(|s| s.signal() == Some(libc::SIGKILL)),
+            "{earlier_status:?}"
+        );
+        assert_eq!(
+            later.try_wait().unwrap(),
+            None,
+            "a later try's process was killed"
+        );
+        later.kill().unwrap();
+        later.wait().unwrap();
+        let system = lines(&mut rx, LogStream::System);
+        assert!(
+            system.iter().any(|l| l.contains("Killed 1 process group")),
+            "{system:?}"
+        );
     }
 
     #[tokio::test]

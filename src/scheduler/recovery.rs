@@ -25,8 +25,10 @@ pub enum Orphans {
 
 /// Ends orphaned tries: up for retry (the next try is scheduled after the task's retry
 /// delay) or failed. With `Orphans::AllRunning` (the tries ran on this machine), what is left
-/// of their processes is killed first, so a retry never overlaps the cut-off try. Returns how
-/// many tries were recovered.
+/// of their processes is killed first, so a retry never overlaps the cut-off try. Tries
+/// recovered by lease ran elsewhere: their processes died with their worker (the `shell`
+/// reaper), and a retry on the same machine kills any left over before it starts. Returns
+/// how many tries were recovered.
 pub async fn recover(store: &Store, versions: &Versions, which: Orphans) -> Result<usize> {
     let orphans = match which {
         Orphans::AllRunning => store.orphaned_tries(None).await?,
@@ -37,8 +39,17 @@ pub async fn recover(store: &Store, versions: &Versions, which: Orphans) -> Resu
     }
     if which == Orphans::AllRunning {
         for orphan in &orphans {
-            let killed =
-                shell::kill_orphaned_processes(&orphan.run_id, &orphan.task_id, orphan.try_number);
+            let (run_id, task, try_number) = (
+                orphan.run_id.clone(),
+                orphan.task_id.clone(),
+                orphan.try_number,
+            );
+            // Reads every process's environment in `/proc`: off the async threads.
+            let killed = tokio::task::spawn_blocking(move || {
+                shell::kill_try_processes(&run_id, &task, try_number..=try_number)
+            })
+            .await
+            .unwrap_or(0);
             if killed > 0 {
                 info!(
                     run_id = %orphan.run_id,
