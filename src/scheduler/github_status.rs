@@ -413,6 +413,7 @@ mod tests {
             error: Some("task `gate` failed: score 0.41 < 0.8 with key sk-123".into()),
             created_at: now,
             started_at: None,
+            rerun_started_at: None,
             ended_at: None,
             trigger_details: details,
             event: Value::Null,

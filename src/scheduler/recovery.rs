@@ -101,12 +101,13 @@ async fn completion_for(
         },
         None => None,
     };
+    // Retries count from the task's last clear (`attempt`), not from try 1.
     if let Some(task) = task
-        && orphan.try_number <= task.retries
+        && orphan.attempt <= task.retries
     {
         let next_try = orphan.try_number + 1;
-        let delay =
-            chrono::Duration::from_std(task.retry_delay_before(next_try)).unwrap_or_default();
+        let delay = chrono::Duration::from_std(task.retry_delay_before(orphan.attempt + 1))
+            .unwrap_or_default();
         completion.state = TaskState::UpForRetry;
         completion.retry = Some(NewTaskInstance::next_try(
             &task,
