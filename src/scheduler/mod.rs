@@ -320,10 +320,19 @@ impl Scheduler {
                 self.evaluate(run_id, downstream).await
             }
             StoreEvent::RunState { run_id, state } if state.is_final() => {
-                if self.runs.remove(run_id).is_some() {
-                    debug!(run_id, %state, "Run left the scheduler.");
+                if !self.runs.contains_key(run_id) {
+                    return Ok(());
                 }
-                Ok(())
+                self.runs.remove(run_id);
+                // The event can be older than what this scheduler has read since: a run whose
+                // tasks were cleared after it ended runs again, and must stay driven.
+                match self.store.run(run_id).await? {
+                    Some(run) if !run.state.is_final() => self.adopt(run_id).await,
+                    _ => {
+                        debug!(run_id, %state, "Run left the scheduler.");
+                        Ok(())
+                    }
+                }
             }
             // A run created (or cleared) elsewhere: the API, cron, a trigger. It starts when
             // its workflow's `max_active_runs` allows.
