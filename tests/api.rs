@@ -335,6 +335,7 @@ async fn runs_are_listed_in_pages_with_filters() {
                 "params",
                 "created_at",
                 "started_at",
+                "rerun_started_at",
                 "ended_at",
             ] {
                 assert!(run.get(field).is_some(), "{field} missing in {run}");

@@ -1187,3 +1187,60 @@ async fn github_deliveries_are_listed_with_their_runs_and_escaped() {
     let (status, _) = visitor.get("/github/deliveries?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_says_why_an_if_failed_and_clear_runs_the_run_again() {
+    let sb = Sandbox::new();
+    // `probe` says it is ready only on its second run, so the first run fails at `deploy`'s
+    // `if` and clearing `probe` from the page lets the run succeed.
+    let marker = sb.path().join("probed-once");
+    write_workflow(
+        &sb,
+        "guarded",
+        &format!(
+            r#"
+tasks:
+  probe:
+    operator: shell
+    with:
+      command: "if [ -e '{marker}' ]; then echo ready=true >> $SLUICE_OUTPUT; else touch '{marker}'; fi"
+  deploy:
+    operator: shell
+    needs: [probe]
+    if: "{{{{ tasks.probe.outputs.ready }}}}"
+    with: {{ command: "true" }}
+"#,
+            marker = marker.display()
+        ),
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let run_id = server.start_run("guarded", json!({})).await;
+    let first = server.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(first["state"], "failed", "{first}");
+    let (status, page) = visitor.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("the task&#x27;s `if` could not be evaluated: ")
+            || page.contains("the task's `if` could not be evaluated: "),
+        "the reason is on the page: {page}"
+    );
+    assert!(!page.contains("Re-run started"), "the run ran once");
+
+    let (status, _, location) = visitor
+        .act(&format!("/runs/{run_id}/tasks/probe/clear"), &[])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/runs/{run_id}").as_str())
+    );
+    // The run is queued again at once, and ends as its tasks earn it this time.
+    let again = server.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(again["state"], "success", "{again}");
+    assert_eq!(again["tasks"]["probe"]["try_number"], 2);
+    assert_eq!(again["tasks"]["deploy"]["state"], "success");
+    assert_eq!(again["started_at"], first["started_at"]);
+    let (_, page) = visitor.get(&format!("/runs/{run_id}")).await;
+    assert!(page.contains("Re-run started"), "{page}");
+}

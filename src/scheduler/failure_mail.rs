@@ -1,7 +1,8 @@
 //! The default failure mail (`[alerts] email_on_failure`): when a run ends failed, a standard
 //! mail to the configured addresses with the run, its failed tasks and their errors, and a
-//! link to its page — no hooks needed in the workflow files. Sent once per run, however many
-//! processes listen (`Store::claim_once`). `run_once(run_id)` is the whole job; `run` listens
+//! link to its page — no hooks needed in the workflow files. Sent once per end of a run (a
+//! run whose tasks were cleared and that fails again mails again), however many processes
+//! listen (`Store::claim_once`). `run_once(run_id)` is the whole job; `run` listens
 //! for runs ending, and catches up on the last hour's when it starts (a new leader) or may have
 //! missed events.
 
@@ -17,7 +18,21 @@ use super::standard_mail::{self, CATCH_UP, StandardMailConfig};
 use crate::lifecycle::RunState;
 use crate::operators::alert::{Headline, Mailer, Severity, escape_html};
 use crate::secrets::Masker;
-use crate::store::{Store, StoreEvent};
+use crate::store::{RunRecord, Store, StoreEvent};
+
+/// The once-only key of a run's failure mail: one per end of the run, so a re-run (tasks
+/// cleared after it ended) that fails again has a mail of its own. `:` cannot appear in a
+/// workflow id, so this never meets an alert's default key.
+fn failure_mail_key(run: &RunRecord) -> String {
+    match run.rerun_started_at {
+        None => format!("once:failure-mail:{}", run.id),
+        Some(rerun) => format!(
+            "once:failure-mail:{}:rerun:{}",
+            run.id,
+            rerun.timestamp_micros()
+        ),
+    }
+}
 
 #[derive(Clone)]
 pub struct FailureMailService {
@@ -52,8 +67,7 @@ impl FailureMailService {
         if run.state != RunState::Failed || self.config.recipients.is_empty() {
             return Ok(false);
         }
-        // `:` cannot appear in a workflow id, so this never meets an alert's default key.
-        let once = format!("once:failure-mail:{run_id}");
+        let once = failure_mail_key(&run);
         if !self.store.claim_once(&once, chrono::Utc::now()).await? {
             return Ok(false);
         }
@@ -169,5 +183,56 @@ impl FailureMailService {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::TaskState;
+    use crate::store::StoreConfig;
+    use crate::store::conformance::{new_run, task};
+
+    #[tokio::test]
+    async fn each_end_of_a_cleared_run_has_its_own_failure_mail_key() {
+        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        store
+            .create_run(&new_run("r1"), &[task("a")])
+            .await
+            .expect("run");
+        let end = |store: &Store| {
+            let store = store.clone();
+            async move {
+                store
+                    .set_run_state("r1", RunState::Queued, RunState::Running, None)
+                    .await
+                    .expect("start");
+                store
+                    .set_run_state("r1", RunState::Running, RunState::Failed, Some("no"))
+                    .await
+                    .expect("end");
+                failure_mail_key(&store.run("r1").await.expect("read").expect("run"))
+            }
+        };
+        // Only a task that has ended can be cleared.
+        let a = store.task_instances("r1").await.expect("tries").remove(0);
+        let mut batch = crate::store::DecisionBatch::default();
+        batch.push(a.id, "a", 1, TaskState::Pending, TaskState::Skipped);
+        store.apply_decisions("r1", &batch).await.expect("decide");
+        let first = end(&store).await;
+        assert_eq!(first, "once:failure-mail:r1");
+        store
+            .clear_tasks("r1", &["a".to_owned()])
+            .await
+            .expect("clear");
+        let second = end(&store).await;
+        assert_ne!(second, first, "the re-run's end mails again");
+        assert_eq!(
+            failure_mail_key(&store.run("r1").await.expect("read").expect("run")),
+            second,
+            "the same end keeps its key"
+        );
     }
 }

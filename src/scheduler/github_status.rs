@@ -7,10 +7,11 @@
 //! each run's statuses in order on a lane of its own, the latest state winning over a post
 //! still being retried.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -150,11 +151,13 @@ pub struct GithubStatusService {
     masker: Masker,
 }
 
-/// Which runs have a lane, and which have posted their last status.
+/// Which runs have a lane, and which have posted their last status: run id → the run's
+/// `rerun_started_at` when it ended (a run whose tasks are cleared later runs again, and
+/// reports again).
 #[derive(Default)]
 struct Lanes {
     open: HashMap<String, mpsc::UnboundedSender<StatusPost>>,
-    ended: HashSet<String>,
+    ended: HashMap<String, Option<DateTime<Utc>>>,
     ended_order: VecDeque<String>,
 }
 
@@ -243,11 +246,12 @@ impl GithubStatusService {
         // Events from other writers may arrive out of order: once a run's last status is
         // posted, a late `running` posts nothing. A `running` read after the run already
         // ended still posts `pending`, right before the final status on the same lane.
-        if lanes.ended.contains(run_id) || (!state.is_final() && lanes.open.contains_key(run_id)) {
+        if !state.is_final() && lanes.open.contains_key(run_id) {
             return;
         }
+        let ended = lanes.ended.get(run_id).copied();
         // Most installations have no `github` triggers: their runs are not read at all.
-        if !lanes.open.contains_key(run_id) && !self.any_github_trigger() {
+        if ended.is_none() && !lanes.open.contains_key(run_id) && !self.any_github_trigger() {
             return;
         }
         let run = match self.store.run(run_id).await {
@@ -258,6 +262,14 @@ impl GithubStatusService {
                 return;
             }
         };
+        if let Some(rerun_at_end) = ended {
+            // A late event of the end already reported posts nothing; a run that has started
+            // again since (tasks of it were cleared) reports its re-run afresh.
+            if run.rerun_started_at == rerun_at_end {
+                return;
+            }
+            lanes.ended.remove(run_id);
+        }
         // A final status follows the stored state, which a late event cannot move back.
         let state = if state.is_final() { run.state } else { state };
         let Some(post) = status_for(&run, state, &self.config.base_url, &self.masker) else {
@@ -266,7 +278,7 @@ impl GithubStatusService {
         let Some(token) = self.config.token.clone() else {
             if post.last {
                 warn!(run_id, context = %post.body["context"], "A GitHub-triggered run ended but its commit status is not posted: the secret GITHUB_TOKEN is not set.");
-                remember_ended(lanes, run_id);
+                remember_ended(lanes, run_id, run.rerun_started_at);
             }
             return;
         };
@@ -287,13 +299,17 @@ impl GithubStatusService {
         let _ = lane.send(post);
         if last {
             lanes.open.remove(run_id);
-            remember_ended(lanes, run_id);
+            remember_ended(lanes, run_id, run.rerun_started_at);
         }
     }
 }
 
-fn remember_ended(lanes: &mut Lanes, run_id: &str) {
-    if lanes.ended.insert(run_id.to_owned()) {
+fn remember_ended(lanes: &mut Lanes, run_id: &str, rerun_started_at: Option<DateTime<Utc>>) {
+    if lanes
+        .ended
+        .insert(run_id.to_owned(), rerun_started_at)
+        .is_none()
+    {
         lanes.ended_order.push_back(run_id.to_owned());
     }
     while lanes.ended_order.len() > REMEMBERED_RUNS {
@@ -413,6 +429,7 @@ mod tests {
             error: Some("task `gate` failed: score 0.41 < 0.8 with key sk-123".into()),
             created_at: now,
             started_at: None,
+            rerun_started_at: None,
             ended_at: None,
             trigger_details: details,
             event: Value::Null,
@@ -628,5 +645,141 @@ mod tests {
             "a 404 is not retried"
         );
         assert_eq!(fake.seen.lock().expect("lock").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cleared_run_reports_its_rerun_after_its_first_end() {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let fake = Fake::default();
+        let app = Router::new()
+            .route("/repos/acme/evals/statuses/{sha}", post(record))
+            .fallback(unknown)
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("evals.yaml"),
+            "triggers:\n  - github: { events: [push] }\ntasks:\n  a: { operator: noop }\n",
+        )
+        .expect("write");
+        let store = Store::open(&crate::store::StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store");
+        let now = Utc::now();
+        let delivery = crate::store::NewDelivery {
+            id: "d1".into(),
+            event: "push".into(),
+            action: None,
+            repository: Some("acme/evals".into()),
+            branch: Some("main".into()),
+            tag: None,
+            sha: Some(SHA.into()),
+            sender: None,
+            outcome: crate::store::DeliveryOutcome::Started,
+            reason: None,
+            received_at: now,
+        };
+        let started = crate::store::DeliveryRun {
+            run: crate::store::NewRun {
+                id: "r1".into(),
+                workflow_id: "evals".into(),
+                version_hash: "h".into(),
+                trigger: "github".into(),
+                triggered_by: Some("github:d1".into()),
+                params: Default::default(),
+                logical_date: now,
+                data_interval_start: now,
+                data_interval_end: now,
+            },
+            tasks: vec![crate::store::conformance::task("a")],
+            origin: crate::store::RunOrigin {
+                details: details(json!({"context": "sluice/evals"})).expect("details"),
+                event: Value::Null,
+            },
+        };
+        store
+            .record_delivery(&delivery, &[started])
+            .await
+            .expect("record");
+        let service = GithubStatusService::new(
+            store.clone(),
+            Arc::new(Catalog::open(dir.path())),
+            reqwest::Client::new(),
+            StatusConfig::new(
+                &format!("http://{address}"),
+                "http://sluice",
+                Some("tok".into()),
+            ),
+            Masker::default(),
+        );
+        let mut lanes = Lanes::default();
+        let mut posting = JoinSet::new();
+        let moves = [
+            (RunState::Queued, RunState::Running),
+            (RunState::Running, RunState::Failed),
+        ];
+        for (from, to) in moves {
+            store
+                .set_run_state("r1", from, to, None)
+                .await
+                .expect("move");
+            service
+                .on_run_state("r1", to, &mut lanes, &mut posting)
+                .await;
+        }
+        // A late `running` of the run that ended posts nothing.
+        service
+            .on_run_state("r1", RunState::Running, &mut lanes, &mut posting)
+            .await;
+        let a = store.task_instances("r1").await.expect("tries").remove(0);
+        let mut batch = crate::store::DecisionBatch::default();
+        batch.push(
+            a.id,
+            "a",
+            1,
+            crate::lifecycle::TaskState::Pending,
+            crate::lifecycle::TaskState::Skipped,
+        );
+        store.apply_decisions("r1", &batch).await.expect("decide");
+        store
+            .clear_tasks("r1", &["a".to_owned()])
+            .await
+            .expect("clear");
+        let moves = [
+            (RunState::Queued, RunState::Running),
+            (RunState::Running, RunState::Success),
+        ];
+        for (from, to) in moves {
+            store
+                .set_run_state("r1", from, to, None)
+                .await
+                .expect("move");
+            service
+                .on_run_state("r1", to, &mut lanes, &mut posting)
+                .await;
+        }
+        while posting.join_next().await.is_some() {}
+        let states: Vec<Value> = fake
+            .seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, body)| body["state"].clone())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                json!("pending"),
+                json!("failure"),
+                json!("pending"),
+                json!("success")
+            ]
+        );
     }
 }

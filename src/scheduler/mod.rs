@@ -137,7 +137,9 @@ impl Tracker {
         self.slots[task].and_then(|s| s.state.outcome())
     }
 
-    /// Records a change; returns whether it made the task final (for the first time).
+    /// Records a change; returns whether it made the task final. A new try of a task that had
+    /// ended (it was cleared) makes the task unfinished again, so the run cannot end before
+    /// that try does.
     fn apply(&mut self, change: &TaskStateChange, row_id: Option<i64>) -> bool {
         let Some(&task) = self.index.get(&change.task_id) else {
             return false;
@@ -172,11 +174,24 @@ impl Tracker {
                 })
             }
         }
-        let newly_done = !was_done && self.outcome(task).is_some();
-        if newly_done && task < self.main_len() {
-            self.main_done += 1;
+        let is_done = self.outcome(task).is_some();
+        if task < self.main_len() {
+            match (was_done, is_done) {
+                (false, true) => self.main_done += 1,
+                (true, false) => self.main_done = self.main_done.saturating_sub(1),
+                _ => {}
+            }
         }
-        newly_done
+        !was_done && is_done
+    }
+
+    /// How many main tasks have a final latest try, counted from the slots instead of kept
+    /// up to date like `main_done`: the tests check that the two agree.
+    #[cfg(test)]
+    fn main_done_recounted(&self) -> usize {
+        (0..self.main_len())
+            .filter(|&t| self.outcome(t).is_some())
+            .count()
     }
 
     /// Whether a hook group's task instances exist (its event has fired).
@@ -220,6 +235,9 @@ pub struct Scheduler {
     deps: SchedulerDeps,
     config: SchedulerConfig,
     runs: HashMap<String, Tracker>,
+    /// Set while a run whose end the database refused is read again, so that the re-read
+    /// cannot recurse.
+    rereading_refused_end: bool,
 }
 
 impl Scheduler {
@@ -229,6 +247,7 @@ impl Scheduler {
             deps,
             config,
             runs: HashMap::new(),
+            rereading_refused_end: false,
         }
     }
 
@@ -301,10 +320,19 @@ impl Scheduler {
                 self.evaluate(run_id, downstream).await
             }
             StoreEvent::RunState { run_id, state } if state.is_final() => {
-                if self.runs.remove(run_id).is_some() {
-                    debug!(run_id, %state, "Run left the scheduler.");
+                if !self.runs.contains_key(run_id) {
+                    return Ok(());
                 }
-                Ok(())
+                self.runs.remove(run_id);
+                // The event can be older than what this scheduler has read since: a run whose
+                // tasks were cleared after it ended runs again, and must stay driven.
+                match self.store.run(run_id).await? {
+                    Some(run) if !run.state.is_final() => self.adopt(run_id).await,
+                    _ => {
+                        debug!(run_id, %state, "Run left the scheduler.");
+                        Ok(())
+                    }
+                }
             }
             // A run created (or cleared) elsewhere: the API, cron, a trigger. It starts when
             // its workflow's `max_active_runs` allows.
@@ -351,6 +379,7 @@ impl Scheduler {
             let Some(spec) = tracker.workflow.task_at(task) else {
                 continue;
             };
+            let mut why = None;
             let mut to = match spec.trigger_rule.decide(&summary) {
                 Decision::Wait => continue,
                 Decision::Run => TaskState::Queued,
@@ -379,18 +408,33 @@ impl Scheduler {
                     Ok(true) => {}
                     Ok(false) => to = TaskState::Skipped,
                     Err(e) => {
-                        warn!(run_id, task = %spec.id, error = %e, "The task's `if` could not be evaluated; it fails.");
+                        let masker = self.deps.secrets.masker();
+                        let error = masker
+                            .mask(&format!("the task's `if` could not be evaluated: {e}"))
+                            .into_owned();
+                        warn!(run_id, task = %spec.id, %error, "The task's `if` could not be evaluated; it fails.");
                         to = TaskState::UpstreamFailed;
+                        why = Some(error);
                     }
                 }
             }
-            batch.push(
-                slot.row_id,
-                &spec.id,
-                slot.try_number,
-                TaskState::Pending,
-                to,
-            );
+            match why {
+                Some(error) => batch.push_with_error(
+                    slot.row_id,
+                    &spec.id,
+                    slot.try_number,
+                    TaskState::Pending,
+                    to,
+                    error,
+                ),
+                None => batch.push(
+                    slot.row_id,
+                    &spec.id,
+                    slot.try_number,
+                    TaskState::Pending,
+                    to,
+                ),
+            }
             let change = TaskStateChange {
                 task_id: spec.id.clone(),
                 try_number: slot.try_number,
@@ -463,9 +507,27 @@ impl Scheduler {
                 Some(format!("tasks did not succeed: {}", failed.join(", "))),
             )
         };
-        self.store
-            .set_run_state(run_id, RunState::Running, state, error.as_deref())
-            .await?;
+        if !self.store.end_run(run_id, state, error.as_deref()).await? {
+            // The database knows something this view does not: a task was cleared (its new try
+            // is on its way as an event) or the run was cancelled. Read the run again, once:
+            // a view just read that still cannot end the run waits for the next event.
+            if self.rereading_refused_end {
+                warn!(
+                    run_id,
+                    "The run's tasks look finished but the database refused to end it."
+                );
+                return Ok(());
+            }
+            debug!(
+                run_id,
+                "The run did not end; reading it again from the database."
+            );
+            self.runs.remove(run_id);
+            self.rereading_refused_end = true;
+            let reread = Box::pin(self.adopt(run_id)).await;
+            self.rereading_refused_end = false;
+            return reread;
+        }
         info!(run_id, %state, "Run ended.");
         if let Some(ended) = self.runs.remove(run_id)
             && self.config.adopt_new_runs

@@ -113,11 +113,12 @@ async fn completion_for(
         },
         None => None,
     };
+    // Retries count from the task's last clear (`attempt`), not from try 1.
     if let Some(task) = task
-        && orphan.try_number <= task.retries
+        && orphan.attempt <= task.retries
     {
         let next_try = orphan.try_number + 1;
-        let not_before = instant_after(Utc::now(), task.retry_delay_before(next_try));
+        let not_before = instant_after(Utc::now(), task.retry_delay_before(orphan.attempt + 1));
         completion.state = TaskState::UpForRetry;
         completion.retry = Some(NewTaskInstance::next_try(&task, next_try, not_before));
     }

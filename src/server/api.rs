@@ -438,7 +438,11 @@ pub struct RunView {
     pub params: Map<String, Value>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When the run first started; clearing tasks of it later never changes it.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the run last started again after tasks of it were cleared; null for a run that
+    /// ran once.
+    pub rerun_started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     /// What the trigger recorded: for `github`, the `event`, `action`, `delivery`,
     /// `repository`, `branch`, `tag`, `sha`, `sender` and the commit `status` it reports.
@@ -462,6 +466,7 @@ impl From<RunRecord> for RunView {
             error: r.error,
             created_at: r.created_at,
             started_at: r.started_at,
+            rerun_started_at: r.rerun_started_at,
             ended_at: r.ended_at,
             trigger_details: r.trigger_details,
         }
@@ -633,11 +638,14 @@ pub struct ClearResponse {
     pub run_id: String,
     /// The task and everything downstream of it, each with a new pending try.
     pub cleared: Vec<String>,
-    /// The run had ended and is queued again.
+    /// The run had ended and is queued again: it runs again as its workflow's
+    /// `max_active_runs` allows (keeping its first `started_at`, with the new start in
+    /// `rerun_started_at`) and ends once every task has ended again.
     pub run_requeued: bool,
 }
 
-/// Runs a task again, and every task downstream of it; an ended run is queued again.
+/// Runs a task again, and every task downstream of it, each with all its retries; an ended
+/// run is queued again and ends with the state its tasks then earn.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/tasks/{task}/clear", tag = "runs",
     params(("id" = String, Path, description = "Run id"), ("task" = String, Path, description = "Task id")),
     responses((status = 200, body = ClearResponse), (status = 401, body = ErrorBody),

@@ -209,8 +209,11 @@ impl Store {
     }
 
     /// Makes tasks of a run run again: each gets a new `pending` try (its latest try number
-    /// plus one). If the run had ended it goes back to `queued`. Refused, changing nothing,
-    /// when the latest try of one of the tasks has not ended yet.
+    /// plus one), marked as cleared so that its retries count from it. If the run had ended
+    /// it goes back to `queued`: the scheduler starts it again (keeping its first start time,
+    /// and recording this one as `rerun_started_at`) and ends it once every task has ended
+    /// again. Refused, changing nothing, when the latest try of one of the tasks has not
+    /// ended yet.
     pub async fn clear_tasks(&self, run_id: &str, task_ids: &[String]) -> Result<ClearOutcome> {
         let run = self
             .run(run_id)
@@ -267,7 +270,16 @@ impl Store {
             .filter_map(|t| latest.remove(t).map(|(_, next)| next))
             .collect();
         let now = Utc::now();
-        insert_task_instances(self, &txn, run_id, &new_tries, TaskState::Pending, now).await?;
+        insert_task_instances(
+            self,
+            &txn,
+            run_id,
+            &new_tries,
+            TaskState::Pending,
+            now,
+            Some(now),
+        )
+        .await?;
         let run_requeued = run.state.is_final();
         if run_requeued {
             run.state.check_move(RunState::Queued)?;

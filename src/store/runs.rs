@@ -53,7 +53,11 @@ pub struct RunRecord {
     pub data_interval_end: DateTime<Utc>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When the run first started; clearing its tasks later never changes it.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the run last started again after tasks of it had been cleared; `None` for a run
+    /// that ran once.
+    pub rerun_started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     /// The trigger's facts (see `RunOrigin::details`), when it recorded any.
     pub trigger_details: Option<serde_json::Value>,
@@ -64,7 +68,14 @@ pub struct RunRecord {
 
 pub(super) const RUN_COLUMNS: &str = "id, workflow_id, version_hash, state, trigger, triggered_by, params, \
     logical_date, data_interval_start, data_interval_end, error, created_at, started_at, ended_at, \
-    trigger_details";
+    trigger_details, rerun_started_at";
+
+/// The `SET` list that moves a run to `running` (values: the state, then the time twice). A
+/// run that has started before (tasks of it were cleared after it ended) keeps its first
+/// start and records this one as its re-run start. Both right-hand sides read the row as it
+/// was before the update, on SQLite and PostgreSQL alike.
+pub(super) const START_RUN_SET: &str = "state = ?, started_at = COALESCE(started_at, ?), \
+    rerun_started_at = CASE WHEN started_at IS NULL THEN rerun_started_at ELSE ? END";
 
 pub(super) fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
     let params: String = get(row, "params")?;
@@ -92,6 +103,7 @@ pub(super) fn run_from_row(row: &QueryResult) -> Result<RunRecord> {
         started_at: get(row, "started_at")?,
         ended_at: get(row, "ended_at")?,
         trigger_details: json_column(row, "trigger_details")?,
+        rerun_started_at: get(row, "rerun_started_at")?,
         event: serde_json::Value::Null,
     })
 }
@@ -125,7 +137,7 @@ pub(super) async fn insert_run<C: ConnectionTrait>(
         .execute_raw(store.stmt(
             &format!(
                 "INSERT INTO runs ({RUN_COLUMNS}, event, scheduled_for) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             vec![
                 run.id.as_str().into(),
@@ -143,6 +155,7 @@ pub(super) async fn insert_run<C: ConnectionTrait>(
                 Value::ChronoDateTimeUtc(None),
                 Value::ChronoDateTimeUtc(None),
                 details.into(),
+                Value::ChronoDateTimeUtc(None),
                 event.into(),
                 scheduled_for.into(),
             ],
@@ -164,7 +177,7 @@ pub(super) async fn insert_run<C: ConnectionTrait>(
         }
         Err(e) => return Err(e.into()),
     }
-    insert_task_instances(store, txn, &run.id, tasks, TaskState::Pending, now).await
+    insert_task_instances(store, txn, &run.id, tasks, TaskState::Pending, now, None).await
 }
 
 impl Store {
@@ -254,11 +267,12 @@ impl Store {
     ) -> Result<bool> {
         from.check_move(to)?;
         let now = Utc::now();
-        let (sql, values): (&str, Vec<Value>) = if to == RunState::Running {
+        let (sql, values): (String, Vec<Value>) = if to == RunState::Running {
             (
-                "UPDATE runs SET state = ?, started_at = ? WHERE id = ? AND state = ?",
+                format!("UPDATE runs SET {START_RUN_SET} WHERE id = ? AND state = ?"),
                 vec![
                     to.as_str().into(),
+                    now.into(),
                     now.into(),
                     id.into(),
                     from.as_str().into(),
@@ -267,7 +281,8 @@ impl Store {
         } else {
             (
                 "UPDATE runs SET state = ?, ended_at = ?, error = ?, \
-                 started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
+                 started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?"
+                    .to_owned(),
                 vec![
                     to.as_str().into(),
                     now.into(),
@@ -280,7 +295,50 @@ impl Store {
         };
         let moved = self
             .db()
-            .execute_raw(self.stmt(sql, values))
+            .execute_raw(self.stmt(&sql, values))
+            .await?
+            .rows_affected()
+            == 1;
+        if moved {
+            self.publish(StoreEvent::RunState {
+                run_id: id.to_owned(),
+                state: to,
+            });
+        }
+        Ok(moved)
+    }
+
+    /// Ends a running run in `to` (the scheduler's verdict), unless one of its task instances
+    /// has not ended: a try created after the scheduler last looked (a task cleared meanwhile)
+    /// keeps the run going, so a run never ends while any of its tasks is unfinished. Returns
+    /// whether it ended.
+    pub async fn end_run(&self, id: &str, to: RunState, error: Option<&str>) -> Result<bool> {
+        RunState::Running.check_move(to)?;
+        let unfinished: Vec<TaskState> = TaskState::ALL
+            .iter()
+            .copied()
+            .filter(|s| !s.is_final())
+            .collect();
+        let now = Utc::now();
+        let mut values: Vec<Value> = vec![
+            to.as_str().into(),
+            now.into(),
+            error.map(str::to_owned).into(),
+            id.into(),
+            RunState::Running.as_str().into(),
+        ];
+        values.extend(unfinished.iter().map(|s| Value::from(s.as_str())));
+        let moved = self
+            .db()
+            .execute_raw(self.stmt(
+                &format!(
+                    "UPDATE runs SET state = ?, ended_at = ?, error = ? \
+                     WHERE id = ? AND state = ? AND NOT EXISTS (SELECT 1 FROM task_instances \
+                     WHERE task_instances.run_id = runs.id AND task_instances.state IN ({}))",
+                    super::marks(unfinished.len())
+                ),
+                values,
+            ))
             .await?
             .rows_affected()
             == 1;

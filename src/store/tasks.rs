@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait, Value};
 
 use super::logs::{NewLogLine, insert_logs};
+use super::runs::START_RUN_SET;
 use super::{CHUNK, Result, Store, StoreError, StoreEvent, get, marks};
 use crate::lifecycle::{RunState, TaskState};
 
@@ -88,10 +89,12 @@ pub struct TaskStateChange {
 }
 
 /// The scheduler's decisions for one run: task instances to move, each from the state the
-/// scheduler saw to a new one.
+/// scheduler saw to a new one, and why, for the moves that record a reason.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionBatch {
     pub moves: Vec<(i64, String, u32, TaskState, TaskState)>,
+    /// Row id → the error stored with that move (an `if` that could not be evaluated).
+    pub errors: HashMap<i64, String>,
 }
 
 impl DecisionBatch {
@@ -105,6 +108,20 @@ impl DecisionBatch {
     ) {
         self.moves
             .push((row_id, task_id.to_owned(), try_number, from, to));
+    }
+
+    /// A move that records why on the task instance, as its `error`.
+    pub fn push_with_error(
+        &mut self,
+        row_id: i64,
+        task_id: &str,
+        try_number: u32,
+        from: TaskState,
+        to: TaskState,
+        error: String,
+    ) {
+        self.push(row_id, task_id, try_number, from, to);
+        self.errors.insert(row_id, error);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,6 +155,10 @@ pub struct ClaimedTask {
     pub try_number: u32,
     /// When the try first started; a rescheduled try (a sensor) keeps its first start.
     pub started_at: DateTime<Utc>,
+    /// The try's number counted from the last time its task was cleared (1 for the first
+    /// try after a clear, or for try 1): a task's retries count from there, so a cleared task
+    /// gets all of them again.
+    pub attempt: u32,
 }
 
 /// The end of one try, as a worker reports it.
@@ -215,7 +236,8 @@ fn claim_filter_values<'a>(claim: &'a Claim<'a>) -> impl Iterator<Item = Value> 
     queues.chain(claim.run_id.map(Value::from))
 }
 
-/// Inserts task instances with multi-row statements.
+/// Inserts task instances with multi-row statements. `cleared_at` is set on tries created by
+/// clearing their task: their task's retries count from them again.
 pub(super) async fn insert_task_instances<C: ConnectionTrait>(
     store: &Store,
     conn: &C,
@@ -223,18 +245,19 @@ pub(super) async fn insert_task_instances<C: ConnectionTrait>(
     tasks: &[NewTaskInstance],
     state: TaskState,
     now: DateTime<Utc>,
+    cleared_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     for chunk in tasks.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO task_instances (run_id, task_id, try_number, state, priority, pool, \
-             queue, not_before, created_at) VALUES ",
+             queue, not_before, created_at, cleared_at) VALUES ",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 9);
+        let mut values = Vec::with_capacity(chunk.len() * 10);
         for (i, t) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             values.extend([
                 Value::from(run_id),
                 t.task_id.as_str().into(),
@@ -245,6 +268,7 @@ pub(super) async fn insert_task_instances<C: ConnectionTrait>(
                 t.queue.as_str().into(),
                 t.not_before.into(),
                 now.into(),
+                cleared_at.into(),
             ]);
         }
         conn.execute_raw(store.stmt(&sql, values)).await?;
@@ -261,7 +285,16 @@ impl Store {
         tasks: &[NewTaskInstance],
     ) -> Result<Vec<TaskSlotRecord>> {
         let txn = self.db().begin().await?;
-        insert_task_instances(self, &txn, run_id, tasks, TaskState::Pending, Utc::now()).await?;
+        insert_task_instances(
+            self,
+            &txn,
+            run_id,
+            tasks,
+            TaskState::Pending,
+            Utc::now(),
+            None,
+        )
+        .await?;
         txn.commit().await?;
         let wanted: std::collections::HashSet<(&str, u32)> = tasks
             .iter()
@@ -336,6 +369,16 @@ impl Store {
                 }
             }
         }
+        // Reasons are rare (a broken `if`): one statement each, only for rows that moved.
+        for (id, error) in &batch.errors {
+            if moved_ids.contains(id) {
+                conn.execute_raw(self.stmt(
+                    "UPDATE task_instances SET error = ? WHERE id = ?",
+                    vec![error.as_str().into(), (*id).into()],
+                ))
+                .await?;
+            }
+        }
         Ok(moved_ids)
     }
 
@@ -379,9 +422,10 @@ impl Store {
             let txn = self.db().begin().await?;
             let started = txn
                 .execute_raw(self.stmt(
-                    "UPDATE runs SET state = ?, started_at = ? WHERE id = ? AND state = ?",
+                    &format!("UPDATE runs SET {START_RUN_SET} WHERE id = ? AND state = ?"),
                     vec![
                         RunState::Running.as_str().into(),
+                        now.into(),
                         now.into(),
                         run_id.into(),
                         RunState::Queued.as_str().into(),
@@ -401,7 +445,7 @@ impl Store {
                 state: RunState::Running,
             });
             moved
-        } else if groups.len() == 1 && batch.moves.len() <= CHUNK {
+        } else if groups.len() == 1 && batch.moves.len() <= CHUNK && batch.errors.is_empty() {
             // One statement needs no transaction of its own; several must apply together.
             self.move_rows(self.db(), &groups, batch, now).await?
         } else {
@@ -506,9 +550,18 @@ impl Store {
                     task_id: get(r, "task_id")?,
                     try_number: get::<i32>(r, "try_number")? as u32,
                     started_at: get::<Option<DateTime<Utc>>>(r, "started_at")?.unwrap_or(now),
+                    attempt: get::<i32>(r, "try_number")? as u32,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let attempts = self
+            .attempts(claimed.iter().map(|c| (c.id, c.try_number)))
+            .await?;
+        for c in &mut claimed {
+            if let Some(&attempt) = attempts.get(&c.id) {
+                c.attempt = attempt;
+            }
+        }
         // RETURNING order is unspecified; keep claim order stable for the caller.
         claimed.sort_by_key(|c| c.id);
         self.publish_by_run(
@@ -517,6 +570,35 @@ impl Store {
                 .map(|c| (&c.run_id, &c.task_id, c.try_number, TaskState::Running)),
         );
         Ok(claimed)
+    }
+
+    /// The attempt number (see `ClaimedTask::attempt`) of the given tries, by row id, for
+    /// those whose task was cleared at or before them; the others' attempt is their try
+    /// number. Only tries after the first can differ, so most claims skip the query.
+    async fn attempts(&self, tries: impl Iterator<Item = (i64, u32)>) -> Result<HashMap<i64, u32>> {
+        let ids: Vec<i64> = tries
+            .filter(|&(_, try_number)| try_number > 1)
+            .map(|(id, _)| id)
+            .collect();
+        let mut attempts = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT t.id AS id, t.try_number AS try_number, \
+                 MAX(c.try_number) AS cleared_try FROM task_instances t \
+                 JOIN task_instances c ON c.run_id = t.run_id AND c.task_id = t.task_id \
+                 AND c.try_number <= t.try_number AND c.cleared_at IS NOT NULL \
+                 WHERE t.id IN ({}) GROUP BY t.id, t.try_number",
+                marks(chunk.len())
+            );
+            let values: Vec<Value> = chunk.iter().map(|&id| Value::from(id)).collect();
+            for row in self.db().query_all_raw(self.stmt(&sql, values)).await? {
+                let try_number = get::<i32>(&row, "try_number")?;
+                let cleared_try = get::<i32>(&row, "cleared_try")?;
+                let attempt = u32::try_from(try_number - cleared_try + 1).unwrap_or(1);
+                attempts.insert(get::<i64>(&row, "id")?, attempt);
+            }
+        }
+        Ok(attempts)
     }
 
     /// The queued rows to claim when pools limit how many of their tasks run at once: highest
@@ -633,7 +715,8 @@ impl Store {
             }
         }
         for (run_id, retries) in &retries_by_run {
-            insert_task_instances(self, conn, run_id, retries, TaskState::Scheduled, now).await?;
+            insert_task_instances(self, conn, run_id, retries, TaskState::Scheduled, now, None)
+                .await?;
         }
         Ok(accepted)
     }
@@ -858,6 +941,8 @@ pub struct OrphanedTry {
     pub run_id: String,
     pub task_id: String,
     pub try_number: u32,
+    /// As `ClaimedTask::attempt`: where the task's retries count from.
+    pub attempt: u32,
     pub worker: Option<String>,
 }
 
@@ -909,17 +994,29 @@ impl Store {
             ),
         };
         let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
-        rows.iter()
+        let mut orphans = rows
+            .iter()
             .map(|r| {
+                let try_number = get::<i32>(r, "try_number")? as u32;
                 Ok(OrphanedTry {
                     id: get(r, "id")?,
                     run_id: get(r, "run_id")?,
                     task_id: get(r, "task_id")?,
-                    try_number: get::<i32>(r, "try_number")? as u32,
+                    try_number,
+                    attempt: try_number,
                     worker: get(r, "worker")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let attempts = self
+            .attempts(orphans.iter().map(|o| (o.id, o.try_number)))
+            .await?;
+        for orphan in &mut orphans {
+            if let Some(&attempt) = attempts.get(&orphan.id) {
+                orphan.attempt = attempt;
+            }
+        }
+        Ok(orphans)
     }
 }
 

@@ -562,6 +562,7 @@ pub async fn run(
                 logical_date => iso(run.logical_date),
                 created_at => iso(run.created_at),
                 started_at => run.started_at.map(iso),
+                rerun_started_at => run.rerun_started_at.map(iso),
                 ended_at => run.ended_at.map(iso),
                 duration,
                 error => run.error.as_deref().map(|e| masker.mask(e).into_owned()),

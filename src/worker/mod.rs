@@ -583,8 +583,9 @@ fn finish(
         Err((message, exit_code, retryable)) => {
             let message = masker.mask(&message).into_owned();
             let next_try = claimed.try_number + 1;
-            if retryable && claimed.try_number <= task.retries {
-                let delay = task.retry_delay_before(next_try);
+            // Retries count from the task's last clear (`attempt`), not from try 1.
+            if retryable && claimed.attempt <= task.retries {
+                let delay = task.retry_delay_before(claimed.attempt + 1);
                 let not_before = instant_after(Utc::now(), delay);
                 TaskCompletion {
                     state: TaskState::UpForRetry,
