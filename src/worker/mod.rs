@@ -725,6 +725,7 @@ mod tests {
                 run_id: "r".into(),
                 task_id: "t".into(),
                 try_number,
+                attempt: try_number,
                 started_at: Utc::now(),
             };
             let before = Utc::now();
