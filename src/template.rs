@@ -600,6 +600,12 @@ pub const RUN_FIELDS: &[&str] = &[
     "url",
 ];
 
+/// What each entry of `tasks` holds (see [`RenderContext::tasks`]).
+pub const TASK_RESULT_FIELDS: &[&str] = &["outputs", "state"];
+
+/// What `upstream` holds in a `workflow` trigger's templates: the run that ended.
+pub const UPSTREAM_FIELDS: &[&str] = &["workflow", "run_id", "state", "outputs"];
+
 /// minijinja's built-in filters and tests and Sluice's own, as candidates for "did you mean";
 /// each is offered only if the engine really has it.
 const FILTER_CANDIDATES: &[&str] = &[

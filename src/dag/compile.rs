@@ -1185,6 +1185,12 @@ fn reference_problem(
             format!("`{what}` reads `run.{field}`, but `run` has no `{field}`"),
             suggest::did_you_mean(field, template::RUN_FIELDS.iter().copied()),
         )),
+        "upstream" if scope.task.is_none() && !template::UPSTREAM_FIELDS.contains(&field) => {
+            Some((
+                format!("`{what}` reads `upstream.{field}`, but `upstream` has no `{field}`"),
+                suggest::did_you_mean(field, template::UPSTREAM_FIELDS.iter().copied()),
+            ))
+        }
         "upstream" if scope.task.is_some() => Some((
             format!(
                 "`{what}` reads `{path}`, but `upstream` is set only in a `workflow` trigger's `if` and `params`"
@@ -1218,7 +1224,15 @@ fn reference_problem(
                     Some(format!("add `{field}` to the `needs` of `{}`", task.id)),
                 ));
             }
-            None
+            match parts.next() {
+                Some(part) if !template::TASK_RESULT_FIELDS.contains(&part) => Some((
+                    format!(
+                        "`{what}` reads `tasks.{field}.{part}`, but a task's result holds only `outputs` and `state`"
+                    ),
+                    suggest::did_you_mean(part, template::TASK_RESULT_FIELDS.iter().copied()),
+                )),
+                _ => None,
+            }
         }
         _ => None,
     }
