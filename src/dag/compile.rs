@@ -656,6 +656,9 @@ impl Compiler<'_> {
                     }),
                     _ => None,
                 };
+                if scope.is_some() {
+                    self.trigger_param_names(&entry.value, params);
+                }
                 for key in ["params", "if"] {
                     if let Some(n) = entry.value.get(key) {
                         let what = format!("triggers.{}.{key}", entry.key);
@@ -671,6 +674,31 @@ impl Compiler<'_> {
             }
         }
         items.iter().map(Node::to_json).collect()
+    }
+
+    /// A trigger's `params` may only name the workflow's params: a run with another one would
+    /// be refused every time the trigger fires.
+    fn trigger_param_names(&mut self, trigger: &Node, params: &IndexMap<String, ParamDecl>) {
+        let Some(entries) = trigger.get("params").and_then(Node::as_map) else {
+            return;
+        };
+        for entry in entries.iter().filter(|e| !params.contains_key(&e.key)) {
+            let help = suggest::did_you_mean(&entry.key, params.keys().map(String::as_str))
+                .or_else(|| {
+                    Some(format!(
+                        "declare it under the workflow's `params:`, like `{}: {{ type: string }}`",
+                        entry.key
+                    ))
+                });
+            self.error(
+                entry.key_pos,
+                format!(
+                    "the trigger maps the param `{}`, which the workflow does not declare",
+                    entry.key
+                ),
+                help,
+            );
+        }
     }
 
     /// Event names, actions, glob patterns, repositories and the status setting of a
