@@ -1,6 +1,6 @@
 //! Loading workflow files: finding them, checking each against the whole-format JSON Schema
-//! (every operator's `with` included), compiling it, and checking ids across files. One broken
-//! file never stops the others.
+//! (every operator's `with` included), compiling it with each operator's own check of `with`,
+//! and checking ids across files. One broken file never stops the others.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
