@@ -125,6 +125,7 @@ impl Templates {
         }
         env.set_fuel(Some(budget.fuel));
         env.add_filter("fromjson", fromjson);
+        env.add_filter("shell_quote", shell_quote);
         // Shell commands, URLs and JSON bodies expect `true`/`false`, as GitHub Actions
         // renders them, not Python's `True`/`False`.
         env.set_formatter(|out, state, value| {
@@ -378,6 +379,45 @@ fn fromjson(text: &str) -> Result<minijinja::Value, minijinja::Error> {
         )
     })?;
     Ok(from_json(&value))
+}
+
+/// `shell_quote`: the value as one POSIX shell word, in single quotes (`'` becomes `'\''`),
+/// so `sh -c` reads it as text whatever it holds. A list becomes its items quoted one by one
+/// and joined by spaces. Numbers and booleans are quoted as their text.
+fn shell_quote(value: &minijinja::Value) -> Result<String, minijinja::Error> {
+    match value.kind() {
+        ValueKind::Seq | ValueKind::Iterable => {
+            let mut words = Vec::new();
+            for item in value.try_iter()? {
+                words.push(shell_quote(&item)?);
+            }
+            Ok(words.join(" "))
+        }
+        ValueKind::Map | ValueKind::Plain | ValueKind::Invalid => Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "shell_quote: only text, numbers, booleans and lists of them can be quoted",
+        )),
+        ValueKind::Bool => Ok(quote_word(if value.is_true() { "true" } else { "false" })?),
+        ValueKind::Bytes => quote_word(&String::from_utf8_lossy(
+            value.as_bytes().unwrap_or_default(),
+        )),
+        _ => match value.as_str() {
+            Some(text) => quote_word(text),
+            None => quote_word(&value.to_string()),
+        },
+    }
+}
+
+/// One word in single quotes. A NUL byte cannot be part of a process argument at all, so it
+/// is refused rather than silently cutting the command.
+fn quote_word(text: &str) -> Result<String, minijinja::Error> {
+    if text.contains('\0') {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "shell_quote: the text holds a NUL byte, which no shell argument can hold",
+        ));
+    }
+    Ok(format!("'{}'", text.replace('\'', r"'\''")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,6 +736,473 @@ fn to_json(value: &minijinja::Value) -> Result<Value, String> {
         }
         _ => Value::String(value.to_string()),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a template without rendering it (`sluice validate`)
+
+/// The names under `run` in the render context (see [`RenderContext::to_value`]).
+pub const RUN_FIELDS: &[&str] = &[
+    "id",
+    "workflow",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "trigger",
+    "triggered_by",
+    "try_number",
+    "url",
+];
+
+/// What each entry of `tasks` holds (see [`RenderContext::tasks`]).
+pub const TASK_RESULT_FIELDS: &[&str] = &["outputs", "state"];
+
+/// What `upstream` holds in a `workflow` trigger's templates: the run that ended.
+pub const UPSTREAM_FIELDS: &[&str] = &["workflow", "run_id", "state", "outputs"];
+
+/// minijinja's built-in filters and tests and Sluice's own, as candidates for "did you mean";
+/// each is offered only if the engine really has it.
+const FILTER_CANDIDATES: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "fromjson",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "shell_quote",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+];
+const TEST_CANDIDATES: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "equalto",
+    "escaped",
+    "even",
+    "false",
+    "filter",
+    "float",
+    "ge",
+    "greaterthan",
+    "gt",
+    "in",
+    "int",
+    "integer",
+    "iterable",
+    "le",
+    "lessthan",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "safe",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "test",
+    "true",
+    "undefined",
+    "upper",
+];
+
+/// What a template reads and applies, found without rendering it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// The context values it reads, as dotted paths (`params.model`, `tasks.a.outputs.x`,
+    /// `ds`), sorted. Names the template defines itself (loop variables, `{% set %}`) are not
+    /// included; the engine's global functions (`range`, `namespace`, …) are.
+    pub variables: Vec<Variable>,
+    /// The filters it applies, in order of first use.
+    pub filters: Vec<String>,
+    /// The tests it applies (`is defined`, `is odd`), in order of first use.
+    pub tests: Vec<String>,
+    /// Its `{{ … }}` expressions, in order.
+    pub interpolations: Vec<Interpolation>,
+}
+
+/// One context value a template reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub path: String,
+    /// Somewhere it is read through `default` or tested with `is defined`, so the template
+    /// itself handles its absence.
+    pub guarded: bool,
+}
+
+/// One `{{ … }}` expression: what it reads and whether its text is shell-quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolation {
+    /// The context values it reads, as dotted paths, sorted.
+    pub variables: Vec<String>,
+    /// Its last filter is `shell_quote`, so what it prints is one quoted shell word.
+    pub shell_quoted: bool,
+}
+
+/// Reads a template without rendering it: the values, filters and tests it uses. A string
+/// without template syntax uses nothing; a template that does not compile is an error (the
+/// same one [`check_syntax`] gives).
+pub fn analyze(source: &str) -> Result<Analysis, TemplateError> {
+    if !contains_template(source) {
+        return Ok(Analysis::default());
+    }
+    let env = Environment::new();
+    let template = env.template_from_str(source).map_err(|e| TemplateError {
+        message: e.to_string(),
+        line: e.line().map(|l| l as u32),
+    })?;
+    let mut paths: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    paths.sort();
+    let variables = paths
+        .into_iter()
+        .map(|path| Variable {
+            guarded: is_guarded(source, &path),
+            path,
+        })
+        .collect();
+    let mut analysis = Analysis {
+        variables,
+        ..Analysis::default()
+    };
+    for block in blocks(source) {
+        let tokens = &block.tokens;
+        let add = |list: &mut Vec<String>, name: &str| {
+            if !list.iter().any(|n| n == name) {
+                list.push(name.to_owned());
+            }
+        };
+        for (i, token) in tokens.iter().enumerate() {
+            match (token, tokens.get(i + 1), tokens.get(i + 2)) {
+                (Token::Pipe, Some(Token::Ident(name)), _) => add(&mut analysis.filters, name),
+                (Token::Ident("is"), Some(Token::Ident("not")), Some(Token::Ident(name)))
+                | (Token::Ident("is"), Some(Token::Ident(name)), _)
+                    if i == 0 || tokens[i - 1] != Token::Punct('.') =>
+                {
+                    add(&mut analysis.tests, name);
+                }
+                _ => {}
+            }
+        }
+        if block.statement {
+            // `{% filter upper %}…{% endfilter %}` applies a filter by name.
+            if let (Some(Token::Ident("filter")), Some(Token::Ident(name))) =
+                (tokens.first(), tokens.get(1))
+            {
+                add(&mut analysis.filters, name);
+            }
+            continue;
+        }
+        let mut variables: Vec<String> = env
+            .compile_expression(block.inner)
+            .map(|e| e.undeclared_variables(true).into_iter().collect())
+            .unwrap_or_default();
+        variables.sort();
+        analysis.interpolations.push(Interpolation {
+            variables,
+            shell_quoted: ends_with_shell_quote(tokens),
+        });
+    }
+    Ok(analysis)
+}
+
+/// Whether the engine has a filter of this name.
+pub fn is_filter(name: &str) -> bool {
+    engine_knows("name is filter", name)
+}
+
+/// Whether the engine has a test of this name.
+pub fn is_test(name: &str) -> bool {
+    engine_knows("name is test", name)
+}
+
+/// The names of the engine's filters, for suggestions.
+pub fn filter_names() -> Vec<&'static str> {
+    FILTER_CANDIDATES
+        .iter()
+        .copied()
+        .filter(|n| is_filter(n))
+        .collect()
+}
+
+/// The names of the engine's tests, for suggestions.
+pub fn test_names() -> Vec<&'static str> {
+    TEST_CANDIDATES
+        .iter()
+        .copied()
+        .filter(|n| is_test(n))
+        .collect()
+}
+
+/// The engine's global functions (`range`, `dict`, `namespace`, …), which every template can
+/// call without them being in the context.
+pub fn global_names() -> Vec<String> {
+    engine().env.globals().map(|(n, _)| n.to_owned()).collect()
+}
+
+fn engine() -> &'static Templates {
+    static ENGINE: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(Templates::new)
+}
+
+/// Asks the engine itself, through its `filter`/`test` tests, so the answer cannot drift from
+/// what renders.
+fn engine_knows(expression: &'static str, name: &str) -> bool {
+    engine()
+        .env
+        .compile_expression(expression)
+        .and_then(|e| e.eval(minijinja::context! { name }))
+        .is_ok_and(|v| v.is_true())
+}
+
+/// Whether some use of `path` in `source` goes through `default`/`d` or is tested with
+/// `is defined`/`is undefined`.
+fn is_guarded(source: &str, path: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    source.match_indices(path).any(|(at, _)| {
+        if source[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| is_ident(c) || c == '.')
+        {
+            return false;
+        }
+        let after = &source[at + path.len()..];
+        if after
+            .chars()
+            .next()
+            .is_some_and(|c| is_ident(c) || c == '.')
+        {
+            return false;
+        }
+        let after = after.trim_start();
+        if let Some(rest) = after.strip_prefix('|') {
+            let name: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| is_ident(*c))
+                .collect();
+            return name == "default" || name == "d";
+        }
+        if let Some(rest) = after.strip_prefix("is") {
+            let mut words = rest.split_whitespace();
+            let word = match words.next() {
+                Some("not") => words.next(),
+                other => other,
+            };
+            let word: String = word
+                .unwrap_or_default()
+                .chars()
+                .take_while(|c| is_ident(*c))
+                .collect();
+            return word == "defined" || word == "undefined";
+        }
+        false
+    })
+}
+
+/// Whether an expression's last filter (outside brackets) is `shell_quote`, with nothing
+/// after it but its arguments.
+fn ends_with_shell_quote(tokens: &[Token<'_>]) -> bool {
+    let mut depth = 0i32;
+    let mut last_pipe = None;
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            Token::Punct('(' | '[' | '{') => depth += 1,
+            Token::Punct(')' | ']' | '}') => depth -= 1,
+            Token::Pipe if depth == 0 => last_pipe = Some(i),
+            _ => {}
+        }
+    }
+    let Some(pipe) = last_pipe else { return false };
+    if tokens.get(pipe + 1) != Some(&Token::Ident("shell_quote")) {
+        return false;
+    }
+    // What follows may only be the filter's own arguments and whitespace-control markers.
+    let mut rest = tokens[pipe + 2..]
+        .iter()
+        .filter(|t| !matches!(t, Token::Punct('-' | '+')));
+    match rest.next() {
+        None => true,
+        Some(Token::Punct('(')) => {
+            let mut depth = 1;
+            for token in rest.by_ref() {
+                match token {
+                    Token::Punct('(' | '[' | '{') => depth += 1,
+                    Token::Punct(')' | ']' | '}') => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    break;
+                }
+            }
+            depth == 0 && rest.next().is_none()
+        }
+        Some(_) => false,
+    }
+}
+
+/// A token of the expression language, as much of it as the analysis needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Ident(&'a str),
+    Pipe,
+    /// A string or number literal.
+    Literal,
+    Punct(char),
+}
+
+/// One `{{ … }}` (an expression) or `{% … %}` (a statement), tokenized.
+struct Block<'a> {
+    statement: bool,
+    /// The text between the delimiters, whitespace-control markers removed.
+    inner: &'a str,
+    tokens: Vec<Token<'a>>,
+}
+
+/// The expression and statement blocks of a template, skipping comments and `{% raw %}`.
+fn blocks(source: &str) -> Vec<Block<'_>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut in_raw = false;
+    while let Some(offset) = source[at..].find('{') {
+        let start = at + offset;
+        let rest = &source[start..];
+        if rest.starts_with("{#") {
+            at = rest.find("#}").map_or(source.len(), |end| start + end + 2);
+            continue;
+        }
+        let statement = match rest.as_bytes().get(1) {
+            Some(b'{') => false,
+            Some(b'%') => true,
+            _ => {
+                at = start + 1;
+                continue;
+            }
+        };
+        let close = if statement { "%}" } else { "}}" };
+        let (tokens, inner_end) = tokenize(source, start + 2, close);
+        at = (inner_end + close.len()).min(source.len());
+        let first = tokens.first().copied();
+        if in_raw {
+            in_raw = !(statement && first == Some(Token::Ident("endraw")));
+            continue;
+        }
+        if statement && first == Some(Token::Ident("raw")) {
+            in_raw = true;
+            continue;
+        }
+        let inner = source[start + 2..inner_end]
+            .trim_start_matches(['-', '+'])
+            .trim_end_matches(['-', '+']);
+        out.push(Block {
+            statement,
+            inner,
+            tokens,
+        });
+    }
+    out
+}
+
+/// Tokens from `from` up to the closing delimiter (outside string literals); also returns
+/// where the delimiter starts (the end of the text when it is missing).
+fn tokenize<'a>(source: &'a str, from: usize, close: &str) -> (Vec<Token<'a>>, usize) {
+    let mut tokens = Vec::new();
+    let bytes = source.as_bytes();
+    let mut i = from;
+    // A leading whitespace-control marker is not part of the expression.
+    if matches!(bytes.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    while i < bytes.len() {
+        let rest = &source[i..];
+        if rest.starts_with(close) {
+            // `-}}`: drop the marker that came just before.
+            if matches!(tokens.last(), Some(Token::Punct('-' | '+')))
+                && matches!(bytes.get(i - 1), Some(b'-' | b'+'))
+            {
+                tokens.pop();
+            }
+            return (tokens, i);
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        if c.is_whitespace() {
+            i += c.len_utf8();
+        } else if c == '"' || c == '\'' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != c as u8 {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(bytes.len());
+            tokens.push(Token::Literal);
+        } else if c.is_alphabetic() || c == '_' {
+            let len = rest
+                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                .unwrap_or(rest.len());
+            tokens.push(Token::Ident(&rest[..len]));
+            i += len;
+        } else if c.is_ascii_digit() {
+            let len = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
+                .unwrap_or(rest.len());
+            tokens.push(Token::Literal);
+            i += len;
+        } else if c == '|' {
+            tokens.push(Token::Pipe);
+            i += 1;
+        } else {
+            tokens.push(Token::Punct(c));
+            i += c.len_utf8();
+        }
+    }
+    (tokens, bytes.len())
 }
 
 #[cfg(test)]
@@ -1112,5 +1619,128 @@ mod tests {
         assert_eq!(single_expression("{{ a }} {{ b }}"), None);
         assert_eq!(single_expression("{{ a }}x"), None);
         assert_eq!(single_expression("{% if a %}{{ a }}{% endif %}"), None);
+    }
+
+    #[test]
+    fn shell_quote_makes_one_word_of_anything() {
+        let t = Templates::new();
+        let quote = |value: Value| {
+            t.render_str("{{ v | shell_quote }}", &from_json(&json!({ "v": value })))
+        };
+        assert_eq!(quote(json!("plain")), Ok("'plain'".into()));
+        assert_eq!(quote(json!("")), Ok("''".into()));
+        assert_eq!(quote(json!("it's")), Ok(r"'it'\''s'".into()));
+        assert_eq!(
+            quote(json!("x'; echo INJECTED-$(id -u); echo '")),
+            Ok(r"'x'\''; echo INJECTED-$(id -u); echo '\'''".into())
+        );
+        assert_eq!(quote(json!("two\nlines")), Ok("'two\nlines'".into()));
+        assert_eq!(
+            quote(json!("héllo ✓ \u{7f}")),
+            Ok("'héllo ✓ \u{7f}'".into())
+        );
+        assert_eq!(quote(json!(42)), Ok("'42'".into()));
+        assert_eq!(quote(json!(true)), Ok("'true'".into()));
+        assert_eq!(quote(json!(["a b", "c'd"])), Ok(r"'a b' 'c'\''d'".into()));
+        assert!(
+            quote(json!("nul\u{0}byte"))
+                .unwrap_err()
+                .message
+                .contains("NUL")
+        );
+        assert!(quote(json!({"k": 1})).is_err());
+    }
+
+    /// What `sh -c` makes of the quoted text is the text itself, for every awkward input.
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        let t = Templates::new();
+        for text in [
+            "",
+            "'",
+            "''",
+            "a'b\"c",
+            "$(id -u) `id` $HOME \\ \n;|&<>*?",
+            "é\t✓\u{1b}[0m",
+        ] {
+            let ctx = from_json(&json!({ "v": text }));
+            let command = t
+                .render_str("printf %s {{ v | shell_quote }}", &ctx)
+                .unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{command}");
+        }
+    }
+
+    #[test]
+    fn analysis_lists_what_a_template_reads() {
+        let a = analyze(
+            "{% set n = params.n %}{% for x in tasks.a.outputs.items %}{{ x | upper }}{% endfor %}\
+             {{ n }} {{ run.id }} {{ params.opt | default('') }}{% if params.m is not defined %}{% endif %}\
+             {{ range(3) | join(',') }}{% raw %}{{ params.raw | nosuch }}{% endraw %}{# {{ params.c }} #}",
+        )
+        .unwrap();
+        let paths: Vec<(&str, bool)> = a
+            .variables
+            .iter()
+            .map(|v| (v.path.as_str(), v.guarded))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("params.m", true),
+                ("params.n", false),
+                ("params.opt", true),
+                ("range", false),
+                ("run.id", false),
+                ("tasks.a.outputs.items", false),
+            ]
+        );
+        assert_eq!(a.filters, ["upper", "default", "join"]);
+        assert_eq!(a.tests, ["defined"]);
+        assert!(analyze("plain text").unwrap().variables.is_empty());
+        assert!(
+            analyze("{{ x | what('|') }}{% filter nosuch %}{% endfilter %}")
+                .is_ok_and(|a| a.filters == ["what", "nosuch"])
+        );
+    }
+
+    #[test]
+    fn analysis_sees_which_expressions_are_shell_quoted() {
+        let a = analyze(
+            "echo {{ params.a | shell_quote }} {{ params.b }} {{ params.c | lower | shell_quote -}}\
+             {{ event.ref | shell_quote ~ 'x' }} {{ (params.d | shell_quote) }}",
+        )
+        .unwrap();
+        let quoted: Vec<(Vec<String>, bool)> = a
+            .interpolations
+            .into_iter()
+            .map(|i| (i.variables, i.shell_quoted))
+            .collect();
+        let v = |s: &str| vec![s.to_owned()];
+        assert_eq!(
+            quoted,
+            [
+                (v("params.a"), true),
+                (v("params.b"), false),
+                (v("params.c"), true),
+                (v("event.ref"), false),
+                (v("params.d"), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_engine_knows_its_filters_and_tests() {
+        assert!(is_filter("shell_quote") && is_filter("fromjson") && is_filter("upper"));
+        assert!(!is_filter("uppr"));
+        assert!(is_test("defined") && !is_test("definde"));
+        assert_eq!(filter_names().len(), FILTER_CANDIDATES.len());
+        assert_eq!(test_names().len(), TEST_CANDIDATES.len());
+        assert!(global_names().iter().any(|g| g == "range"));
     }
 }

@@ -1,5 +1,6 @@
 //! `sluice validate`, driven through the real binary: the invalid fixtures with their expected
-//! diagnostics, the shipped workflows, directories, exit codes and speed.
+//! diagnostics, the shipped workflows, directories, exit codes, warnings and speed; and the
+//! `shell_quote` filter those warnings point to, through `sluice run`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,6 +93,101 @@ fn a_broken_file_does_not_stop_the_others() {
     assert!(text.contains("2 files, 1 with errors"), "{text}");
 }
 
+/// A shell command that pastes in a free-text param or the webhook payload gets a warning at
+/// the command; quoted, enum-bound or numeric values do not, and the exit code stays 0.
+#[test]
+fn unquoted_free_text_in_a_shell_command_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("risky.yaml");
+    std::fs::write(
+        &file,
+        r#"params:
+  p: { type: string, default: x }
+  size: { type: string, default: small, enum: [small, large] }
+  n: { type: integer, default: 1 }
+tasks:
+  risky:
+    operator: shell
+    with:
+      command: "echo 'B={{ params.p }}' {{ event.pull_request.head.ref }} {{ params.p }}"
+  safe:
+    operator: shell
+    env: { P: "{{ params.p }}", REF: "{{ event.pull_request.head.ref }}" }
+    with:
+      command: echo {{ params.p | shell_quote }} {{ params.size }} {{ params.n }} "$P" "$REF"
+"#,
+    )
+    .unwrap();
+    let output = sluice(&[&file]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let prefix = format!("{}:", file.display());
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.strip_prefix(&prefix).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "9:16: warning: `with.command` puts `params.p` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code",
+            "  help: pass it through `env` (`env: { VALUE: \"{{ params.p }}\" }`, then \"$VALUE\" in the command) or write `{{ params.p | shell_quote }}`",
+            "9:16: warning: `with.command` puts `event.pull_request.head.ref` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code",
+            "  help: pass it through `env` (`env: { VALUE: \"{{ event.pull_request.head.ref }}\" }`, then \"$VALUE\" in the command) or write `{{ event.pull_request.head.ref | shell_quote }}`",
+            "1 file, all valid",
+        ],
+        "{text}"
+    );
+}
+
+/// The injection a pasted param allows (`x'; echo INJECTED-$(id -u); echo '` inside
+/// `'B=…'`) does not happen through `shell_quote`: the command sees the literal text.
+#[test]
+fn a_shell_quoted_param_reaches_the_command_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quoted.yaml");
+    std::fs::write(
+        &file,
+        r#"params:
+  p: { type: string }
+tasks:
+  quoted:
+    operator: shell
+    with:
+      command: |
+        echo B={{ params.p | shell_quote }}
+        printf 'b=%s\n' {{ params.p | shell_quote }} >> "$SLUICE_OUTPUT"
+"#,
+    )
+    .unwrap();
+    let hostile = "x'; echo INJECTED-$(id -u); echo '";
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .env("SLUICE_DATABASE_URL", dir.path().join("sluice.db"))
+        .args(["run", "--json", "-p"])
+        .arg(format!("p={hostile}"))
+        .arg(&file)
+        .output()
+        .expect("the sluice binary runs");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json output");
+    let task = &json["tasks"]["quoted"];
+    assert_eq!(task["state"], "success", "{json}");
+    assert_eq!(task["outputs"]["b"], hostile, "{json}");
+    let logs = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .env("SLUICE_DATABASE_URL", dir.path().join("sluice.db"))
+        .args(["logs"])
+        .arg(json["run_id"].as_str().expect("a run id"))
+        .output()
+        .expect("sluice logs runs");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains(&format!("B={hostile}")), "{logs}");
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert!(!logs.contains(&format!("INJECTED-{uid}")), "{logs}");
+}
+
 #[test]
 fn a_missing_path_is_a_usage_error() {
     let output = sluice(&[Path::new("/definitely/not/here.yaml")]);
@@ -127,8 +223,9 @@ fn duplicate_workflow_ids_across_files_are_reported() {
 #[test]
 fn validating_a_thousand_files_is_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let mut body =
-        String::from("schedule: \"*/5 * * * *\"\ndefaults: {retries: 1, timeout: 5m}\ntasks:\n");
+    let mut body = String::from(
+        "schedule: \"*/5 * * * *\"\nparams: {x: {type: integer, default: 1}}\ndefaults: {retries: 1, timeout: 5m}\ntasks:\n",
+    );
     for i in 0..10 {
         if i == 0 {
             body.push_str("  t0: {operator: shell, with: {command: \"echo {{ params.x }}\"}}\n");

@@ -1,6 +1,6 @@
 //! Loading workflow files: finding them, checking each against the whole-format JSON Schema
-//! (every operator's `with` included), compiling it, and checking ids across files. One broken
-//! file never stops the others.
+//! (every operator's `with` included), compiling it with each operator's own check of `with`,
+//! and checking ids across files. One broken file never stops the others.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::dag::{self, Workflow};
 use crate::diagnostic::Diagnostic;
-use crate::operators::Operator;
+use crate::operators::{Operator, OperatorError};
 use crate::spec::check::TEMPLATED;
 
 pub mod launch;
@@ -86,20 +86,45 @@ fn capitalize(name: &str) -> String {
 
 /// Compiles a workflow from its source text (a stored version, or a file already read).
 pub fn compile_source(path: &Path, source: &str) -> Result<Workflow, Vec<Diagnostic>> {
-    dag::compile(source, path, workflow_schema())
+    check_source(path, source).result
+}
+
+/// Compiles a workflow with every check, each operator's own included, and its warnings.
+pub fn check_source(path: &Path, source: &str) -> dag::Compiled {
+    dag::compile_checked(source, path, workflow_schema(), &check_operator)
+}
+
+/// An operator's static check of `with` (see `Operator::check_static`), as `dag` takes it.
+fn check_operator(name: &str, with: &Value) -> Result<(), String> {
+    let Some(operator) = Operator::from_name(name) else {
+        // The schema check already refused the name.
+        return Ok(());
+    };
+    operator.check_static(with).map_err(|e| match e {
+        OperatorError::Config { message, .. } => message,
+        other => other.to_string(),
+    })
 }
 
 /// Reads and compiles one workflow file. A file that cannot be read is one diagnostic at 0:0.
 pub fn load_file(path: &Path) -> Result<Workflow, Vec<Diagnostic>> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic::new(
-            path,
-            0,
-            0,
-            format!("cannot read the file: {e}"),
-        )]
-    })?;
-    compile_source(path, &source)
+    check_file(path).result
+}
+
+/// [`load_file`], with the file's warnings.
+pub fn check_file(path: &Path) -> dag::Compiled {
+    match std::fs::read_to_string(path) {
+        Ok(source) => check_source(path, &source),
+        Err(e) => dag::Compiled {
+            result: Err(vec![Diagnostic::new(
+                path,
+                0,
+                0,
+                format!("cannot read the file: {e}"),
+            )]),
+            warnings: Vec::new(),
+        },
+    }
 }
 
 /// The workflow files named by `paths`: files as given, directories searched recursively for
@@ -149,24 +174,42 @@ pub struct Loaded {
     pub result: Result<Workflow, Vec<Diagnostic>>,
 }
 
+/// One file's outcome and its warnings (`sluice validate`).
+#[derive(Debug)]
+pub struct Checked {
+    pub loaded: Loaded,
+    pub warnings: Vec<Diagnostic>,
+}
+
 /// Loads every file, in parallel on the machine's cores, then rejects workflows whose id an
 /// earlier file (in the given order) already uses. Results are in the order of `files`.
 pub fn load_all(files: &[PathBuf]) -> Vec<Loaded> {
+    check_all(files).into_iter().map(|c| c.loaded).collect()
+}
+
+/// [`load_all`], keeping each file's warnings.
+pub fn check_all(files: &[PathBuf]) -> Vec<Checked> {
     // Build the schema before the threads start so they do not all wait on it.
     let _ = workflow_schema();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
     let chunk = files.len().div_ceil(workers).max(1);
-    let mut loaded: Vec<Loaded> = std::thread::scope(|scope| {
+    let checked: Vec<Checked> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|p| Loaded {
-                            path: p.clone(),
-                            result: load_file(p),
+                        .map(|p| {
+                            let compiled = check_file(p);
+                            Checked {
+                                loaded: Loaded {
+                                    path: p.clone(),
+                                    result: compiled.result,
+                                },
+                                warnings: compiled.warnings,
+                            }
                         })
                         .collect::<Vec<_>>()
                 })
@@ -181,8 +224,14 @@ pub fn load_all(files: &[PathBuf]) -> Vec<Loaded> {
             })
             .collect()
     });
+    let (mut loaded, warnings): (Vec<Loaded>, Vec<Vec<Diagnostic>>) =
+        checked.into_iter().map(|c| (c.loaded, c.warnings)).unzip();
     reject_duplicate_ids(&mut loaded);
     loaded
+        .into_iter()
+        .zip(warnings)
+        .map(|(loaded, warnings)| Checked { loaded, warnings })
+        .collect()
 }
 
 /// Marks every workflow whose id an earlier file already uses as an error.

@@ -1,6 +1,7 @@
 //! `sluice validate PATH...`: checks workflow files and prints every problem as
-//! `PATH:LINE:COL: error: MESSAGE` (plus `  help: …`) to stderr, then a summary line.
-//! Exit 0 when every file is valid, 1 when any is not, 2 when a path does not exist.
+//! `PATH:LINE:COL: error: MESSAGE` (plus `  help: …`) to stderr, warnings likewise as
+//! `warning:`, then a summary line. Exit 0 when every file is valid (warnings or not), 1 when
+//! any is not, 2 when a path does not exist.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,16 +24,19 @@ pub fn execute(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
-    let loaded = catalog::load_all(&files);
+    let loaded = catalog::check_all(&files);
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::new(stderr.lock());
     let mut broken = 0;
     for item in &loaded {
-        if let Err(diagnostics) = &item.result {
+        let mut diagnostics = item.warnings.clone();
+        if let Err(errors) = &item.loaded.result {
             broken += 1;
-            for d in diagnostics {
-                writeln!(out, "{d}")?;
-            }
+            diagnostics.extend(errors.iter().cloned());
+        }
+        crate::diagnostic::Diagnostic::sort(&mut diagnostics);
+        for d in &diagnostics {
+            writeln!(out, "{d}")?;
         }
     }
     let noun = if loaded.len() == 1 { "file" } else { "files" };

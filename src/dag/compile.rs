@@ -1,9 +1,12 @@
 //! `compile`: from the text of a workflow file to a checked `Workflow`, or every problem found.
 //! Structural problems come from the schema checker; semantic ones (ids, `needs`, cycles, cron,
 //! time zones, durations, dates, params, templates) are checked here on every part that is
-//! structurally sound, so one run reports both kinds. No IO.
+//! structurally sound, so one run reports both kinds. Templates are checked for what they
+//! read (declared params, upstream tasks, the context of the place they are in) and the
+//! filters and tests they apply; each operator's own check of `with` comes in through
+//! [`OperatorCheck`], since operators sit above this layer. No IO.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,44 +34,85 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// The queue of tasks that name none; `sluice worker` serves it unless told otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// An operator's check of a task's `with` before anything is rendered: given the operator's
+/// name and `with` as written, a sentence saying what is wrong. Only called on files that are
+/// structurally sound (the schema check found nothing), so it never repeats the schema's
+/// complaints.
+pub type OperatorCheck<'a> = &'a dyn Fn(&str, &Value) -> Result<(), String>;
+
+/// The outcome of compiling one file: the workflow or its errors, and warnings either way.
+#[derive(Debug)]
+pub struct Compiled {
+    pub result: Result<Workflow, Vec<Diagnostic>>,
+    /// Risky but runnable things (a free-text value pasted into a shell command), in file
+    /// order.
+    pub warnings: Vec<Diagnostic>,
+}
+
 /// Compiles one workflow file. `schema` is the JSON Schema the file is checked against (the
 /// catalog's, which includes every operator's `with`); `path` names the file in diagnostics and
-/// gives the default id (its stem).
+/// gives the default id (its stem). Operators' own checks are left out: see [`compile_checked`].
 pub fn compile(source: &str, path: &Path, schema: &Value) -> Result<Workflow, Vec<Diagnostic>> {
+    compile_checked(source, path, schema, &|_, _| Ok(())).result
+}
+
+/// [`compile`], with each task's `with` also checked by `check_operator`, and the warnings.
+pub fn compile_checked(
+    source: &str,
+    path: &Path,
+    schema: &Value,
+    check_operator: OperatorCheck<'_>,
+) -> Compiled {
     let root = match spec::parse(source) {
         Ok(root) => root,
         Err(e) => {
-            return Err(vec![Diagnostic::new(
-                path,
-                e.pos.line,
-                e.pos.column,
-                e.message,
-            )]);
+            return Compiled {
+                result: Err(vec![Diagnostic::new(
+                    path,
+                    e.pos.line,
+                    e.pos.column,
+                    e.message,
+                )]),
+                warnings: Vec::new(),
+            };
         }
     };
     let mut c = Compiler {
         path,
         diagnostics: Vec::new(),
         fallbacks: Vec::new(),
+        warnings: Vec::new(),
     };
     for p in spec::check::check(&root, schema) {
         c.diagnostics
             .push(Diagnostic::new(path, p.pos.line, p.pos.column, p.message).with_help(p.help));
     }
     if root.as_map().is_none() {
-        return Err(c.diagnostics);
+        return Compiled {
+            result: Err(c.diagnostics),
+            warnings: Vec::new(),
+        };
     }
+    let structurally_sound = c.diagnostics.is_empty();
     let workflow = c.workflow(&root, source);
+    if structurally_sound {
+        c.operator_checks(&root, check_operator);
+    }
     // Typed reads that failed although the schema check passed point at a gap in the schema;
     // they are reported then, and otherwise left to the schema checker's clearer messages.
     if c.diagnostics.is_empty() {
         c.diagnostics.append(&mut c.fallbacks);
     }
-    if c.diagnostics.is_empty() {
+    Diagnostic::sort(&mut c.warnings);
+    let result = if c.diagnostics.is_empty() {
         Ok(workflow)
     } else {
         Diagnostic::sort(&mut c.diagnostics);
         Err(c.diagnostics)
+    };
+    Compiled {
+        result,
+        warnings: c.warnings,
     }
 }
 
@@ -104,6 +148,51 @@ struct Compiler<'p> {
     path: &'p Path,
     diagnostics: Vec<Diagnostic>,
     fallbacks: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+/// The render context's top-level names in a task's templates (`template::RenderContext`).
+/// `upstream` is there too but always empty outside `workflow` triggers; reading into it is
+/// reported.
+const TASK_ROOTS: &[&str] = &[
+    "params", "run", "ds", "ts", "tasks", "event", "upstream", "vars", "secrets",
+];
+/// Hooks also see the run's failed tasks.
+const HOOK_ROOTS: &[&str] = &[
+    "params",
+    "run",
+    "ds",
+    "ts",
+    "tasks",
+    "event",
+    "upstream",
+    "vars",
+    "secrets",
+    "failed_tasks",
+];
+/// A `workflow` trigger's `if` and params see only the run that ended.
+const WORKFLOW_TRIGGER_ROOTS: &[&str] = &["upstream"];
+/// A `github` trigger's params see only the delivery's payload.
+const GITHUB_TRIGGER_ROOTS: &[&str] = &["event"];
+
+/// What the templates of one place in the file may read.
+struct Scope<'a> {
+    /// The context's top-level names there.
+    roots: &'static [&'static str],
+    /// Says where, for messages: "a task's templates", "a `github` trigger's params".
+    place: &'static str,
+    params: &'a IndexMap<String, ParamDecl>,
+    /// For a task: which task reads, and what it may read under `tasks`.
+    task: Option<TaskScope<'a>>,
+}
+
+struct TaskScope<'a> {
+    id: &'a str,
+    /// Tasks whose outputs exist when this one runs: its upstream tasks, directly or
+    /// transitively, and for a hook every main task too.
+    readable: HashSet<&'a str>,
+    /// Every task id of the workflow, hooks included.
+    all: &'a [&'a str],
 }
 
 /// Settings a task inherits from `defaults`.
@@ -284,7 +373,7 @@ impl Compiler<'_> {
             .and_then(|n| self.typed(n, "tags"))
             .unwrap_or_default();
         let params = self.params(root.get("params"));
-        let triggers = self.triggers(root.get("triggers"));
+        let triggers = self.triggers(root.get("triggers"), &params);
         let inherited = match root.get("defaults") {
             Some(node) if node.as_map().is_some() => self.inherited(node),
             _ => Inherited::default(),
@@ -329,6 +418,7 @@ impl Compiler<'_> {
             }
             hooks.push(self.task_group(&entry.value, group, &inherited).0);
         }
+        self.task_templates(root, &params, &tasks, &hooks);
         let on_deadline = hooks.pop().unwrap_or_default();
         let on_success = hooks.pop().unwrap_or_default();
         let on_failure = hooks.pop().unwrap_or_default();
@@ -541,15 +631,41 @@ impl Compiler<'_> {
         params
     }
 
-    fn triggers(&mut self, node: Option<&Node>) -> Vec<Value> {
+    fn triggers(
+        &mut self,
+        node: Option<&Node>,
+        params: &IndexMap<String, ParamDecl>,
+    ) -> Vec<Value> {
         let Some(items) = node.and_then(Node::as_seq) else {
             return Vec::new();
         };
         for item in items {
             for entry in item.as_map().unwrap_or_default() {
+                let scope = match entry.key.as_str() {
+                    "workflow" => Some(Scope {
+                        roots: WORKFLOW_TRIGGER_ROOTS,
+                        place: "a `workflow` trigger's templates",
+                        params,
+                        task: None,
+                    }),
+                    "github" => Some(Scope {
+                        roots: GITHUB_TRIGGER_ROOTS,
+                        place: "a `github` trigger's templates",
+                        params,
+                        task: None,
+                    }),
+                    _ => None,
+                };
+                if scope.is_some() {
+                    self.trigger_param_names(&entry.value, params);
+                }
                 for key in ["params", "if"] {
                     if let Some(n) = entry.value.get(key) {
-                        self.templates(n, &format!("triggers.{}.{key}", entry.key));
+                        let what = format!("triggers.{}.{key}", entry.key);
+                        self.templates(n, &what);
+                        if let Some(scope) = &scope {
+                            self.references(n, &what, scope);
+                        }
                     }
                 }
                 if entry.key == "github" {
@@ -558,6 +674,31 @@ impl Compiler<'_> {
             }
         }
         items.iter().map(Node::to_json).collect()
+    }
+
+    /// A trigger's `params` may only name the workflow's params: a run with another one would
+    /// be refused every time the trigger fires.
+    fn trigger_param_names(&mut self, trigger: &Node, params: &IndexMap<String, ParamDecl>) {
+        let Some(entries) = trigger.get("params").and_then(Node::as_map) else {
+            return;
+        };
+        for entry in entries.iter().filter(|e| !params.contains_key(&e.key)) {
+            let help = suggest::did_you_mean(&entry.key, params.keys().map(String::as_str))
+                .or_else(|| {
+                    Some(format!(
+                        "declare it under the workflow's `params:`, like `{}: {{ type: string }}`",
+                        entry.key
+                    ))
+                });
+            self.error(
+                entry.key_pos,
+                format!(
+                    "the trigger maps the param `{}`, which the workflow does not declare",
+                    entry.key
+                ),
+                help,
+            );
+        }
     }
 
     /// Event names, actions, glob patterns, repositories and the status setting of a
@@ -838,6 +979,333 @@ impl Compiler<'_> {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Names a template may use without their being in the context: the engine's own inside
+/// loops, macros and blocks.
+const TEMPLATE_LOCALS: &[&str] = &["loop", "self", "super", "caller", "varargs", "kwargs"];
+
+impl Compiler<'_> {
+    /// Checks what the templates of every task and hook read, and warns where a shell command
+    /// pastes in text that anyone could have chosen.
+    fn task_templates(
+        &mut self,
+        root: &Node,
+        params: &IndexMap<String, ParamDecl>,
+        tasks: &[Task],
+        hooks: &[Vec<Task>],
+    ) {
+        let all: Vec<&str> = tasks
+            .iter()
+            .chain(hooks.iter().flatten())
+            .map(|t| t.id.as_str())
+            .collect();
+        let groups = std::iter::once(("tasks", tasks)).chain(
+            Hook::ALL
+                .iter()
+                .zip(hooks)
+                .map(|(hook, group)| (hook.key(), group.as_slice())),
+        );
+        for (group, group_tasks) in groups {
+            let Some(entries) = root.get(group).and_then(Node::as_map) else {
+                continue;
+            };
+            let hook = group != "tasks";
+            // `task_group` made one task per entry, in order.
+            for (entry, task) in entries.iter().zip(group_tasks) {
+                let mut readable = upstream_of(group_tasks, &task.id);
+                if hook {
+                    readable.extend(tasks.iter().map(|t| t.id.as_str()));
+                }
+                let scope = Scope {
+                    roots: if hook { HOOK_ROOTS } else { TASK_ROOTS },
+                    place: if hook {
+                        "a hook's templates"
+                    } else {
+                        "a task's templates"
+                    },
+                    params,
+                    task: Some(TaskScope {
+                        id: &task.id,
+                        readable,
+                        all: &all,
+                    }),
+                };
+                for key in ["with", "env", "if"] {
+                    if let Some(node) = entry.value.get(key) {
+                        self.references(node, key, &scope);
+                    }
+                }
+                if task.operator == "shell"
+                    && let Some(command) = entry.value.get("with").and_then(|w| w.get("command"))
+                {
+                    self.unquoted_in_shell(command, params);
+                }
+            }
+        }
+    }
+
+    /// Checks every template in a subtree against what `scope` may read, and its filters and
+    /// tests against the engine's.
+    fn references(&mut self, node: &Node, what: &str, scope: &Scope<'_>) {
+        match &node.value {
+            NodeValue::String(text) => {
+                // A template that does not compile was reported by `templates`.
+                let Ok(analysis) = template::analyze(text) else {
+                    return;
+                };
+                for variable in &analysis.variables {
+                    if let Some((message, help)) = reference_problem(variable, what, scope) {
+                        self.error(node.pos, message, help);
+                    }
+                }
+                for filter in analysis.filters.iter().filter(|f| !template::is_filter(f)) {
+                    let help =
+                        suggest::did_you_mean(filter, template::filter_names()).or_else(|| {
+                            Some("see the filters in the README's templating section".into())
+                        });
+                    self.error(
+                        node.pos,
+                        format!("`{what}` uses the filter `{filter}`, which does not exist"),
+                        help,
+                    );
+                }
+                for test in analysis.tests.iter().filter(|t| !template::is_test(t)) {
+                    let help = suggest::did_you_mean(test, template::test_names());
+                    self.error(
+                        node.pos,
+                        format!("`{what}` uses the test `{test}`, which does not exist"),
+                        help,
+                    );
+                }
+            }
+            NodeValue::Seq(items) => items.iter().for_each(|i| self.references(i, what, scope)),
+            NodeValue::Map(entries) => entries
+                .iter()
+                .for_each(|e| self.references(&e.value, what, scope)),
+            _ => {}
+        }
+    }
+
+    /// Warns about each free-text value a shell `command` interpolates without `shell_quote`:
+    /// the rendered text is run by `sh -c`, so a value holding `'; …` runs as code.
+    fn unquoted_in_shell(&mut self, command: &Node, params: &IndexMap<String, ParamDecl>) {
+        let Some(Ok(analysis)) = command.as_str().map(template::analyze) else {
+            return;
+        };
+        let mut warned = HashSet::new();
+        for interpolation in analysis.interpolations.iter().filter(|i| !i.shell_quoted) {
+            for path in &interpolation.variables {
+                if is_free_text(path, params) && warned.insert(path.as_str()) {
+                    self.warnings.push(
+                        Diagnostic::warning(
+                            self.path,
+                            command.pos.line,
+                            command.pos.column,
+                            format!(
+                                "`with.command` puts `{path}` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code"
+                            ),
+                        )
+                        .with_help(Some(format!(
+                            "pass it through `env` (`env: {{ VALUE: \"{{{{ {path} }}}}\" }}`, then \"$VALUE\" in the command) or write `{{{{ {path} | shell_quote }}}}`"
+                        ))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs each operator's own check of its `with` (see [`OperatorCheck`]).
+    fn operator_checks(&mut self, root: &Node, check: OperatorCheck<'_>) {
+        let groups = std::iter::once("tasks").chain(Hook::ALL.iter().map(|h| h.key()));
+        for group in groups {
+            let Some(entries) = root.get(group).and_then(Node::as_map) else {
+                continue;
+            };
+            for entry in entries {
+                let Some(operator) = entry.value.get("operator").and_then(Node::as_str) else {
+                    continue;
+                };
+                let with = entry.value.entry("with");
+                let value = with.map_or(Value::Null, |w| w.value.to_json());
+                if let Err(message) = check(operator, &value) {
+                    let pos = match with {
+                        Some(w) => named_key(&w.value, &message).unwrap_or(w.key_pos),
+                        None => entry.key_pos,
+                    };
+                    self.error(
+                        pos,
+                        format!("invalid `with` for operator `{operator}`: {message}"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a template reading `variable` in `scope`, as a message and a hint.
+fn reference_problem(
+    variable: &template::Variable,
+    what: &str,
+    scope: &Scope<'_>,
+) -> Option<(String, Option<String>)> {
+    let path = variable.path.as_str();
+    let mut parts = path.split('.');
+    let root = parts.next()?;
+    let field = parts.next();
+    if !scope.roots.contains(&root) {
+        if TEMPLATE_LOCALS.contains(&root) || template::global_names().iter().any(|g| g == root) {
+            return None;
+        }
+        let help = if root == "failed_tasks" {
+            Some(
+                "`failed_tasks` is set only in hooks (`on_failure`, `on_success`, `on_deadline`)"
+                    .to_owned(),
+            )
+        } else {
+            suggest::did_you_mean(root, scope.roots.iter().copied()).or_else(|| {
+                Some(format!(
+                    "{} can read {}",
+                    scope.place,
+                    scope
+                        .roots
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        };
+        return Some((
+            format!("`{what}` reads `{root}`, which is not in the template context here"),
+            help,
+        ));
+    }
+    let field = field?;
+    if variable.guarded {
+        return None;
+    }
+    match root {
+        "params" if !scope.params.contains_key(field) => {
+            let help = suggest::did_you_mean(field, scope.params.keys().map(String::as_str))
+                .or_else(|| {
+                    Some(if scope.params.is_empty() {
+                        format!("declare it under `params:`, like `{field}: {{ type: string }}`")
+                    } else {
+                        format!(
+                            "the workflow's params are {}",
+                            scope
+                                .params
+                                .keys()
+                                .map(|p| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                });
+            Some((
+                format!("`{what}` reads `params.{field}`, but the workflow has no param `{field}`"),
+                help,
+            ))
+        }
+        "run" if !template::RUN_FIELDS.contains(&field) => Some((
+            format!("`{what}` reads `run.{field}`, but `run` has no `{field}`"),
+            suggest::did_you_mean(field, template::RUN_FIELDS.iter().copied()),
+        )),
+        "upstream" if scope.task.is_none() && !template::UPSTREAM_FIELDS.contains(&field) => {
+            Some((
+                format!("`{what}` reads `upstream.{field}`, but `upstream` has no `{field}`"),
+                suggest::did_you_mean(field, template::UPSTREAM_FIELDS.iter().copied()),
+            ))
+        }
+        "upstream" if scope.task.is_some() => Some((
+            format!(
+                "`{what}` reads `{path}`, but `upstream` is set only in a `workflow` trigger's `if` and `params`"
+            ),
+            Some("map what the task needs into a param in the trigger's `params`".to_owned()),
+        )),
+        "tasks" => {
+            let task = scope.task.as_ref()?;
+            if !task.all.contains(&field) {
+                return Some((
+                    format!(
+                        "`{what}` reads `tasks.{field}`, but the workflow has no task `{field}`"
+                    ),
+                    suggest::did_you_mean(field, task.all.iter().copied()),
+                ));
+            }
+            if field == task.id {
+                return Some((
+                    format!(
+                        "task `{field}` reads its own outputs (`tasks.{field}`), which do not exist while it runs"
+                    ),
+                    None,
+                ));
+            }
+            if !task.readable.contains(field) {
+                return Some((
+                    format!(
+                        "task `{}` reads `tasks.{field}`, but `{field}` is not upstream of it, so its outputs may not exist yet",
+                        task.id
+                    ),
+                    Some(format!("add `{field}` to the `needs` of `{}`", task.id)),
+                ));
+            }
+            match parts.next() {
+                Some(part) if !template::TASK_RESULT_FIELDS.contains(&part) => Some((
+                    format!(
+                        "`{what}` reads `tasks.{field}.{part}`, but a task's result holds only `outputs` and `state`"
+                    ),
+                    suggest::did_you_mean(part, template::TASK_RESULT_FIELDS.iter().copied()),
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Whether a value is text that someone outside the workflow chooses: anything in a
+/// trigger's payload, or a string param with no `enum` to hold it to known values.
+fn is_free_text(path: &str, params: &IndexMap<String, ParamDecl>) -> bool {
+    let mut parts = path.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("event"), _) => true,
+        (Some("params"), Some(name)) => params
+            .get(name)
+            .is_some_and(|d| matches!(d.kind, ParamType::String) && d.allowed.is_none()),
+        _ => false,
+    }
+}
+
+/// The tasks upstream of `id` in its group, directly or transitively.
+fn upstream_of<'t>(group: &'t [Task], id: &str) -> HashSet<&'t str> {
+    let by_id: HashMap<&str, &Task> = group.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut found = HashSet::new();
+    let mut pending: Vec<&str> = by_id
+        .get(id)
+        .map(|t| t.needs.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    while let Some(name) = pending.pop() {
+        if let Some(task) = by_id.get(name)
+            && found.insert(task.id.as_str())
+        {
+            pending.extend(task.needs.iter().map(String::as_str));
+        }
+    }
+    found
+}
+
+/// The position of the first key of `with` that a message names in backquotes, so
+/// "`timeout` must be longer than zero" points at `timeout`.
+fn named_key(with: &Node, message: &str) -> Option<Pos> {
+    let entries = with.as_map()?;
+    message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find_map(|word| entries.iter().find(|e| e.key == word).map(|e| e.key_pos))
 }
 
 /// A path `start -> … -> start` inside one strongly connected component, following `needs`

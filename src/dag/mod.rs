@@ -16,7 +16,10 @@ mod compile;
 pub mod deadline;
 pub mod intervals;
 
-pub use compile::{DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, compile, is_valid_id};
+pub use compile::{
+    Compiled, DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, OperatorCheck, compile, compile_checked,
+    is_valid_id,
+};
 
 /// A checked workflow. Tasks are in file order (the display order); `graph` has one node per
 /// task, whose weight is the task's index in `tasks`, and an edge from each upstream task to

@@ -222,6 +222,76 @@ fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Res
     })
 }
 
+/// Runs `check` (the run-time check of a config) on the parts of `with` that hold no
+/// template. A template stands in a text field as its own text, so most configs check as
+/// written. A failure that quotes a template's text came from a field the template fills at
+/// run time: that field is left out (its default stands in) and the rest is checked again. A
+/// failure that names a field left out says nothing certain before run time, so it passes.
+fn check_unrendered(with: &Value, check: impl Fn(Value) -> Result<()>) -> Result<()> {
+    if with
+        .as_str()
+        .is_some_and(crate::template::contains_template)
+    {
+        // All of `with` comes from a template: nothing is known before it renders.
+        return Ok(());
+    }
+    let mut known = with.clone();
+    let mut left_out: Vec<String> = Vec::new();
+    loop {
+        let Err(error) = check(known.clone()) else {
+            return Ok(());
+        };
+        let message = error.to_string();
+        if left_out
+            .iter()
+            .any(|key| message.contains(&format!("`{key}`")))
+        {
+            return Ok(());
+        }
+        match remove_templated(&mut known, &message) {
+            Some(key) => left_out.push(key),
+            None => return Err(error),
+        }
+    }
+}
+
+/// Removes the first templated string in `value` whose text `message` quotes; returns the
+/// key of the map it was in.
+fn remove_templated(value: &mut Value, message: &str) -> Option<String> {
+    let quoted = |v: &Value| {
+        v.as_str().is_some_and(|text| {
+            // serde quotes a value it rejects in Rust's debug form, escapes included.
+            crate::template::contains_template(text)
+                && (message.contains(text.trim()) || message.contains(&format!("{text:?}")))
+        })
+    };
+    match value {
+        Value::Object(map) => {
+            if let Some(key) = map.iter().find(|(_, v)| quoted(v)).map(|(k, _)| k.clone()) {
+                map.shift_remove(&key);
+                return Some(key);
+            }
+            for (key, item) in map.iter_mut() {
+                if let Some(found) = remove_templated(item, message) {
+                    // An item of a list has no key of its own: name the list.
+                    return Some(if item.is_array() { key.clone() } else { found });
+                }
+            }
+            None
+        }
+        Value::Array(items) => {
+            if let Some(at) = items.iter().position(quoted) {
+                items.remove(at);
+                return Some(String::new());
+            }
+            items
+                .iter_mut()
+                .find_map(|item| remove_templated(item, message))
+        }
+        _ => None,
+    }
+}
+
 macro_rules! registry {
     ($($variant:ident => $module:ident :: $config:ident),* $(,)?) => {
         /// The built-in operators. YAML name = module name = variant.
@@ -256,6 +326,12 @@ macro_rules! registry {
                 }
             }
 
+            /// Checks `with` as written, before templates are rendered (`sluice validate`): see
+            /// [`check_unrendered`].
+            pub fn check_static(self, with: &Value) -> Result<()> {
+                check_unrendered(with, |known| self.check_config(known))
+            }
+
             /// Runs the operator with its rendered `with`.
             pub async fn run(self, ctx: &OpContext, with: Value) -> Result<Completion> {
                 match self {
@@ -281,5 +357,51 @@ registry! {
 impl std::fmt::Display for Operator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn static_error(operator: Operator, with: Value) -> Option<String> {
+        operator.check_static(&with).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn static_checks_report_what_needs_no_rendering() {
+        let both =
+            json!({"url": "{{ vars.base }}/x", "json": {"a": "{{ params.a }}"}, "body": "b"});
+        assert!(static_error(Operator::Http, both).is_some_and(|e| e.contains("not both")));
+        let zero = json!({"url": "http://x", "timeout": "0s"});
+        assert!(static_error(Operator::Http, zero).is_some_and(|e| e.contains("longer than zero")));
+        let silent = json!({"severity": "info"});
+        assert!(static_error(Operator::Alert, silent).is_some_and(|e| e.contains("`webhook`")));
+        let never = json!({"attempts": 0, "webhook": {"url": "{{ secrets.HOOK }}", "text": "{{ run.id }}"}});
+        assert!(static_error(Operator::Alert, never).is_some_and(|e| e.contains("at least 1")));
+        // What is written still counts beside a field a template fills.
+        let beside = json!({"url": "http://x", "timeout": "{{ params.t }}", "expect_status": [99]});
+        assert!(static_error(Operator::Http, beside).is_some_and(|e| e.contains("not an HTTP")));
+    }
+
+    #[test]
+    fn static_checks_leave_templated_fields_to_run_time() {
+        let typed = json!({"url": "{{ params.u }}", "timeout": "{{ params.t }}", "method": "{{ params.m }}"});
+        assert_eq!(static_error(Operator::Http, typed), None);
+        let quotes = json!({"url": "http://x", "timeout": "{{ params[\"t\"] }}"});
+        assert_eq!(static_error(Operator::Http, quotes), None);
+        let count = json!({"attempts": "{{ params.n }}", "webhook": {"url": "u", "text": "t"}});
+        assert_eq!(static_error(Operator::Alert, count), None);
+        let listed = json!({"url": "http://x", "expect_status": [200, "{{ params.s }}"]});
+        assert_eq!(static_error(Operator::Http, listed), None);
+        // A whole field from a template: that it is missing proves nothing.
+        let whole = json!({"email": "{{ params.mail }}"});
+        assert_eq!(static_error(Operator::Alert, whole), None);
+        assert_eq!(static_error(Operator::Noop, Value::Null), None);
+        assert_eq!(
+            static_error(Operator::Http, json!("{{ params.request }}")),
+            None
+        );
     }
 }
