@@ -36,7 +36,7 @@ pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
 };
-pub use users::{Role, SessionRecord, UnknownRole, UserRecord};
+pub use users::{Role, SessionRecord, UnknownRole, UserRecord, UserSummary};
 
 use crate::lifecycle::{InvalidTransition, UnknownName};
 
