@@ -308,8 +308,11 @@ pub(crate) fn init_tracing(format: LogFormat) {
 }
 
 pub(crate) fn init_tracing_with(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // sea-orm's migrator logs every step of every migration at INFO: a first start would
+    // open with a page of them. The store says in one line what it applied.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_filter},sea_orm_migration=warn"))
+    });
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
