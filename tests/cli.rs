@@ -161,8 +161,18 @@ fn trigger_exit_codes_and_messages_follow_the_readme() {
     };
     let out_of_range = trigger(&["hello", "-p", "repeat=9"], Some(TOKEN));
     assert_eq!(out_of_range.code, 2, "{}", out_of_range.stderr);
+    // The same words as `sluice run` (and the web UI's trigger form) use for the problem.
+    let run = sb.sluice(&["run", "workflows/hello.yaml", "-p", "repeat=9"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let problem = run.stderr.trim().trim_start_matches("error: ");
+    assert_eq!(problem, "param `repeat`: must be at most 5, got 9");
     assert!(
-        out_of_range.stderr.contains("repeat"),
+        out_of_range.stderr.contains(problem),
+        "{}",
+        out_of_range.stderr
+    );
+    assert!(
+        !out_of_range.stderr.contains("422"),
         "{}",
         out_of_range.stderr
     );

@@ -110,13 +110,17 @@ impl ApiError {
                         .collect()
                 })
                 .unwrap_or_default();
-            if details.is_empty() {
-                format!("the server answered {status}: {said}")
+            // Refused input is said in the server's words, which are also the web UI's; the
+            // HTTP status only helps when the server itself is the problem.
+            let said = if ApiError::refuses_input(status) {
+                said.to_owned()
             } else {
-                format!(
-                    "the server answered {status}: {said}\n  {}",
-                    details.join("\n  ")
-                )
+                format!("the server answered {status}: {said}")
+            };
+            if details.is_empty() {
+                said
+            } else {
+                format!("{said}\n  {}", details.join("\n  "))
             }
         };
         ApiError { status, message }
@@ -125,8 +129,12 @@ impl ApiError {
     /// Whether the server refused what was asked for — an unknown workflow or run, params
     /// that do not fit — rather than who asked or its own state.
     pub fn is_invalid_input(&self) -> bool {
+        ApiError::refuses_input(self.status)
+    }
+
+    fn refuses_input(status: reqwest::StatusCode) -> bool {
         matches!(
-            self.status,
+            status,
             reqwest::StatusCode::BAD_REQUEST
                 | reqwest::StatusCode::NOT_FOUND
                 | reqwest::StatusCode::UNPROCESSABLE_ENTITY

@@ -40,8 +40,8 @@ pub(super) async fn require_token(
 /// Why a change is refused by a server without tokens, and how to configure one: the keys
 /// named here are the ones the configuration accepts.
 const NO_TOKEN_CONFIGURED: &str = "this server has no API token configured, so it accepts no \
-     changes: start it with SLUICE_API_TOKEN set (or `tokens = [\"…\"]` under `[api]` in \
-     sluice.toml) and send that token as `Authorization: Bearer <token>`";
+     changes: set SLUICE_API_TOKEN (or `tokens = [\"…\"]` under `[api]` in sluice.toml) when \
+     starting it, and send that token as `Authorization: Bearer <token>`";
 
 /// The token of an `Authorization: Bearer …` header, if there is one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
