@@ -147,6 +147,10 @@ async fn a_server_without_a_token_says_how_to_configure_one() {
 #[test]
 fn trigger_exit_codes_and_messages_follow_the_readme() {
     let sb = sandbox_with_hello();
+    sb.write(
+        "workflows/broken.yaml",
+        "tasks:\n  a: { operator: shell, with: { command: \"exit 4\" } }\n",
+    );
     let server = Server::start(&sb);
     let trigger = |args: &[&str], token: Option<&str>| {
         let mut cmd = sb.command();
@@ -210,6 +214,11 @@ fn trigger_exit_codes_and_messages_follow_the_readme() {
     assert!(waited.stderr.contains(" succeeded."), "{}", waited.stderr);
     assert!(!waited.stderr.contains("is success"), "{}", waited.stderr);
 
+    let failed = trigger(&["broken", "--wait"], Some(TOKEN));
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains(" failed."), "{}", failed.stderr);
+    assert!(failed.stderr.contains("sluice logs "), "{}", failed.stderr);
+
     let runs = sb
         .command()
         .args(["runs", "--server", &server.base])
@@ -218,19 +227,36 @@ fn trigger_exit_codes_and_messages_follow_the_readme() {
         .expect("runs");
     let table = String::from_utf8_lossy(&runs.stdout).into_owned();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 2, "a header and one run:\n{table}");
+    assert_eq!(lines.len(), 3, "a header and two runs:\n{table}");
     let column = |line: &str, word: &str| line.find(word).expect(word);
+    let row = |workflow: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(workflow))
+            .unwrap_or_else(|| panic!("no run of {workflow}:\n{table}"))
+    };
+    let (hello, broken) = (row("hello"), row("broken"));
     assert_eq!(
         column(lines[0], "WORKFLOW"),
-        column(lines[1], "hello"),
+        column(hello, "hello"),
+        "{table}"
+    );
+    assert_eq!(
+        column(lines[0], "WORKFLOW"),
+        column(broken, "broken"),
         "{table}"
     );
     assert_eq!(
         column(lines[0], "STATE"),
-        column(lines[1], "success"),
+        column(hello, "success"),
         "{table}"
     );
-    let date = lines[1][column(lines[0], "LOGICAL DATE")..].trim();
+    assert_eq!(
+        column(lines[0], "STATE"),
+        column(broken, "failed"),
+        "{table}"
+    );
+    let date = hello[column(lines[0], "LOGICAL DATE")..].trim();
     assert!(
         chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S").is_ok(),
         "a date to the second, not `{date}`"

@@ -76,7 +76,8 @@ pub async fn execute(
                     eprintln!("{error}");
                 }
                 eprintln!(
-                    "See why with `sluice logs {run_id}` on the server's machine, or on its run page."
+                    "The tasks' errors and logs are on the run's page in the web UI, and \
+                     `sluice logs {run_id}` prints them where the server's database is reachable."
                 );
                 return Ok(ExitCode::FAILURE);
             }
