@@ -496,6 +496,13 @@ fn users_need_strong_passwords_and_can_be_listed_and_removed() {
         "{}",
         again.stderr
     );
+    let admin = sb.sluice(&["user", "remove", "admin"]);
+    assert_eq!(admin.code, 2, "{}", admin.stderr);
+    assert!(
+        admin.stderr.contains("SLUICE_ADMIN_PASSWORD"),
+        "{}",
+        admin.stderr
+    );
 }
 
 #[test]

@@ -179,6 +179,14 @@ pub async fn execute(config: Option<&std::path::Path>, args: UserArgs) -> anyhow
             Ok(ExitCode::SUCCESS)
         }
         UserCommand::Remove(remove) => {
+            if remove.name == ADMIN {
+                eprintln!(
+                    "error: the `admin` user is not stored: it can log in while \
+                     SLUICE_ADMIN_PASSWORD or `ui.admin_password_hash` is set for `sluice \
+                     serve`; unset both to turn it off"
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
             let settings = remove.database.settings(config)?;
             let store = Store::open(&settings.store()).await?;
             if store.remove_user(&remove.name).await? {
