@@ -50,7 +50,13 @@ pub async fn execute(
         anyhow::bail!("give WORKFLOW, --from and --to, or --cancel BACKFILL_ID");
     };
     let detail = client.get(&format!("/api/v1/workflows/{workflow}")).await?;
-    let params = params_from_cli(&detail["params_schema"], &args.params)?;
+    let params = match params_from_cli(&detail["params_schema"], &args.params) {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
     let created = client
         .post(
             &format!("/api/v1/workflows/{workflow}/backfill"),

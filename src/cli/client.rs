@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
 /// Where the server is and how to authenticate.
@@ -71,21 +71,73 @@ impl ApiClient {
         if status.is_success() {
             return Ok(body);
         }
-        let message = body["error"].as_str().unwrap_or("no details");
-        let details: Vec<String> = body["details"]
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if details.is_empty() {
-            bail!("the server answered {status}: {message}");
-        }
-        bail!(
-            "the server answered {status}: {message}\n  {}",
-            details.join("\n  ")
+        Err(ApiError::from_answer(status, &body, self.token.is_some()).into())
+    }
+}
+
+/// An answer of the server that is not a success. Kept typed so that the exit code can tell
+/// refused input (exit 2) from everything else.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: reqwest::StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn from_answer(status: reqwest::StatusCode, body: &Value, sent_token: bool) -> ApiError {
+        let said = body["error"].as_str().unwrap_or("no details");
+        let message = if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The server's own message is written for API clients (it names the HTTP header);
+            // here the reader needs the flag or the variable.
+            if sent_token {
+                format!(
+                    "the server did not accept the API token from `--token` or \
+                     SLUICE_API_TOKEN ({said})"
+                )
+            } else {
+                "the server needs an API token: pass `--token TOKEN` or set SLUICE_API_TOKEN \
+                 to one of the tokens the server was started with (a server started without \
+                 any token accepts no changes)"
+                    .to_owned()
+            }
+        } else {
+            let details: Vec<String> = body["details"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Refused input is said in the server's words, which are also the web UI's; the
+            // HTTP status only helps when the server itself is the problem.
+            let said = if ApiError::refuses_input(status) {
+                said.to_owned()
+            } else {
+                format!("the server answered {status}: {said}")
+            };
+            if details.is_empty() {
+                said
+            } else {
+                format!("{said}\n  {}", details.join("\n  "))
+            }
+        };
+        ApiError { status, message }
+    }
+
+    /// Whether the server refused what was asked for — an unknown workflow or run, params
+    /// that do not fit — rather than who asked or its own state.
+    pub fn is_invalid_input(&self) -> bool {
+        ApiError::refuses_input(self.status)
+    }
+
+    fn refuses_input(status: reqwest::StatusCode) -> bool {
+        matches!(
+            status,
+            reqwest::StatusCode::BAD_REQUEST
+                | reqwest::StatusCode::NOT_FOUND
+                | reqwest::StatusCode::UNPROCESSABLE_ENTITY
         )
     }
 }

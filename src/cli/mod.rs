@@ -1,10 +1,11 @@
 //! The command line: argument parsing, wiring of the layers, exit codes. The only place that
 //! uses `anyhow`.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::worker::WorkerDeps;
 
 pub mod backfill;
 mod client;
+pub mod completions;
+pub mod doctor;
 pub mod logs;
 pub mod migrate;
 pub mod run;
@@ -46,7 +49,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scheduler, workers and the HTTP API until stopped.
+    /// Run the scheduler, workers, the web UI and the HTTP API until stopped.
     Serve(serve::ServeArgs),
     /// Run tasks from a shared PostgreSQL database (beside `serve --no-workers`).
     Worker(worker::WorkerArgs),
@@ -68,6 +71,13 @@ enum Command {
     Backfill(backfill::BackfillArgs),
     /// Manage web UI users.
     User(user::UserArgs),
+    /// Check the configuration, the database, the workflows folder and SMTP, and say what
+    /// to fix.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), of `sluice` or of one of its commands.
+    Man(completions::ManArgs),
 }
 
 /// Where the database is.
@@ -291,12 +301,27 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Human);
             one_thread(user::execute(config, args))
         }
+        Command::Doctor(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(doctor::execute(config, args))
+        }
+        Command::Completions(args) => completions::completions(&mut Cli::command(), args),
+        Command::Man(args) => completions::man(Cli::command(), args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // The server refusing what was asked for (an unknown workflow, a param out of
+            // range) is invalid input, as it is for `sluice run`.
+            let invalid_input = e
+                .downcast_ref::<client::ApiError>()
+                .is_some_and(client::ApiError::is_invalid_input);
+            if invalid_input {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -338,8 +363,11 @@ pub(crate) fn init_tracing(format: LogFormat) {
 }
 
 pub(crate) fn init_tracing_with(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // sea-orm's migrator logs every step of every migration at INFO: a first start would
+    // open with a page of them. The store says in one line what it applied.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_filter},sea_orm_migration=warn"))
+    });
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -349,4 +377,99 @@ pub(crate) fn init_tracing_with(format: LogFormat, default_filter: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A run's state as the end of a sentence about it: "Run 01… succeeded."
+pub(crate) fn run_outcome(state: crate::lifecycle::RunState) -> &'static str {
+    use crate::lifecycle::RunState;
+    match state {
+        RunState::Queued => "is queued",
+        RunState::Running => "is running",
+        RunState::Success => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "was cancelled",
+    }
+}
+
+/// `text` as one word for a POSIX shell, for commands printed for people to copy: quoted
+/// only when it holds anything beyond a conservative set of safe characters.
+pub(crate) fn shell_word(text: &str) -> std::borrow::Cow<'_, str> {
+    let safe = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if safe {
+        text.into()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''")).into()
+    }
+}
+
+/// What `validate` and `doctor` say when the paths they were given hold no workflow file.
+pub(crate) fn no_workflow_files(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
+    format!("no workflow files (*.yaml, *.yml) in {}", names.join(", "))
+}
+
+/// `--bind` values: `IP:PORT`, or `HOST:PORT` with the host name resolved now (the first
+/// address it resolves to), so `localhost:8080` works as people expect.
+pub(crate) fn bind_address(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse() {
+        return Ok(address);
+    }
+    let hint = "write HOST:PORT or IP:PORT, e.g. 127.0.0.1:8080, localhost:8080 or [::1]:8080";
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!("`{value}` has no port; {hint}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "`{port}` is not a port number (0 to 65535); {hint}"
+        ));
+    }
+    // Resolving happens while the arguments are parsed, before any async runtime exists.
+    let mut addresses = value
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}` ({e}); {hint}"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address; {hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("sqlite:///tmp/s.db"), "sqlite:///tmp/s.db");
+        assert_eq!(shell_word("my db"), "'my db'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$(rm -rf ~)"), "'$(rm -rf ~)'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn bind_addresses_take_ips_and_host_names() {
+        assert_eq!(
+            bind_address("127.0.0.1:8080"),
+            Ok("127.0.0.1:8080".parse().expect("an address"))
+        );
+        let local = bind_address("localhost:9000").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 9000, "{local}");
+        assert!(
+            bind_address("localhost")
+                .unwrap_err()
+                .contains("has no port")
+        );
+        assert!(
+            bind_address("localhost:http")
+                .unwrap_err()
+                .contains("is not a port number")
+        );
+        assert!(
+            bind_address("no-such-host.invalid:80")
+                .unwrap_err()
+                .contains("cannot resolve `no-such-host.invalid`")
+        );
+    }
 }

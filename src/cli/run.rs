@@ -42,6 +42,14 @@ pub struct RunArgs {
 
 pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.database.settings(config)?;
+    // Said in the same words as `validate` says it, rather than as a file position.
+    if !args.file.exists() {
+        eprintln!(
+            "error: {}",
+            catalog::CatalogError::Missing(args.file.clone())
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let workflow = match catalog::load_file(&args.file) {
         Ok(workflow) => Arc::new(workflow),
         Err(diagnostics) => {
@@ -177,16 +185,94 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
         let summary = summarize(&run.id, &workflow, run.state, &instances);
         println!("{}", masker.mask(&serde_json::to_string(&summary)?));
     }
+    if run.state != RunState::Success {
+        let logs_command = logs_command(&run.id, &args.database);
+        report_failed_tasks(&store, &run.id, &instances, &masker, &logs_command).await?;
+    }
+    let outcome = super::run_outcome(run.state);
     if let Some(error) = &run.error {
-        eprintln!("Run {} {}: {}", run.id, run.state, masker.mask(error));
+        eprintln!("Run {} {outcome}: {}", run.id, masker.mask(error));
     } else {
-        eprintln!("Run {} {}.", run.id, run.state);
+        eprintln!("Run {} {outcome}.", run.id);
     }
     Ok(if run.state == RunState::Success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How many of a failed try's last stderr lines the summary shows.
+const STDERR_TAIL: usize = 10;
+
+/// The `sluice logs` command that shows a run's logs from this same database.
+fn logs_command(run_id: &str, database: &DatabaseArgs) -> String {
+    let mut command = format!("sluice logs {}", super::shell_word(run_id));
+    // A `--database` flag must be repeated; the same value from the environment need not.
+    if let Some(url) = &database.url
+        && std::env::var("SLUICE_DATABASE_URL").ok().as_ref() != Some(url)
+    {
+        command.push_str(&format!(" --database {}", super::shell_word(url)));
+    }
+    command
+}
+
+/// Prints, for each task whose last try failed, its error, exit code and the end of its
+/// stderr, and the command that shows the whole log: what someone debugging a run needs
+/// first, without opening the UI.
+async fn report_failed_tasks(
+    store: &Store,
+    run_id: &str,
+    instances: &[TaskInstanceRecord],
+    masker: &crate::secrets::Masker,
+    logs_command: &str,
+) -> anyhow::Result<()> {
+    let mut latest: BTreeMap<&str, &TaskInstanceRecord> = BTreeMap::new();
+    for ti in instances {
+        latest.insert(&ti.task_id, ti);
+    }
+    let mut out = String::new();
+    for ti in instances {
+        let is_latest = latest
+            .get(ti.task_id.as_str())
+            .is_some_and(|l| l.id == ti.id);
+        if !is_latest || ti.state != TaskState::Failed {
+            continue;
+        }
+        let exit = ti
+            .exit_code
+            .map(|code| format!(", exit code {code}"))
+            .unwrap_or_default();
+        let error = masker.mask(ti.error.as_deref().unwrap_or("no error was recorded"));
+        out.push_str(&format!(
+            "Task `{}` failed (try {}{exit}): {error}\n",
+            ti.task_id, ti.try_number,
+        ));
+        let logs = store.logs(run_id, Some(&ti.task_id)).await?;
+        let stderr: Vec<String> = logs
+            .iter()
+            .filter(|l| l.try_number == ti.try_number && l.stream == "stderr")
+            .map(|l| masker.mask(&l.line).into_owned())
+            .collect();
+        let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+        // A shell task's error already ends with its stderr; other failures (a timeout, a
+        // lost lease) do not, and then the log's last lines say what the task was doing.
+        let already_said = tail
+            .last()
+            .is_some_and(|last| error.contains(last.as_str()));
+        if !tail.is_empty() && !already_said {
+            match tail.len() {
+                1 => out.push_str("  last line of stderr:\n"),
+                n => out.push_str(&format!("  last {n} lines of stderr:\n")),
+            }
+            for line in tail {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        out.push_str(&format!("  whole log: {logs_command} {}\n", ti.task_id));
+    }
+    eprint!("{out}");
+    Ok(())
 }
 
 /// Parses `-p KEY=VALUE` items by the declared param types (checking happens in `launch`).

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     pub workflows: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The address the HTTP API listens on [default: 127.0.0.1:8080]
-    #[arg(long, env = "SLUICE_BIND", value_name = "ADDR")]
+    /// The address the web UI and the HTTP API listen on: IP:PORT, or HOST:PORT with the
+    /// host name resolved at start [default: 127.0.0.1:8080]
+    #[arg(long, env = "SLUICE_BIND", value_name = "ADDR", value_parser = super::bind_address)]
     pub bind: Option<SocketAddr>,
     /// How many tasks run at once in this process (default: 16 per CPU, at least 32).
     #[arg(long, value_name = "N")]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::Settings;
 use super::client::{ApiClient, ServerArgs, params_from_cli};
+use super::{EXIT_USAGE, Settings};
 use crate::config::Overrides;
+use crate::lifecycle::RunState;
 
 #[derive(Debug, clap::Args)]
 pub struct TriggerArgs {
@@ -33,7 +34,13 @@ pub async fn execute(
     let workflow = client
         .get(&format!("/api/v1/workflows/{}", args.workflow))
         .await?;
-    let params = params_from_cli(&workflow["params_schema"], &args.params)?;
+    let params = match params_from_cli(&workflow["params_schema"], &args.params) {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let created = client
         .post(
             &format!("/api/v1/workflows/{}/runs", args.workflow),
@@ -45,23 +52,39 @@ pub async fn execute(
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut last_state = String::new();
+    let mut last_state = None;
     loop {
         let run = client.get(&format!("/api/v1/runs/{run_id}")).await?;
-        let state = run["state"].as_str().unwrap_or("unknown").to_owned();
-        if state != last_state {
-            eprintln!("Run {run_id} is {state}.");
-            last_state = state.clone();
+        let state: RunState = run["state"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the server reported a run state it does not document: {}",
+                    run["state"]
+                )
+            })?;
+        if last_state != Some(state) {
+            eprintln!("Run {run_id} {}.", super::run_outcome(state));
+            last_state = Some(state);
         }
-        match state.as_str() {
-            "success" => return Ok(ExitCode::SUCCESS),
-            "failed" | "cancelled" => {
+        match state {
+            RunState::Success => return Ok(ExitCode::SUCCESS),
+            RunState::Failed | RunState::Cancelled => {
                 if let Some(error) = run["error"].as_str() {
                     eprintln!("{error}");
                 }
+                eprintln!(
+                    "The tasks' errors and logs are on the run's page in the web UI, and \
+                     `sluice logs {run_id}` prints them where the server's database is reachable."
+                );
                 return Ok(ExitCode::FAILURE);
             }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            // The API has no long poll for a run's end; a quarter second is quick enough for a person.
+            RunState::Queued | RunState::Running => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
         }
     }
 }

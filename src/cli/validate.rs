@@ -1,7 +1,7 @@
 //! `sluice validate PATH...`: checks workflow files and prints every problem as
 //! `PATH:LINE:COL: error: MESSAGE` (plus `  help: …`) to stderr, warnings likewise as
 //! `warning:`, then a summary line. Exit 0 when every file is valid (warnings or not), 1 when
-//! any is not, 2 when a path does not exist.
+//! any is not, 2 when a path does not exist or the paths hold no workflow file.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,6 +24,11 @@ pub fn execute(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
+    // A wrong path in CI must not pass as "all valid".
+    if files.is_empty() {
+        eprintln!("error: {}", super::no_workflow_files(&args.paths));
+        return Ok(ExitCode::from(super::EXIT_USAGE));
+    }
     let loaded = catalog::check_all(&files);
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::new(stderr.lock());

@@ -37,7 +37,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "SLUICE_WORKFLOWS", value_name = "DIR")]
     pub workflows: Option<PathBuf>,
     /// Serve `/healthz` and `/metrics` on this address, e.g. 127.0.0.1:9464 [default: none]
-    #[arg(long, env = "SLUICE_WORKER_BIND", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "SLUICE_WORKER_BIND",
+        value_name = "ADDR",
+        value_parser = super::bind_address
+    )]
     pub bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub tasks: TaskRunnerArgs,

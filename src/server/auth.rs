@@ -20,13 +20,7 @@ pub(super) async fn require_token(
         if reading {
             return next.run(request).await;
         }
-        return Error::Unauthorized(
-            "this server has no API token configured, so it accepts no changes; \
-             set SLUICE_API_TOKEN (or `api_tokens` in sluice.toml) and send \
-             `Authorization: Bearer <token>`"
-                .into(),
-        )
-        .into_response();
+        return Error::Unauthorized(NO_TOKEN_CONFIGURED.into()).into_response();
     }
     match bearer(request.headers()) {
         Some(given) if state.api_tokens.iter().any(|t| same(t, given)) => next.run(request).await,
@@ -35,11 +29,19 @@ pub(super) async fn require_token(
             Error::Unauthorized("the bearer token is not valid".into()).into_response()
         }
         None => Error::Unauthorized(
-            "this route needs a token: send `Authorization: Bearer <token>`".into(),
+            "this server needs an API token for every request: send one of its tokens as \
+             `Authorization: Bearer <token>`"
+                .into(),
         )
         .into_response(),
     }
 }
+
+/// Why a change is refused by a server without tokens, and how to configure one: the keys
+/// named here are the ones the configuration accepts.
+const NO_TOKEN_CONFIGURED: &str = "this server has no API token configured, so it accepts no \
+     changes: set SLUICE_API_TOKEN (or `tokens = [\"…\"]` under `[api]` in sluice.toml) when \
+     starting it, and send that token as `Authorization: Bearer <token>`";
 
 /// The token of an `Authorization: Bearer …` header, if there is one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -79,6 +81,18 @@ mod tests {
             headers.insert(header::AUTHORIZATION, raw.parse().expect("header"));
             assert_eq!(bearer(&headers), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn the_no_token_message_names_the_keys_the_configuration_accepts() {
+        let path = std::path::Path::new("/srv/sluice.toml");
+        let overrides = crate::config::Overrides::default();
+        let config = crate::config::Config::from_toml("[api]\ntokens = [\"t\"]\n", path, overrides)
+            .expect("`[api] tokens` is a key");
+        assert_eq!(config.api_tokens, ["t"]);
+        assert!(NO_TOKEN_CONFIGURED.contains("under `[api]`"));
+        assert!(NO_TOKEN_CONFIGURED.contains("SLUICE_API_TOKEN"));
+        assert!(!NO_TOKEN_CONFIGURED.contains("api_tokens"));
     }
 
     #[test]

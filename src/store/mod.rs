@@ -36,7 +36,7 @@ pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
 };
-pub use users::{Role, SessionRecord, UnknownRole, UserRecord};
+pub use users::{Role, SessionRecord, UnknownRole, UserRecord, UserSummary};
 
 use crate::lifecycle::{InvalidTransition, UnknownName};
 
@@ -262,14 +262,27 @@ impl Store {
                 source,
             })?;
         let backend = db.get_database_backend();
-        if backend == DbBackend::Postgres {
+        // sea-orm's migrator logs each step at INFO (the command line turns that down); one
+        // line here says what changed.
+        let migrate = async {
+            let pending = Migrator::get_pending_migrations(&db).await?.len();
+            Migrator::up(&db, None).await?;
+            Ok::<usize, sea_orm::DbErr>(pending)
+        };
+        let applied = if backend == DbBackend::Postgres {
             // Processes starting together (a fleet of workers) must not apply the same
             // migration twice: one at a time, the others then find nothing pending.
-            leader::with_migration_lock(&url, Migrator::up(&db, None))
+            leader::with_migration_lock(&url, migrate)
                 .await?
-                .map_err(StoreError::Migrate)?;
+                .map_err(StoreError::Migrate)?
         } else {
-            Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
+            migrate.await.map_err(StoreError::Migrate)?
+        };
+        if applied > 0 {
+            tracing::info!(
+                migrations = applied,
+                "Applied the pending database migrations."
+            );
         }
         let cluster = match backend {
             DbBackend::Postgres => Some(Arc::new(notify::Cluster::new(&db, &url).await?)),

@@ -70,6 +70,16 @@ pub struct UserRecord {
     pub role: Role,
 }
 
+/// A user as `sluice user list` shows it: no password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    /// When the password or role last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A live session, as found by its token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -131,6 +141,42 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserSummary>> {
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT name, role, created_at, updated_at FROM users ORDER BY name",
+                vec![],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserSummary {
+                    name: get(r, "name")?,
+                    role: role_of(r)?,
+                    created_at: get(r, "created_at")?,
+                    updated_at: get(r, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a user and ends its sessions at once. Returns whether there was such a user.
+    pub async fn remove_user(&self, name: &str) -> Result<bool> {
+        let txn = self.db().begin().await?;
+        txn.execute_raw(self.stmt(
+            "DELETE FROM sessions WHERE user_name = ?",
+            vec![name.into()],
+        ))
+        .await?;
+        let removed = txn
+            .execute_raw(self.stmt("DELETE FROM users WHERE name = ?", vec![name.into()]))
+            .await?;
+        txn.commit().await?;
+        Ok(removed.rows_affected() > 0)
     }
 
     /// Records a session; `token_hash` is the SHA-256 of the cookie value. Sessions that have
@@ -244,6 +290,52 @@ mod tests {
             (ann.password_hash.as_str(), ann.role),
             ("hash2", Role::Operator)
         );
+        store
+            .upsert_user("abe", "hash3", Role::Admin)
+            .await
+            .expect("create");
+        let listed: Vec<(String, Role)> = store
+            .users()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|u| (u.name, u.role))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("abe".to_owned(), Role::Admin),
+                ("ann".to_owned(), Role::Operator)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_a_user_ends_its_sessions() {
+        for backend in crate::store::conformance::backends().await {
+            eprintln!("removing_a_user_ends_its_sessions: on {}", backend.name);
+            let store = backend.store.clone();
+            let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+            store
+                .upsert_user("cid", "h", Role::Operator)
+                .await
+                .expect("user");
+            let session = SessionRecord {
+                user_name: "cid".into(),
+                role: Role::Operator,
+                csrf_token: "csrf".into(),
+                expires_at: now + Duration::hours(1),
+            };
+            store
+                .create_session("cid-token", &session, now)
+                .await
+                .expect("session");
+            assert!(store.remove_user("cid").await.expect("remove"));
+            assert_eq!(store.user("cid").await.expect("read"), None);
+            assert_eq!(store.session("cid-token", now).await.expect("read"), None);
+            assert!(!store.remove_user("cid").await.expect("remove again"));
+            backend.finish().await;
+        }
     }
 
     async fn sessions_lifecycle(store: Store) {

@@ -372,6 +372,26 @@ impl Worker {
                 self.in_flight.remove(&id);
             }
         }
+        // A try's error also goes to its log, written with its end: an error that stops a
+        // task before it produces output (a template that does not render) would otherwise
+        // leave the log empty.
+        for completion in &completions {
+            let said = match completion.state {
+                TaskState::Failed => "The task failed",
+                TaskState::UpForRetry => "The try failed and will be retried",
+                _ => continue,
+            };
+            if let Some(error) = &completion.error {
+                logs.push(NewLogLine {
+                    run_id: completion.run_id.clone(),
+                    task_id: completion.task_id.clone(),
+                    try_number: completion.try_number,
+                    stream: crate::operators::LogStream::System.as_str(),
+                    line: format!("{said}: {error}"),
+                    logged_at: completion.ended_at,
+                });
+            }
+        }
         if completions.is_empty() {
             self.store.append_logs(&logs).await?;
         } else {
