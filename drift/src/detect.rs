@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::embedding;
 use crate::stats::binned::Sample;
 use crate::stats::{
-    TestResult, chi_square, jensen_shannon, ks::ks_2samp_sorted, psi, sort_floats,
+    NumberKey, TestResult, chi_square, jensen_shannon, ks::ks_2samp_sorted, psi, sort_floats,
     wasserstein_normed, z_test,
 };
-use crate::table::{Column, ColumnKind, Table, canonical_bits};
+use crate::table::{Column, ColumnKind, Table};
 use crate::text::{Descriptor, describe};
 use crate::{Error, Result};
 
@@ -421,7 +421,7 @@ pub fn numeric_drift(
     let keys = |values: &[f64]| {
         values
             .iter()
-            .map(|v| canonical_bits(*v))
+            .map(|v| NumberKey::new(*v))
             .collect::<Vec<_>>()
     };
     let result = match method {

@@ -10,6 +10,43 @@ use statrs::function::erf::{erf, erfc};
 
 use super::TestResult;
 
+/// A number used as a category: ordered numerically (so the Z-test's "smallest value" is the
+/// smallest number) and equal as pandas compares floats (0.0 and -0.0 are one value).
+#[derive(Debug, Clone, Copy)]
+pub struct NumberKey(f64);
+
+impl NumberKey {
+    pub fn new(value: f64) -> Self {
+        NumberKey(if value == 0.0 { 0.0 } else { value })
+    }
+}
+
+impl PartialEq for NumberKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+
+impl Eq for NumberKey {}
+
+impl PartialOrd for NumberKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NumberKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Hash for NumberKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
 /// Counts of each value, in a map ordered by value so sums run in a fixed order.
 pub(crate) fn counts<K: Ord + Clone>(values: &[K]) -> BTreeMap<K, usize> {
     let mut counts = BTreeMap::new();

@@ -9,7 +9,7 @@ pub mod ks;
 pub mod wasserstein;
 
 pub use binned::{jensen_shannon, psi};
-pub use categorical::{chi_square, z_test};
+pub use categorical::{NumberKey, chi_square, z_test};
 pub use ks::ks_2samp;
 pub use wasserstein::{wasserstein_distance, wasserstein_normed};
 
