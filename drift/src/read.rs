@@ -48,11 +48,12 @@ fn read_all(mut input: impl Read, source_name: &str) -> Result<String> {
 pub fn read_csv(input: impl Read, source_name: &str) -> Result<Table> {
     let text = read_all(input, source_name)?;
     let mut records = Records::new(&text, source_name);
-    let Some((_, header)) = records.next_record()? else {
+    let mut header = Vec::new();
+    if records.next_record(&mut header)?.is_none() {
         return Err(Error::EmptyData {
             source_name: source_name.to_string(),
         });
-    };
+    }
     let names: Vec<String> = header.iter().map(|c| c.trim().to_string()).collect();
     let mut seen = HashMap::new();
     for name in &names {
@@ -65,9 +66,13 @@ pub fn read_csv(input: impl Read, source_name: &str) -> Result<Table> {
         }
     }
     let width = names.len();
-    let mut builders: Vec<CsvColumn> = (0..width).map(|_| CsvColumn::new()).collect();
+    // Newlines bound the row count (quoted ones only overestimate): reserving once avoids
+    // copying every column again and again as it grows.
+    let row_bound = text.bytes().filter(|b| *b == b'\n').count() + 1;
+    let mut builders: Vec<CsvColumn> = (0..width).map(|_| CsvColumn::new(row_bound)).collect();
     let mut rows = 0;
-    while let Some((line, cells)) = records.next_record()? {
+    let mut cells = Vec::with_capacity(width);
+    while let Some(line) = records.next_record(&mut cells)? {
         if cells.len() > width {
             return Err(Error::Malformed {
                 source_name: source_name.to_string(),
@@ -97,9 +102,9 @@ pub fn read_csv(input: impl Read, source_name: &str) -> Result<Table> {
         .collect();
     if !needs_text.is_empty() {
         let mut again = Records::new(&text, source_name);
-        again.next_record()?;
+        again.next_record(&mut cells)?;
         let mut row = 0;
-        while let Some((_, cells)) = again.next_record()? {
+        while again.next_record(&mut cells)?.is_some() {
             for &index in &needs_text {
                 let builder = &mut builders[index];
                 if builder.text_from_row().is_some_and(|from| row < from) {
@@ -128,9 +133,9 @@ enum CsvColumn {
 }
 
 impl CsvColumn {
-    fn new() -> Self {
+    fn new(row_bound: usize) -> Self {
         CsvColumn::Numbers {
-            values: Vec::new(),
+            values: Vec::with_capacity(row_bound),
             integer: true,
         }
     }
@@ -138,12 +143,14 @@ impl CsvColumn {
     fn push(&mut self, cell: &str, row: usize) {
         match self {
             CsvColumn::Numbers { values, integer } => {
-                if is_missing(cell) {
-                    values.push(f64::NAN);
-                    *integer = false;
-                } else if let Some(number) = parse_number(cell) {
+                // Numbers first: almost every cell of a numeric column is one, and no
+                // missing-value marker parses as a number other than NaN.
+                if let Some(number) = parse_number(cell) {
                     values.push(number);
                     *integer = *integer && is_integer_literal(cell);
+                } else if is_missing(cell) {
+                    values.push(f64::NAN);
+                    *integer = false;
                 } else {
                     let mut texts = vec![None; row];
                     texts.push(Some(cell.to_string()));
@@ -203,8 +210,10 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// The next non-blank record and the line it starts on.
-    fn next_record(&mut self) -> Result<Option<(usize, Vec<Cow<'a, str>>)>> {
+    /// Reads the next non-blank record into `cells` (reused, so rows cost no allocation) and
+    /// returns the line it starts on.
+    fn next_record(&mut self, cells: &mut Vec<Cow<'a, str>>) -> Result<Option<usize>> {
+        cells.clear();
         let bytes = self.text.as_bytes();
         // Blank lines are skipped, as pandas skips them.
         while self.position < bytes.len()
@@ -219,12 +228,11 @@ impl<'a> Records<'a> {
             return Ok(None);
         }
         let start_line = self.line;
-        let mut cells = Vec::new();
         loop {
             let (cell, ended_record) = self.next_cell(start_line)?;
             cells.push(cell);
             if ended_record {
-                return Ok(Some((start_line, cells)));
+                return Ok(Some(start_line));
             }
         }
     }

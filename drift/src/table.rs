@@ -381,6 +381,10 @@ impl Table {
 /// Parses a number the way pandas reads one from text; missing-value markers are not numbers
 /// here (the readers turn them into missing values first).
 pub(crate) fn parse_number(text: &str) -> Option<f64> {
+    // Fast path: Rust's parser reads plain numbers and `inf`/`infinity` as pandas does.
+    if let Ok(number) = text.parse::<f64>() {
+        return (!number.is_nan()).then_some(number);
+    }
     let trimmed = text.trim();
     match trimmed {
         "inf" | "+inf" | "Infinity" | "+Infinity" => Some(f64::INFINITY),

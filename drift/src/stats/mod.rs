@@ -47,7 +47,9 @@ pub(crate) fn population_std(values: &[f64]) -> f64 {
 
 /// Sorts finite floats ascending. A least-significant-digit radix sort on the floats' bits:
 /// a drift check sorts every numeric column twice, and on a million rows this is several
-/// times faster than a comparison sort.
+/// times faster than a comparison sort. Bytes are the digits (256 buckets keep every pass's
+/// writes in cache), all eight histograms come from one read, and a byte every key shares is
+/// skipped.
 pub fn sort_floats(values: &mut [f64]) {
     if values.len() < 2048 {
         values.sort_unstable_by(f64::total_cmp);
@@ -65,33 +67,30 @@ pub fn sort_floats(values: &mut [f64]) {
             }
         })
         .collect();
-    let mut buffer = vec![0u64; keys.len()];
-    const RADIX_BITS: u32 = 11;
-    const BUCKETS: usize = 1 << RADIX_BITS;
-    let mut shift = 0;
-    while shift < 64 {
-        let mut counts = vec![0usize; BUCKETS];
-        for key in &keys {
-            counts[((key >> shift) as usize) & (BUCKETS - 1)] += 1;
+    let mut histograms = [[0usize; 256]; 8];
+    for key in &keys {
+        for (digit, histogram) in histograms.iter_mut().enumerate() {
+            histogram[((key >> (8 * digit)) & 0xff) as usize] += 1;
         }
-        // A pass where every key has the same digit changes nothing.
-        if counts.contains(&keys.len()) {
-            shift += RADIX_BITS;
+    }
+    let mut buffer = vec![0u64; keys.len()];
+    for (digit, histogram) in histograms.iter_mut().enumerate() {
+        if histogram.contains(&keys.len()) {
             continue;
         }
         let mut offset = 0;
-        for count in counts.iter_mut() {
+        for count in histogram.iter_mut() {
             let here = *count;
             *count = offset;
             offset += here;
         }
+        let shift = 8 * digit;
         for key in &keys {
-            let digit = ((key >> shift) as usize) & (BUCKETS - 1);
-            buffer[counts[digit]] = *key;
-            counts[digit] += 1;
+            let bucket = ((key >> shift) & 0xff) as usize;
+            buffer[histogram[bucket]] = *key;
+            histogram[bucket] += 1;
         }
         std::mem::swap(&mut keys, &mut buffer);
-        shift += RADIX_BITS;
     }
     for (value, key) in values.iter_mut().zip(keys) {
         let bits = if key >> 63 == 1 {
