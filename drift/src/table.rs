@@ -262,20 +262,34 @@ impl Table {
 
     /// An embedding column's present rows; every row must have the same width.
     pub fn embeddings(&self, name: &str) -> Result<Vec<Vec<f64>>> {
-        let Column::Arrays(values) = self.column(name)? else {
-            let row = 1;
-            return Err(Error::NotEmbedding {
-                column: name.to_string(),
-                source_name: self.source_name.clone(),
-                row,
-            });
+        let not_embedding = |row: usize| Error::NotEmbedding {
+            column: name.to_string(),
+            source_name: self.source_name.clone(),
+            row: row + 1,
+        };
+        let values = match self.column(name)? {
+            Column::Arrays(values) => values,
+            // The first present value is the one that is not an array.
+            Column::Numbers { values, .. } => {
+                return Err(not_embedding(
+                    values.iter().position(|v| !v.is_nan()).unwrap_or(0),
+                ));
+            }
+            Column::Strings(values) => {
+                return Err(not_embedding(
+                    values.iter().position(Option::is_some).unwrap_or(0),
+                ));
+            }
         };
         let mut width = None;
         let mut rows = Vec::with_capacity(values.len());
         for (row, value) in values.iter().enumerate() {
             let Some(vector) = value else { continue };
+            if vector.is_empty() {
+                return Err(not_embedding(row));
+            }
             let expected = *width.get_or_insert(vector.len());
-            if vector.len() != expected || vector.is_empty() {
+            if vector.len() != expected {
                 return Err(Error::EmbeddingWidth {
                     column: name.to_string(),
                     source_name: self.source_name.clone(),
@@ -485,6 +499,35 @@ mod tests {
             t.numbers("missing"),
             Err(Error::MissingColumn { .. })
         ));
+    }
+
+    #[test]
+    fn embeddings_must_be_arrays_of_one_width() {
+        let t = table(vec![
+            (
+                "e",
+                Column::Arrays(vec![Some(vec![1.0, 2.0]), None, Some(vec![1.0])]),
+            ),
+            ("s", Column::Strings(vec![None, Some("x".into()), None])),
+        ]);
+        assert_eq!(
+            t.embeddings("e"),
+            Err(Error::EmbeddingWidth {
+                column: "e".into(),
+                source_name: "current".into(),
+                row: 3,
+                expected: 2,
+                found: 1,
+            })
+        );
+        assert_eq!(
+            t.embeddings("s"),
+            Err(Error::NotEmbedding {
+                column: "s".into(),
+                source_name: "current".into(),
+                row: 2,
+            })
+        );
     }
 
     #[test]
