@@ -247,6 +247,21 @@ fn cases() -> &'static Cases {
             true,
             EXACT,
         );
+        // Exactly 20 distinct reference values: the last count Evidently bins by value.
+        sample(
+            "twenty_values_500_400",
+            numbers(integers(rng, 500, 20)),
+            numbers(integers(rng, 400, 21)),
+            true,
+            EXACT,
+        );
+        sample(
+            "twenty_one_values_500_400",
+            numbers(integers(rng, 500, 21)),
+            numbers(integers(rng, 400, 21)),
+            true,
+            EXACT,
+        );
         sample(
             "binary_250_150",
             numbers(
