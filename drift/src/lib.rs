@@ -94,8 +94,6 @@ pub enum Error {
     },
     #[error("Unknown column kind `{0}`; use numeric, categorical, text or embedding.")]
     UnknownKind(String),
-    #[error("Column `{column}` holds values of a kind drift cannot check ({reason}).")]
-    UncheckableColumn { column: String, reason: String },
     #[error("{0}")]
     InvalidSetting(String),
 }
