@@ -45,17 +45,11 @@ pub(crate) fn population_std(values: &[f64]) -> f64 {
     (squares / n).sqrt()
 }
 
-/// Sorts finite floats ascending. A least-significant-digit radix sort on the floats' bits:
-/// a drift check sorts every numeric column twice, and on a million rows this is several
-/// times faster than a comparison sort. Bytes are the digits (256 buckets keep every pass's
-/// writes in cache), all eight histograms come from one read, and a byte every key shares is
-/// skipped.
+/// Sorts finite floats ascending. Each float is mapped to an integer with the same order and
+/// the integers are sorted: comparing integers is cheaper than `f64::total_cmp`, and on a
+/// million values (a drift check sorts every numeric column twice) this measured about twice
+/// as fast as sorting the floats, and faster than a byte-wise radix sort on this machine.
 pub fn sort_floats(values: &mut [f64]) {
-    if values.len() < 2048 {
-        values.sort_unstable_by(f64::total_cmp);
-        return;
-    }
-    // Map each float to a u64 whose unsigned order is the float order.
     let mut keys: Vec<u64> = values
         .iter()
         .map(|v| {
@@ -67,31 +61,7 @@ pub fn sort_floats(values: &mut [f64]) {
             }
         })
         .collect();
-    let mut histograms = [[0usize; 256]; 8];
-    for key in &keys {
-        for (digit, histogram) in histograms.iter_mut().enumerate() {
-            histogram[((key >> (8 * digit)) & 0xff) as usize] += 1;
-        }
-    }
-    let mut buffer = vec![0u64; keys.len()];
-    for (digit, histogram) in histograms.iter_mut().enumerate() {
-        if histogram.contains(&keys.len()) {
-            continue;
-        }
-        let mut offset = 0;
-        for count in histogram.iter_mut() {
-            let here = *count;
-            *count = offset;
-            offset += here;
-        }
-        let shift = 8 * digit;
-        for key in &keys {
-            let bucket = ((key >> shift) & 0xff) as usize;
-            buffer[histogram[bucket]] = *key;
-            histogram[bucket] += 1;
-        }
-        std::mem::swap(&mut keys, &mut buffer);
-    }
+    keys.sort_unstable();
     for (value, key) in values.iter_mut().zip(keys) {
         let bits = if key >> 63 == 1 {
             key & !(1 << 63)
@@ -108,7 +78,7 @@ mod tests {
     use crate::rng::SeededRng;
 
     #[test]
-    fn the_radix_sort_orders_like_a_comparison_sort() {
+    fn the_key_sort_orders_like_a_comparison_sort() {
         let mut rng = SeededRng::new(1);
         let mut values: Vec<f64> = (0..10_000)
             .map(|i| match i % 4 {
