@@ -347,8 +347,8 @@ fn a_failed_run_says_why_and_where_to_look() {
 
     let typo = sb.write(
         "typo.yaml",
-        "params:\n  name: { type: string, default: x }\ntasks:\n  greet:\n    operator: shell\n    \
-         with: { command: \"echo {{ params.nme }}\" }\n",
+        "tasks:\n  ok: { operator: noop }\n  greet:\n    operator: shell\n    needs: [ok]\n    \
+         with: { command: \"echo {{ tasks.ok.outputs.nme }}\" }\n",
     );
     let run = sb.run_json(&typo, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -357,7 +357,7 @@ fn a_failed_run_says_why_and_where_to_look() {
     assert_eq!(logs.code, 0, "{}", logs.stderr);
     assert!(
         logs.stdout
-            .contains("greet#1 system: The task failed: cannot render `with`"),
+            .contains("greet#1 system: The task failed: cannot render `with.command`"),
         "the template error belongs in the log:\n{}",
         logs.stdout
     );
@@ -367,7 +367,7 @@ fn a_failed_run_says_why_and_where_to_look() {
     assert_eq!(no_task.code, 1, "{}", no_task.stdout);
     assert!(
         no_task.stderr.contains(&format!(
-            "run `{run_id}` has no task `nosuchtask`; its tasks: greet"
+            "run `{run_id}` has no task `nosuchtask`; its tasks: ok, greet"
         )),
         "{}",
         no_task.stderr

@@ -245,17 +245,13 @@ async fn kill_9_without_retries_fails_the_interrupted_task_clearly() {
         .parse()
         .expect("pid");
     server.kill9();
-    assert!(
-        common::process_alive(pid),
-        "kill -9 of serve does not reach the task's process group"
-    );
-    let server = Server::start(&sb);
-    // Recovery kills what the cut-off try left running.
+    // The try's processes die with the process that ran them.
     wait_for(
-        "the cut-off try's process to be killed",
+        "the cut-off try's process to die with serve",
         Duration::from_secs(10),
         || !common::process_alive(pid),
     );
+    let server = Server::start(&sb);
     let run = server.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(run["state"], "failed", "{run}");
     let (_, detail) = server.get(&format!("/api/v1/runs/{run_id}")).await;

@@ -210,7 +210,10 @@ fn logs_command(run_id: &str, database: &DatabaseArgs) -> String {
     let mut command = format!("sluice logs {}", super::shell_word(run_id));
     // A `--database` flag must be repeated; the same value from the environment need not.
     if let Some(url) = &database.url
-        && std::env::var("SLUICE_DATABASE_URL").ok().as_ref() != Some(url)
+        && crate::secrets::credential("SLUICE_DATABASE_URL")
+            .and_then(|value| value.into_string().ok())
+            .as_ref()
+            != Some(url)
     {
         command.push_str(&format!(" --database {}", super::shell_word(url)));
     }
