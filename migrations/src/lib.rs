@@ -11,6 +11,7 @@ mod m20261127_000005_users;
 mod m20261127_000006_login_failures;
 mod m20261127_000007_delivery_refs;
 mod m20261127_000008_alert_throttle_expiry;
+mod m20261206_000001_artifacts;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_login_failures::Migration),
             Box::new(m20261127_000007_delivery_refs::Migration),
             Box::new(m20261127_000008_alert_throttle_expiry::Migration),
+            Box::new(m20261206_000001_artifacts::Migration),
         ]
     }
 
