@@ -193,6 +193,15 @@ pub struct OpContext {
     pub alerts: Arc<alert::AlertServices>,
 }
 
+impl OpContext {
+    /// Where this try keeps artifacts (`$SLUICE_ARTIFACTS` for processes), with `put` and
+    /// `put_file` to add files. Whatever the folder holds when the try succeeds is kept with
+    /// the run; later tasks read it as `{{ tasks.<id>.artifacts["name"] }}`.
+    pub fn artifacts(&self) -> crate::artifacts::Outbox {
+        crate::artifacts::Outbox::for_try(&self.scratch_dir, &self.task, self.try_number)
+    }
+}
+
 /// An error and its causes in one line: what helps the reader ("connection refused", the
 /// server's reply) is usually a cause, not the error itself.
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::artifacts::{ArtifactError, Artifacts, Outbox};
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
 use crate::lifecycle::TaskState;
@@ -21,10 +22,10 @@ use crate::operators::alert::AlertServices;
 use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
 use crate::secrets::{Masker, Secrets};
 use crate::store::{
-    Claim, ClaimedTask, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent,
-    TaskCompletion,
+    Claim, ClaimedTask, NewArtifact, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError,
+    StoreEvent, TaskCompletion,
 };
-use crate::template::{Templates, contains_template};
+use crate::template::{ArtifactPaths, Templates, contains_template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -84,6 +85,8 @@ pub struct WorkerDeps {
     pub vars: Arc<serde_json::Map<String, Value>>,
     /// The mailer, dedup state and run links of the `alert` operator.
     pub alerts: Arc<AlertServices>,
+    /// Where tries keep their artifacts and read those of upstream tasks.
+    pub artifacts: Artifacts,
 }
 
 /// A run's facts a try needs, cached per run.
@@ -97,7 +100,8 @@ struct RunContext {
 
 enum Message {
     Log(NewLogLine),
-    Done(TaskCompletion),
+    /// A try ended; with the artifacts it kept (already in the artifact store) on success.
+    Done(TaskCompletion, Vec<NewArtifact>),
     /// The operator is not done: the same try goes back to `scheduled` until `not_before`.
     Reschedule {
         id: i64,
@@ -107,7 +111,7 @@ enum Message {
 
 impl From<TaskCompletion> for Message {
     fn from(completion: TaskCompletion) -> Self {
-        Message::Done(completion)
+        Message::Done(completion, Vec::new())
     }
 }
 
@@ -272,7 +276,7 @@ impl Worker {
             Err(error) => {
                 // The try cannot even start; record why instead of leaving it running.
                 let message = format!("cannot load the run's workflow: {error}");
-                let _ = self.tx.send(Message::Done(failed(&claimed, message, None)));
+                let _ = self.tx.send(failed(&claimed, message, None).into());
                 self.in_flight.insert(
                     claimed.id,
                     (claimed.run_id.clone(), CancellationToken::new()),
@@ -349,12 +353,16 @@ impl Worker {
     async fn write(&mut self, first: Message) -> Result<()> {
         let mut logs = Vec::new();
         let mut completions = Vec::new();
+        let mut artifacts = Vec::new();
         let mut reschedules = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Log(line) => logs.push(line),
-                Message::Done(completion) => completions.push(completion),
+                Message::Done(completion, kept) => {
+                    completions.push(completion);
+                    artifacts.extend(kept);
+                }
                 Message::Reschedule { id, not_before } => reschedules.push((id, not_before)),
             }
             next = self.rx.try_recv().ok();
@@ -374,7 +382,10 @@ impl Worker {
         if completions.is_empty() {
             self.store.append_logs(&logs).await?;
         } else {
-            let accepted = self.store.complete(&logs, &completions).await?;
+            let accepted = self
+                .store
+                .complete_with_artifacts(&logs, &completions, &artifacts)
+                .await?;
             if accepted.len() != completions.len() {
                 let rejected = completions.len() - accepted.len();
                 warn!(
@@ -452,12 +463,17 @@ async fn execute(
         )
         .into();
     };
-    let (with, env) = match render(store, deps, run, claimed, task).await {
+    let (with, env) = match render(store, deps, run, claimed, task, &scratch_dir).await {
         Ok(rendered) => rendered,
-        Err(message) => {
-            return finish(claimed, task, Err((message, None, false)), &deps.masker).into();
+        Err((message, retryable)) => {
+            return finish(claimed, task, Err((message, None, retryable)), &deps.masker).into();
         }
     };
+    let outbox = Outbox::for_try(&scratch_dir, &claimed.task_id, claimed.try_number);
+    if let Err(error) = outbox.prepare().await {
+        let message = format!("cannot prepare the artifacts folder: {error}");
+        return finish(claimed, task, Err((message, None, true)), &deps.masker).into();
+    }
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
     let ctx = OpContext {
         run_id: claimed.run_id.clone(),
@@ -466,7 +482,7 @@ async fn execute(
         try_number: claimed.try_number,
         env,
         base_dir: run.base_dir.clone(),
-        scratch_dir,
+        scratch_dir: scratch_dir.clone(),
         log: LogSink::new(log_tx),
         http: deps.http.clone(),
         cancel: cancel.clone(),
@@ -520,7 +536,13 @@ async fn execute(
         .record(elapsed.as_secs_f64());
     debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
     let outcome = match result {
-        Ok(completion) => Ok(completion),
+        Ok(completion) => match keep_artifacts(store, deps, run, claimed, task, &outbox).await {
+            Ok(kept) => {
+                let _ = tokio::fs::remove_dir_all(outbox.dir()).await;
+                return Message::Done(finish(claimed, task, Ok(completion), &deps.masker), kept);
+            }
+            Err((message, retryable)) => Err((message, None, retryable)),
+        },
         Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
             let limit = task
                 .timeout
@@ -557,6 +579,52 @@ async fn execute(
         }
     };
     finish(claimed, task, outcome, &deps.masker).into()
+}
+
+/// Collects what a successful try kept (its artifacts folder and `artifacts:` globs) and
+/// stores the blobs. Any failure fails the try; one of the store (an outage) is retryable,
+/// one of the files (a name, an escape, a limit) is not.
+async fn keep_artifacts(
+    store: &Store,
+    deps: &WorkerDeps,
+    run: &RunContext,
+    claimed: &ClaimedTask,
+    task: &Task,
+    outbox: &Outbox,
+) -> std::result::Result<Vec<NewArtifact>, (String, bool)> {
+    let run_total = store
+        .run_artifact_bytes(&claimed.run_id)
+        .await
+        .map_err(|e| (format!("cannot read the run's artifacts: {e}"), true))?;
+    let files = crate::artifacts::collect(
+        outbox,
+        &task.artifacts,
+        &run.base_dir,
+        deps.artifacts.limits,
+        run_total,
+    )
+    .await
+    .map_err(|e| {
+        let retryable = matches!(e, ArtifactError::Io { .. } | ArtifactError::Join(_));
+        (format!("cannot keep the task's artifacts: {e}"), retryable)
+    })?;
+    let mut kept = Vec::with_capacity(files.len());
+    for file in files {
+        let stored = deps.artifacts.put_file(&file.path).await.map_err(|e| {
+            (
+                format!("cannot keep artifact `{}`: {e}", file.name),
+                !matches!(e, ArtifactError::Name(_)),
+            )
+        })?;
+        kept.push(NewArtifact {
+            try_id: claimed.id,
+            name: file.name,
+            size: stored.size,
+            sha256: stored.sha256,
+            media_type: file.media_type,
+        });
+    }
+    Ok(kept)
 }
 
 /// Turns an operator's result into a completion: masked outputs on success; on failure a
@@ -601,13 +669,17 @@ fn finish(
 }
 
 /// Renders the task's `with` and `env`. Tasks without templates skip the context entirely.
+/// Artifacts of upstream tasks that the templates use are fetched into the run's scratch
+/// folder (cached by digest) before the operator starts. An error says whether a retry may
+/// help: fetching from the store may, a broken template will not.
 async fn render(
     store: &Store,
     deps: &WorkerDeps,
     run: &RunContext,
     claimed: &ClaimedTask,
     task: &Task,
-) -> std::result::Result<(Value, Vec<(String, String)>), String> {
+    scratch_dir: &std::path::Path,
+) -> std::result::Result<(Value, Vec<(String, String)>), (String, bool)> {
     let templated = has_template(&task.with) || task.env.values().any(|v| contains_template(v));
     if !templated {
         let env = task
@@ -620,7 +692,19 @@ async fn render(
     let results = store
         .task_results(&claimed.run_id)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.to_string(), false))?;
+    let upstream_artifacts = store
+        .latest_artifacts(&claimed.run_id)
+        .await
+        .map_err(|e| (e.to_string(), true))?;
+    let mut artifact_paths = ArtifactPaths::default();
+    let mut by_path = HashMap::new();
+    for artifact in &upstream_artifacts {
+        let local = crate::artifacts::cached_path(scratch_dir, &artifact.sha256, &artifact.name);
+        let local = local.to_string_lossy().into_owned();
+        artifact_paths.insert(&artifact.task_id, &artifact.name, local.clone());
+        by_path.insert(local, artifact);
+    }
     let mut context = run.run.render_context(results, &deps.secrets, &deps.vars);
     context.run.try_number = claimed.try_number;
     context.run.url = Some(deps.alerts.run_url(&claimed.run_id));
@@ -629,24 +713,41 @@ async fn render(
         context.failed_tasks = store
             .task_failures(&claimed.run_id)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (e.to_string(), false))?
             .iter()
             .filter(|f| run.workflow.task_index(&f.task_id).is_some())
             .map(|f| f.to_context())
             .collect();
     }
-    let context = context.to_value();
+    let context = context.to_value_with(&artifact_paths);
     let with = deps
         .templates
         .render_value(&task.with, &context)
-        .map_err(|e| format!("cannot render `with`: {e}"))?;
+        .map_err(|e| (format!("cannot render `with`: {e}"), false))?;
     let mut env = Vec::with_capacity(task.env.len());
     for (key, value) in &task.env {
         let value = deps
             .templates
             .render_str(value, &context)
-            .map_err(|e| format!("cannot render env `{key}`: {e}"))?;
+            .map_err(|e| (format!("cannot render env `{key}`: {e}"), false))?;
         env.push((key.clone(), value));
+    }
+    for local in artifact_paths.used() {
+        let Some(artifact) = by_path.get(&local) else {
+            continue;
+        };
+        deps.artifacts
+            .fetch_to(&artifact.sha256, std::path::Path::new(&local))
+            .await
+            .map_err(|e| {
+                (
+                    format!(
+                        "cannot fetch artifact `{}` of task `{}`: {e}",
+                        artifact.name, artifact.task_id
+                    ),
+                    true,
+                )
+            })?;
     }
     Ok((with, env))
 }
@@ -679,6 +780,11 @@ mod tests {
             http: reqwest::Client::new(),
             runs: None,
             alerts: Arc::default(),
+            artifacts: Artifacts::open(
+                &crate::artifacts::Location::Folder(std::env::temp_dir().join("sluice-artifacts")),
+                Default::default(),
+            )
+            .expect("a local artifact store"),
         }
     }
 
