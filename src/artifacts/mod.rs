@@ -162,18 +162,30 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
-    /// Opens the store at `location`. A folder is created when missing; S3 is not contacted
-    /// until the first request.
+    /// Opens the store at `location`. Neither a folder nor S3 is touched until the first
+    /// request; a folder is created by the first blob written.
     pub fn open(location: &Location, limits: Limits) -> Result<Artifacts> {
         match location {
             Location::Folder(root) => {
-                std::fs::create_dir_all(root).map_err(ArtifactError::io(root))?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
-                    .map_err(|e| ArtifactError::Config(e.to_string()))?;
+                // Rooted at `/` with the folder as the key prefix: the store creates folders as
+                // it writes, so opening does no IO and leaves nothing behind unused.
+                let absolute = if root.is_absolute() {
+                    root.clone()
+                } else {
+                    std::env::current_dir()
+                        .map_err(ArtifactError::io(root))?
+                        .join(root)
+                };
+                let prefix = ObjectPath::from_absolute_path(&absolute).map_err(|e| {
+                    ArtifactError::Config(format!(
+                        "the folder {} cannot hold artifacts: {e}",
+                        absolute.display()
+                    ))
+                })?;
                 Ok(Artifacts {
-                    store: Arc::new(store),
-                    prefix: ObjectPath::default(),
-                    location: root.display().to_string(),
+                    store: Arc::new(object_store::local::LocalFileSystem::new()),
+                    prefix,
+                    location: absolute.display().to_string(),
                     limits,
                 })
             }
@@ -529,6 +541,10 @@ mod tests {
     async fn a_file_round_trips_by_digest_and_is_cached() {
         let dir = tempfile::tempdir().expect("tempdir");
         let artifacts = local(dir.path());
+        assert!(
+            !dir.path().join("store").exists(),
+            "opening the store leaves nothing behind"
+        );
         let source = dir.path().join("results.jsonl");
         std::fs::write(&source, b"{\"a\":1}\n{\"a\":2}\n").expect("write");
         let stored = artifacts.put_file(&source).await.expect("put");
