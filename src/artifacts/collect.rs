@@ -20,23 +20,37 @@ pub struct Collected {
     pub media_type: String,
 }
 
-/// Finds the files a try keeps, in name order. `run_total` is what the run's artifacts
-/// already hold, for the per-run limit.
+/// Finds the files a try keeps, in name order, each within the per-artifact limit. The
+/// per-run limit needs what the run already holds: `check_run_limit`.
 pub async fn collect(
     outbox: &Outbox,
     globs: &[String],
     base_dir: &Path,
     limits: Limits,
-    run_total: u64,
 ) -> Result<Vec<Collected>> {
     let outbox = outbox.dir().to_owned();
     let globs = globs.to_vec();
     let base_dir = base_dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        collect_blocking(&outbox, &globs, &base_dir, limits, run_total)
-    })
-    .await
-    .map_err(|e| ArtifactError::Join(e.to_string()))?
+    tokio::task::spawn_blocking(move || collect_blocking(&outbox, &globs, &base_dir, limits))
+        .await
+        .map_err(|e| ArtifactError::Join(e.to_string()))?
+}
+
+/// Checks that `files` fit in the run's limit beside the `run_total` bytes it already holds;
+/// the error names the file that would cross it.
+pub fn check_run_limit(files: &[Collected], run_total: u64, limits: Limits) -> Result<()> {
+    let mut total = run_total;
+    for file in files {
+        total = total.saturating_add(file.size);
+        if total > limits.per_run {
+            return Err(ArtifactError::RunTooLarge {
+                name: file.name.clone(),
+                total,
+                limit: limits.per_run,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn collect_blocking(
@@ -44,7 +58,6 @@ fn collect_blocking(
     globs: &[String],
     base_dir: &Path,
     limits: Limits,
-    run_total: u64,
 ) -> Result<Vec<Collected>> {
     let mut found = Vec::new();
     if outbox.is_dir() {
@@ -85,23 +98,12 @@ fn collect_blocking(
             name: pair[0].name.clone(),
         });
     }
-    let mut total = run_total;
-    for file in &found {
-        if file.size > limits.per_artifact {
-            return Err(ArtifactError::TooLarge {
-                name: file.name.clone(),
-                size: file.size,
-                limit: limits.per_artifact,
-            });
-        }
-        total = total.saturating_add(file.size);
-        if total > limits.per_run {
-            return Err(ArtifactError::RunTooLarge {
-                name: file.name.clone(),
-                total,
-                limit: limits.per_run,
-            });
-        }
+    if let Some(file) = found.iter().find(|f| f.size > limits.per_artifact) {
+        return Err(ArtifactError::TooLarge {
+            name: file.name.clone(),
+            size: file.size,
+            limit: limits.per_artifact,
+        });
     }
     Ok(found)
 }
@@ -246,7 +248,7 @@ mod tests {
         write(&base.join("out/skip.txt"), b"no");
         write(&base.join("model.bin"), b"0101");
         let globs = vec!["out/*.csv".to_owned(), "model.bin".to_owned()];
-        let found = collect(&outbox, &globs, &base, Limits::default(), 0)
+        let found = collect(&outbox, &globs, &base, Limits::default())
             .await
             .expect("collect");
         let names: Vec<_> = found.iter().map(|c| c.name.as_str()).collect();
@@ -270,7 +272,7 @@ mod tests {
         write(&dir.path().join("secret.txt"), b"key");
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), outbox.dir().join("leak"))
             .expect("symlink");
-        let error = collect(&outbox, &[], dir.path(), Limits::default(), 0)
+        let error = collect(&outbox, &[], dir.path(), Limits::default())
             .await
             .unwrap_err();
         assert!(matches!(error, ArtifactError::Escapes { .. }), "{error}");
@@ -280,7 +282,7 @@ mod tests {
         write(&outbox.dir().join("real.txt"), b"ok");
         std::os::unix::fs::symlink(outbox.dir().join("real.txt"), outbox.dir().join("alias"))
             .expect("symlink");
-        let found = collect(&outbox, &[], dir.path(), Limits::default(), 0)
+        let found = collect(&outbox, &[], dir.path(), Limits::default())
             .await
             .expect("collect");
         assert_eq!(found.len(), 2);
@@ -301,7 +303,6 @@ mod tests {
                 &[pattern.to_owned()],
                 dir.path(),
                 Limits::default(),
-                0,
             )
             .await
             .unwrap_err();
@@ -319,7 +320,7 @@ mod tests {
             per_artifact: 1024,
             per_run: 1 << 20,
         };
-        let error = collect(&outbox, &[], dir.path(), per_artifact, 0)
+        let error = collect(&outbox, &[], dir.path(), per_artifact)
             .await
             .unwrap_err();
         assert_eq!(
@@ -330,10 +331,15 @@ mod tests {
             per_artifact: 4096,
             per_run: 3000,
         };
-        // 1000 bytes kept by earlier tasks + 2048 crosses 3000 at the first file.
-        let error = collect(&outbox, &[], dir.path(), per_run, 1000)
+        let files = collect(&outbox, &[], dir.path(), per_run)
             .await
-            .unwrap_err();
+            .expect("within the per-artifact limit");
+        assert_eq!(
+            check_run_limit(&files, 800, per_run).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        // 1000 bytes kept by earlier tasks + 2048 crosses 3000 at the first file.
+        let error = check_run_limit(&files, 1000, per_run).unwrap_err();
         assert_eq!(
             error.to_string(),
             "artifact `big.bin` would bring the run's artifacts to 3048 bytes, over the limit \

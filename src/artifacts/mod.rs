@@ -19,7 +19,7 @@ pub mod collect;
 pub mod names;
 pub mod retention;
 
-pub use collect::{Collected, collect};
+pub use collect::{Collected, check_run_limit, collect};
 pub use names::{NameError, check_name};
 
 /// An artifact store that cannot be used, or an artifact that cannot be kept or read.
@@ -473,14 +473,18 @@ impl Outbox {
     /// Creates the folder (empty: a previous execution's files are removed, so a rescheduled
     /// or handed-back try keeps only what it writes now).
     pub async fn prepare(&self) -> Result<()> {
-        match tokio::fs::remove_dir_all(&self.dir).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ArtifactError::io(&self.dir)(e)),
-        }
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(ArtifactError::io(&self.dir))
+        let dir = self.dir.clone();
+        // One trip to the blocking pool: every try does this.
+        tokio::task::spawn_blocking(move || {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ArtifactError::io(&dir)(e)),
+            }
+            std::fs::create_dir_all(&dir).map_err(ArtifactError::io(&dir))
+        })
+        .await
+        .map_err(|e| ArtifactError::Join(e.to_string()))?
     }
 
     /// Keeps `content` as artifact `name` (a relative path such as `report/summary.json`).

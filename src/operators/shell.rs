@@ -146,6 +146,11 @@ impl JsonSchema for Text {
 
 pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     let output_path = output_path(ctx)?;
+    let artifacts = ctx.artifacts();
+    artifacts
+        .prepare()
+        .await
+        .map_err(|e| OperatorError::failed(e.to_string()))?;
     let cwd = match &config.cwd {
         Some(cwd) => ctx.base_dir.join(cwd),
         None => ctx.base_dir.clone(),
@@ -207,7 +212,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         .env("SLUICE_TASK_ID", &ctx.task)
         .env("SLUICE_TRY_NUMBER", ctx.try_number.to_string())
         .env("SLUICE_OUTPUT", &output_path)
-        .env("SLUICE_ARTIFACTS", ctx.artifacts().dir())
+        .env("SLUICE_ARTIFACTS", artifacts.dir())
         .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -702,6 +707,7 @@ pub(crate) mod test_support {
             first_started_at: chrono::Utc::now(),
             runs: None,
             alerts: Arc::default(),
+            artifacts_requested: Arc::default(),
         };
         (ctx, rx)
     }

@@ -470,10 +470,7 @@ async fn execute(
         }
     };
     let outbox = Outbox::for_try(&scratch_dir, &claimed.task_id, claimed.try_number);
-    if let Err(error) = outbox.prepare().await {
-        let message = format!("cannot prepare the artifacts folder: {error}");
-        return finish(claimed, task, Err((message, None, true)), &deps.masker).into();
-    }
+    let artifacts_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
     let ctx = OpContext {
         run_id: claimed.run_id.clone(),
@@ -490,6 +487,7 @@ async fn execute(
         first_started_at: claimed.started_at,
         runs: deps.runs.clone(),
         alerts: deps.alerts.clone(),
+        artifacts_requested: artifacts_requested.clone(),
     };
     let started = Instant::now();
     let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -536,13 +534,25 @@ async fn execute(
         .record(elapsed.as_secs_f64());
     debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
     let outcome = match result {
-        Ok(completion) => match keep_artifacts(store, deps, run, claimed, task, &outbox).await {
-            Ok(kept) => {
-                let _ = tokio::fs::remove_dir_all(outbox.dir()).await;
-                return Message::Done(finish(claimed, task, Ok(completion), &deps.masker), kept);
+        Ok(completion)
+            if !task.artifacts.is_empty()
+                || artifacts_requested.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            match keep_artifacts(store, deps, run, claimed, task, &outbox).await {
+                Ok(kept) => {
+                    if !kept.is_empty() {
+                        // Stored now; the copies need not wait for the run's scratch cleanup.
+                        let _ = tokio::fs::remove_dir_all(outbox.dir()).await;
+                    }
+                    return Message::Done(
+                        finish(claimed, task, Ok(completion), &deps.masker),
+                        kept,
+                    );
+                }
+                Err((message, retryable)) => Err((message, None, retryable)),
             }
-            Err((message, retryable)) => Err((message, None, retryable)),
-        },
+        }
+        Ok(completion) => Ok(completion),
         Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
             let limit = task
                 .timeout
@@ -592,22 +602,27 @@ async fn keep_artifacts(
     task: &Task,
     outbox: &Outbox,
 ) -> std::result::Result<Vec<NewArtifact>, (String, bool)> {
-    let run_total = store
-        .run_artifact_bytes(&claimed.run_id)
-        .await
-        .map_err(|e| (format!("cannot read the run's artifacts: {e}"), true))?;
+    let refused = |e: ArtifactError| {
+        let retryable = matches!(e, ArtifactError::Io { .. } | ArtifactError::Join(_));
+        (format!("cannot keep the task's artifacts: {e}"), retryable)
+    };
     let files = crate::artifacts::collect(
         outbox,
         &task.artifacts,
         &run.base_dir,
         deps.artifacts.limits,
-        run_total,
     )
     .await
-    .map_err(|e| {
-        let retryable = matches!(e, ArtifactError::Io { .. } | ArtifactError::Join(_));
-        (format!("cannot keep the task's artifacts: {e}"), retryable)
-    })?;
+    .map_err(refused)?;
+    if files.is_empty() {
+        // Most tries keep nothing: no query, no upload.
+        return Ok(Vec::new());
+    }
+    let run_total = store
+        .run_artifact_bytes(&claimed.run_id)
+        .await
+        .map_err(|e| (format!("cannot read the run's artifacts: {e}"), true))?;
+    crate::artifacts::check_run_limit(&files, run_total, deps.artifacts.limits).map_err(refused)?;
     let mut kept = Vec::with_capacity(files.len());
     for file in files {
         let stored = deps.artifacts.put_file(&file.path).await.map_err(|e| {
