@@ -119,6 +119,10 @@ pub struct Config {
     pub session_lifetime: std::time::Duration,
     /// The user `shell` tasks run as (`run_as`); `None`: the user Sluice runs as.
     pub run_as: Option<String>,
+    /// `[artifacts]`: where tries keep files, and how much.
+    pub artifacts: ArtifactsConfig,
+    /// `[retention]`: how long `serve` keeps ended runs.
+    pub retention: RetentionConfig,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -252,6 +256,8 @@ impl Default for Config {
             admin_password_hash: None,
             session_lifetime: DEFAULT_SESSION_LIFETIME,
             run_as: None,
+            artifacts: ArtifactsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -294,6 +300,27 @@ struct FileConfig {
     smtp: Option<SmtpConfig>,
     alerts: Option<AlertsConfig>,
     run_as: Option<String>,
+    artifacts: Option<ArtifactsSection>,
+    retention: Option<RetentionSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactsSection {
+    root: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id_secret: Option<String>,
+    secret_access_key_secret: Option<String>,
+    max_artifact_size: Option<ByteSize>,
+    max_run_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    older_than: Option<HumanDuration>,
+    every: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,6 +494,27 @@ impl Config {
             }
             self.run_as = Some(user);
         }
+        if let Some(artifacts) = file.artifacts {
+            self.artifacts.apply(artifacts).map_err(invalid)?;
+        }
+        if let Some(retention) = file.retention {
+            if let Some(older_than) = retention.older_than {
+                if older_than.0.is_zero() {
+                    return Err(invalid(
+                        "`retention.older_than` must be longer than zero".to_owned(),
+                    ));
+                }
+                self.retention.older_than = Some(older_than.0);
+            }
+            if let Some(every) = retention.every {
+                if every.0.is_zero() {
+                    return Err(invalid(
+                        "`retention.every` must be longer than zero".to_owned(),
+                    ));
+                }
+                self.retention.every = every.0;
+            }
+        }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
             plain_datetimes(value);
@@ -522,6 +570,213 @@ impl Config {
     /// The UI page of a run, for links in alerts and commit statuses.
     pub fn run_url(&self, run_id: &str) -> String {
         run_url(&self.base_url(), run_id)
+    }
+
+    /// Where artifacts are kept: `[artifacts] root` (a relative folder is taken from the
+    /// SQLite database's folder), by default the folder `artifacts` beside the database. For
+    /// PostgreSQL and in-memory databases the base is the working directory.
+    pub fn artifact_root(&self) -> ArtifactRoot {
+        let base = sqlite_folder(&self.database);
+        match &self.artifacts.root {
+            Some(ArtifactRoot::Folder(folder)) => ArtifactRoot::Folder(base.join(folder)),
+            Some(s3) => s3.clone(),
+            None => ArtifactRoot::Folder(base.join("artifacts")),
+        }
+    }
+}
+
+/// The folder of a SQLite database file; `.` for other databases.
+fn sqlite_folder(database: &str) -> PathBuf {
+    if database == "sqlite::memory:" || database.contains("://") && !database.starts_with("sqlite")
+    {
+        return PathBuf::from(".");
+    }
+    let rest = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))
+        .unwrap_or(database);
+    let file = rest.split_once('?').map_or(rest, |(file, _)| file);
+    match Path::new(file).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Where artifacts are kept, as configured (`[artifacts] root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactRoot {
+    /// A folder; relative paths are resolved by [`Config::artifact_root`].
+    Folder(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3 { bucket: String, prefix: String },
+}
+
+/// `[artifacts]`: the store of the files tries keep, and the limits on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactsConfig {
+    /// `None`: the folder `artifacts` beside the SQLite database (see `Config::artifact_root`).
+    pub root: Option<ArtifactRoot>,
+    /// For S3-compatible services: their URL (`http://minio:9000`).
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// The names of the secrets (`SLUICE_SECRET_<NAME>`) holding the S3 credentials.
+    pub access_key_id_secret: Option<String>,
+    pub secret_access_key_secret: Option<String>,
+    /// The largest artifact, in bytes.
+    pub max_artifact_size: u64,
+    /// The most a run's artifacts may hold together, in bytes.
+    pub max_run_size: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            root: None,
+            endpoint: None,
+            region: "us-east-1".to_owned(),
+            access_key_id_secret: None,
+            secret_access_key_secret: None,
+            max_artifact_size: 1 << 30,
+            max_run_size: 10 << 30,
+        }
+    }
+}
+
+impl ArtifactsConfig {
+    fn apply(&mut self, section: ArtifactsSection) -> Result<(), String> {
+        if let Some(root) = section.root {
+            self.root = Some(parse_artifact_root(&root)?);
+        }
+        if let Some(endpoint) = section.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(format!(
+                    "`artifacts.endpoint` must start with http:// or https://, got `{endpoint}`"
+                ));
+            }
+            self.endpoint = Some(endpoint.trim_end_matches('/').to_owned());
+        }
+        if let Some(region) = section.region {
+            self.region = region;
+        }
+        self.access_key_id_secret = section.access_key_id_secret;
+        self.secret_access_key_secret = section.secret_access_key_secret;
+        if self.access_key_id_secret.is_some() != self.secret_access_key_secret.is_some() {
+            return Err(
+                "`artifacts.access_key_id_secret` and `artifacts.secret_access_key_secret` go \
+                 together; set both or neither"
+                    .to_owned(),
+            );
+        }
+        let is_s3 = matches!(self.root, Some(ArtifactRoot::S3 { .. }));
+        if !is_s3 && (self.endpoint.is_some() || self.access_key_id_secret.is_some()) {
+            return Err(
+                "`artifacts.endpoint` and the credentials apply to an `s3://` root only".to_owned(),
+            );
+        }
+        if let Some(size) = section.max_artifact_size {
+            self.max_artifact_size = size.0;
+        }
+        if let Some(size) = section.max_run_size {
+            self.max_run_size = size.0;
+        }
+        if self.max_artifact_size == 0 || self.max_run_size == 0 {
+            return Err("artifact size limits must be above zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// `s3://bucket/prefix` or a folder (kept as written; see `Config::artifact_root`).
+fn parse_artifact_root(root: &str) -> Result<ArtifactRoot, String> {
+    if let Some(rest) = root.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("`artifacts.root` `{root}` names no bucket"));
+        }
+        return Ok(ArtifactRoot::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        });
+    }
+    if root.contains("://") {
+        return Err(format!(
+            "`artifacts.root` `{root}` is neither a folder nor an `s3://bucket/prefix` URL"
+        ));
+    }
+    if root.trim().is_empty() {
+        return Err("`artifacts.root` is empty".to_owned());
+    }
+    Ok(ArtifactRoot::Folder(PathBuf::from(root)))
+}
+
+/// `[retention]`: ended runs older than `older_than` are deleted (with their logs and
+/// artifacts) by `serve` every `every`; `None` keeps everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub older_than: Option<std::time::Duration>,
+    pub every: std::time::Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            older_than: None,
+            every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A size in bytes as people write it: `1048576`, `100KB`, `512MiB`, `1 GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size; write e.g. `100MB` or `1GiB`"))?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "`{other}` in `{text}` is not a size unit; use B, KB, MB, GB, KiB, MiB or GiB"
+                ));
+            }
+        };
+        number
+            .checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(n) => Ok(ByteSize(n)),
+            Written::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -1089,6 +1344,81 @@ since = 2026-11-01
         ] {
             let error = from_toml(text, Overrides::default()).expect_err(text);
             assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn artifacts_default_beside_the_sqlite_database_and_take_s3_roots() {
+        let config = Config::from_toml(
+            "database = \"data/sluice.db\"\n",
+            Path::new("/srv/sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.artifact_root(),
+            ArtifactRoot::Folder(PathBuf::from("/srv/data/artifacts"))
+        );
+        let config = Config::from_toml(
+            "database = \"data/sluice.db\"\n[artifacts]\nroot = \"blobs\"\n\
+             max_artifact_size = \"100MB\"\nmax_run_size = \"2GiB\"\n",
+            Path::new("/srv/sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.artifact_root(),
+            ArtifactRoot::Folder(PathBuf::from("/srv/data/blobs"))
+        );
+        assert_eq!(config.artifacts.max_artifact_size, 100_000_000);
+        assert_eq!(config.artifacts.max_run_size, 2 << 30);
+        let config = Config::from_toml(
+            "database = \"postgres://db/sluice\"\n[artifacts]\nroot = \"s3://bucket/runs/\"\n\
+             endpoint = \"http://127.0.0.1:9000/\"\naccess_key_id_secret = \"S3_KEY\"\n\
+             secret_access_key_secret = \"S3_SECRET\"\n[retention]\nolder_than = \"90d\"\n",
+            Path::new("/srv/sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.artifact_root(),
+            ArtifactRoot::S3 {
+                bucket: "bucket".into(),
+                prefix: "runs".into()
+            }
+        );
+        assert_eq!(
+            config.artifacts.endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            config.retention.older_than,
+            Some(std::time::Duration::from_secs(90 * 86400))
+        );
+    }
+
+    #[test]
+    fn bad_artifact_settings_are_reported() {
+        for (text, says) in [
+            (
+                "[artifacts]\nmax_artifact_size = \"12 parsecs\"\n",
+                "not a size unit",
+            ),
+            ("[artifacts]\nroot = \"gs://bucket\"\n", "neither a folder"),
+            (
+                "[artifacts]\nendpoint = \"http://x\"\n",
+                "`s3://` root only",
+            ),
+            (
+                "[artifacts]\nroot = \"s3://b\"\naccess_key_id_secret = \"K\"\n",
+                "set both or neither",
+            ),
+            ("[retention]\nolder_than = \"0s\"\n", "longer than zero"),
+        ] {
+            let error = Config::from_toml(text, Path::new("sluice.toml"), Overrides::default())
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(says), "{text}: {error}");
         }
     }
 }

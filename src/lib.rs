@@ -16,7 +16,8 @@ pub mod spec;
 pub mod template;
 // Layer 2: the compiled, checked workflow.
 pub mod dag;
-// Layer 3: persistence.
+// Layer 3: persistence (the database, and artifact blobs beside it).
+pub mod artifacts;
 pub mod store;
 // Layer 5: operators.
 pub mod operators;

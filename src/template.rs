@@ -526,6 +526,12 @@ impl RenderContext {
     /// The context as minijinja sees it: `params`, `run`, `ds`, `ts`, `tasks`, `event`,
     /// `upstream`, `failed_tasks`, `vars` and `secrets`.
     pub fn to_value(&self) -> minijinja::Value {
+        self.to_value_with(&ArtifactPaths::default())
+    }
+
+    /// The context with `tasks.<id>.artifacts` taken from `artifacts`: each finished task gets
+    /// a map of its artifact names to the local paths they are fetched to.
+    pub fn to_value_with(&self, artifacts: &ArtifactPaths) -> minijinja::Value {
         let run = &self.run;
         let ts = rfc3339(&run.logical_date);
         let run_value = minijinja::Value::from_object(OrderedMap(IndexMap::from_iter([
@@ -568,7 +574,7 @@ impl RenderContext {
                 minijinja::Value::from(run.logical_date.format("%Y-%m-%d").to_string()),
             ),
             ("ts", minijinja::Value::from(ts)),
-            ("tasks", map_to_value(&self.tasks)),
+            ("tasks", tasks_to_value(&self.tasks, artifacts)),
             ("event", from_json(&self.event)),
             ("upstream", from_json(&self.upstream)),
             (
@@ -588,6 +594,114 @@ impl RenderContext {
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         minijinja::Value::from_object(OrderedMap(root))
+    }
+}
+
+/// `tasks`: each task's JSON (`outputs`, `state`) plus its `artifacts`.
+fn tasks_to_value(tasks: &Map<String, Value>, artifacts: &ArtifactPaths) -> minijinja::Value {
+    minijinja::Value::from_object(OrderedMap(
+        tasks
+            .iter()
+            .map(|(id, task)| {
+                let mut fields: IndexMap<String, minijinja::Value> = match task {
+                    Value::Object(map) => {
+                        map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect()
+                    }
+                    _ => IndexMap::new(),
+                };
+                fields.insert(
+                    "artifacts".to_owned(),
+                    minijinja::Value::from_object(TaskArtifacts {
+                        task: id.clone(),
+                        paths: artifacts.by_task.get(id).cloned().unwrap_or_default(),
+                        used: artifacts.used.clone(),
+                    }),
+                );
+                (
+                    id.clone(),
+                    minijinja::Value::from_object(OrderedMap(fields)),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// `tasks.<id>.artifacts` for a render: per task, artifact name → the local path it is
+/// fetched to. Reading a path records it, so only the artifacts a template uses are fetched
+/// (by the worker, after rendering: the render itself does no IO).
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactPaths {
+    by_task: std::collections::BTreeMap<String, IndexMap<String, String>>,
+    used: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl ArtifactPaths {
+    pub fn insert(&mut self, task: &str, name: &str, local_path: String) {
+        self.by_task
+            .entry(task.to_owned())
+            .or_default()
+            .insert(name.to_owned(), local_path);
+    }
+
+    /// The local paths renders have read so far.
+    pub fn used(&self) -> Vec<String> {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct TaskArtifacts {
+    task: String,
+    paths: IndexMap<String, String>,
+    used: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Object for TaskArtifacts {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let name = key.as_str()?;
+        Some(match self.paths.get(name) {
+            Some(path) => {
+                self.used
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.clone());
+                minijinja::Value::from(path.as_str())
+            }
+            // Strict undefined would only say "undefined value"; this names what exists.
+            None => minijinja::Value::from(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                format!(
+                    "task `{}` kept no artifact named `{name}`{}",
+                    self.task,
+                    if self.paths.is_empty() {
+                        String::from(" (it kept none)")
+                    } else {
+                        format!(
+                            "; it kept: {}",
+                            self.paths.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ),
+            )),
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(
+            self.paths
+                .keys()
+                .map(|k| minijinja::Value::from(k.as_str()))
+                .collect(),
+        )
     }
 }
 
@@ -755,7 +869,7 @@ pub const RUN_FIELDS: &[&str] = &[
 ];
 
 /// What each entry of `tasks` holds (see [`RenderContext::tasks`]).
-pub const TASK_RESULT_FIELDS: &[&str] = &["outputs", "state"];
+pub const TASK_RESULT_FIELDS: &[&str] = &["outputs", "state", "artifacts"];
 
 /// What `upstream` holds in a `workflow` trigger's templates: the run that ended.
 pub const UPSTREAM_FIELDS: &[&str] = &["workflow", "run_id", "state", "outputs"];
@@ -1742,5 +1856,92 @@ mod tests {
         assert_eq!(filter_names().len(), FILTER_CANDIDATES.len());
         assert_eq!(test_names().len(), TEST_CANDIDATES.len());
         assert!(global_names().iter().any(|g| g == "range"));
+    }
+}
+
+#[cfg(test)]
+mod artifact_context_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context(artifacts: &ArtifactPaths) -> minijinja::Value {
+        let date = Utc::now();
+        RenderContext {
+            params: Map::new(),
+            run: RunInfo {
+                id: "run-1".into(),
+                workflow: "wf".into(),
+                logical_date: date,
+                data_interval_start: date,
+                data_interval_end: date,
+                trigger: "manual".into(),
+                triggered_by: None,
+                try_number: 1,
+                url: None,
+            },
+            tasks: json!({"score": {"outputs": {"n": 3}, "state": "success"},
+                          "other": {"outputs": {}, "state": "success"}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            event: Value::Null,
+            upstream: Value::Null,
+            failed_tasks: Vec::new(),
+            vars: Map::new(),
+            secrets: Arc::new(Secrets::from_pairs([])),
+        }
+        .to_value_with(artifacts)
+    }
+
+    #[test]
+    fn artifacts_resolve_to_local_paths_and_only_used_ones_are_recorded() {
+        let mut artifacts = ArtifactPaths::default();
+        artifacts.insert("score", "results.jsonl", "/cache/ab/results.jsonl".into());
+        artifacts.insert("score", "plot.png", "/cache/cd/plot.png".into());
+        let templates = Templates::new();
+        let rendered = templates
+            .render_value(
+                &json!("wc -l {{ tasks.score.artifacts['results.jsonl'] }}"),
+                &context(&artifacts),
+            )
+            .expect("render");
+        assert_eq!(rendered, json!("wc -l /cache/ab/results.jsonl"));
+        assert_eq!(artifacts.used(), ["/cache/ab/results.jsonl"]);
+        // Outputs are still where they were.
+        let n = templates
+            .render_value(&json!("{{ tasks.score.outputs.n }}"), &context(&artifacts))
+            .expect("render");
+        assert_eq!(n, json!(3));
+    }
+
+    #[test]
+    fn a_missing_artifact_names_what_the_task_kept() {
+        let mut artifacts = ArtifactPaths::default();
+        artifacts.insert("score", "results.jsonl", "/cache/ab/results.jsonl".into());
+        let templates = Templates::new();
+        let error = templates
+            .render_value(
+                &json!("{{ tasks.score.artifacts['result.jsonl'] }}"),
+                &context(&artifacts),
+            )
+            .unwrap_err();
+        assert!(
+            error.message.contains(
+                "task `score` kept no artifact named `result.jsonl`; it kept: results.jsonl"
+            ),
+            "{}",
+            error.message
+        );
+        let error = templates
+            .render_value(
+                &json!("{{ tasks.other.artifacts['x'] }}"),
+                &context(&artifacts),
+            )
+            .unwrap_err();
+        assert!(
+            error.message.contains("(it kept none)"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -1244,3 +1244,95 @@ tasks:
     let (_, page) = visitor.get(&format!("/runs/{run_id}")).await;
     assert!(page.contains("Re-run started"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_lists_artifacts_with_escaped_previews_and_downloads() {
+    // A 1×1 PNG.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "keep",
+        &format!(
+            r#"
+tasks:
+  make:
+    operator: shell
+    with:
+      command: |
+        echo '{{"t": "<script>alert(5)</script>", "k": "{{{{ secrets.API_KEY }}}}"}}' > "$SLUICE_ARTIFACTS/results.jsonl"
+        printf 'name,score\n<b>x</b>,0.9\n' > "$SLUICE_ARTIFACTS/table.csv"
+        echo '{PNG}' | base64 -d > "$SLUICE_ARTIFACTS/plot.png"
+        mkdir -p "$SLUICE_ARTIFACTS/site"
+        echo '<script>alert(6)</script>' > "$SLUICE_ARTIFACTS/site/index.html"
+"#
+        ),
+    );
+    let secret = "artifact-secret-value";
+    let server = start(&sb, &[], &[("SLUICE_SECRET_API_KEY", secret)]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let (status, _, location) = visitor.act("/workflows/keep/trigger", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let run_id = run_id_of(&location.expect("run page"));
+    let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "success", "{run}");
+
+    let (status, page) = visitor.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    for raw in ["<script>alert(5)", "<b>x</b>", "<script>alert(6)", secret] {
+        assert!(!page.contains(raw), "{raw} on the run page");
+    }
+    for shown in [
+        // Each file with its size and a download link.
+        &format!(
+            "href=\"/runs/{run_id}/artifacts/results.jsonl?task=make\" download>results.jsonl</a>"
+        ),
+        &format!(
+            "href=\"/runs/{run_id}/artifacts/site%2Findex.html?task=make\" download>site&#x2f;index.html</a>"
+        ),
+        "24 B · text&#x2f;csv",
+        // JSONL and CSV previews, escaped and masked; the image inline.
+        "&quot;t&quot;: &quot;&lt;script&gt;alert(5)&lt;&#x2f;script&gt;&quot;, &quot;k&quot;: &quot;***&quot;",
+        "<td>&lt;b&gt;x&lt;&#x2f;b&gt;</td><td>0.9</td>",
+        &format!(
+            "<img class=\"artifact-image\" src=\"/runs/{run_id}/artifacts/plot.png?task=make&amp;inline=true\""
+        ),
+    ] {
+        assert!(page.contains(shown), "{shown} missing from the run page");
+    }
+
+    // A download is an attachment under a sandbox policy: kept HTML never runs here.
+    let response = visitor
+        .get_response(&format!(
+            "/runs/{run_id}/artifacts/site%2Findex.html?task=make"
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"index.html\""
+    );
+    assert_eq!(response.headers()[CONTENT_SECURITY_POLICY], "sandbox");
+    assert_eq!(
+        response.text().await.expect("body"),
+        "<script>alert(6)</script>\n"
+    );
+    let image = visitor
+        .get_response(&format!(
+            "/runs/{run_id}/artifacts/plot.png?task=make&inline=true"
+        ))
+        .await;
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert_eq!(image.bytes().await.expect("png")[1..4], *b"PNG");
+    // Without a session, no download.
+    let anonymous = client()
+        .get(format!("{}/runs/{run_id}/artifacts/plot.png", server.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_ne!(anonymous.status(), StatusCode::OK);
+}

@@ -11,6 +11,7 @@ mod m20261127_000005_users;
 mod m20261127_000006_login_failures;
 mod m20261127_000007_delivery_refs;
 mod m20261127_000008_alert_throttle_expiry;
+mod m20261206_000001_artifacts;
 mod m20261206_000001_rerun_start;
 
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000007_delivery_refs::Migration),
             Box::new(m20261127_000008_alert_throttle_expiry::Migration),
             Box::new(m20261206_000001_rerun_start::Migration),
+            Box::new(m20261206_000001_artifacts::Migration),
         ]
     }
 

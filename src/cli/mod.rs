@@ -22,6 +22,7 @@ use crate::worker::WorkerDeps;
 pub mod backfill;
 mod client;
 pub mod completions;
+pub mod db;
 pub mod doctor;
 pub mod logs;
 pub mod migrate;
@@ -78,6 +79,8 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), of `sluice` or of one of its commands.
     Man(completions::ManArgs),
+    /// Maintain the database: `db clean --older-than 90d` deletes old runs.
+    Db(db::DbArgs),
 }
 
 /// Where the database is.
@@ -139,11 +142,14 @@ pub struct Shared {
     pub mailer: Option<Mailer>,
     /// The base of links to run pages.
     pub base_url: String,
+    /// The artifact store (`[artifacts]`).
+    pub artifacts: crate::artifacts::Artifacts,
 }
 
 impl Shared {
     pub fn new(config: &Config) -> anyhow::Result<Shared> {
         let secrets = Arc::new(Secrets::from_env());
+        let artifacts = open_artifacts(config, &secrets)?;
         let mailer = match &config.smtp {
             Some(smtp) => Some(Mailer::new(&SmtpSettings::from_config(smtp, &secrets)?)?),
             None => None,
@@ -156,6 +162,7 @@ impl Shared {
             vars: Arc::new(config.variables.clone()),
             mailer,
             base_url: config.base_url(),
+            artifacts,
         })
     }
 
@@ -238,8 +245,48 @@ impl Shared {
             vars: self.vars.clone(),
             http: http_client()?,
             runs,
+            artifacts: self.artifacts.clone(),
         })
     }
+}
+
+/// The artifact store `[artifacts]` describes, with S3 credentials read from secrets.
+pub fn open_artifacts(
+    config: &Config,
+    secrets: &Secrets,
+) -> anyhow::Result<crate::artifacts::Artifacts> {
+    use crate::artifacts::{Artifacts, Limits, Location, S3Location};
+    use crate::config::ArtifactRoot;
+    let secret = |name: &Option<String>| -> anyhow::Result<Option<String>> {
+        match name {
+            None => Ok(None),
+            Some(name) => match secrets.get(name) {
+                Some(value) => Ok(Some(value.to_owned())),
+                None => anyhow::bail!(
+                    "`[artifacts]` names the secret `{name}`, which is not set; set \
+                     {}{name}",
+                    crate::secrets::ENV_PREFIX
+                ),
+            },
+        }
+    };
+    let settings = &config.artifacts;
+    let location = match config.artifact_root() {
+        ArtifactRoot::Folder(folder) => Location::Folder(folder),
+        ArtifactRoot::S3 { bucket, prefix } => Location::S3(S3Location {
+            bucket,
+            prefix,
+            endpoint: settings.endpoint.clone(),
+            region: settings.region.clone(),
+            access_key_id: secret(&settings.access_key_id_secret)?,
+            secret_access_key: secret(&settings.secret_access_key_secret)?,
+        }),
+    };
+    let limits = Limits {
+        per_artifact: settings.max_artifact_size,
+        per_run: settings.max_run_size,
+    };
+    Ok(Artifacts::open(&location, limits)?)
 }
 
 /// The HTTP client operators share.
@@ -307,6 +354,10 @@ pub fn main() -> ExitCode {
         }
         Command::Completions(args) => completions::completions(&mut Cli::command(), args),
         Command::Man(args) => completions::man(Cli::command(), args),
+        Command::Db(args) => {
+            init_tracing(LogFormat::Human);
+            one_thread(db::execute(config, args))
+        }
     };
     match result {
         Ok(code) => code,

@@ -290,7 +290,18 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         &config,
         options.admin_password_hash.clone(),
         shared.masker.clone(),
-    ));
+    ))
+    .with_artifacts(shared.artifacts.clone());
+    // Deleting is idempotent, so every process on a shared database may run it.
+    let retention_task = config.retention.older_than.map(|older_than| {
+        tokio::spawn(crate::artifacts::retention::run(
+            store.clone(),
+            shared.artifacts.clone(),
+            older_than,
+            config.retention.every,
+            shutdown.clone(),
+        ))
+    });
     if config.github.webhook_secret.is_none() {
         info!("No GitHub webhook secret is set: /hooks/github refuses deliveries.");
     }
@@ -325,6 +336,9 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         .await
         .context("the scheduler stopped unexpectedly")?;
     let _ = watch_task.await;
+    if let Some(retention_task) = retention_task {
+        let _ = retention_task.await;
+    }
     // Workers stop last: tries finish within the grace period or go back to the queue.
     stop_worker.cancel();
     if let Some(worker_task) = worker_task {

@@ -977,6 +977,10 @@ impl Compiler<'_> {
                 .get("env")
                 .and_then(|n| self.typed(n, "env"))
                 .unwrap_or_default(),
+            artifacts: node
+                .get("artifacts")
+                .and_then(|n| self.typed(n, "artifacts"))
+                .unwrap_or_default(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct Task {
     pub queue: String,
     pub priority: i32,
     pub env: IndexMap<String, String>,
+    /// Paths or globs (relative to the workflow's folder) kept as artifacts on success.
+    pub artifacts: Vec<String>,
 }
 
 /// How the delay between tries grows.
@@ -235,6 +237,7 @@ mod tests {
             queue: DEFAULT_QUEUE.into(),
             priority: 0,
             env: IndexMap::new(),
+            artifacts: Vec::new(),
         }
     }
 

@@ -191,6 +191,21 @@ pub struct OpContext {
     pub runs: Option<Arc<dyn RunLauncher>>,
     /// The mailer, dedup state and run links the `alert` operator uses.
     pub alerts: Arc<alert::AlertServices>,
+    /// Set once the operator asks for its artifacts folder (`artifacts()`): only then does
+    /// the worker look in it, so tries that keep nothing cost nothing.
+    pub artifacts_requested: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl OpContext {
+    /// Where this try keeps artifacts (`$SLUICE_ARTIFACTS` for processes), with `prepare`
+    /// (an empty folder: call it before handing the folder to a process), `put` and
+    /// `put_file`. Whatever the folder holds when the try succeeds is kept with the run; later
+    /// tasks read it as `{{ tasks.<id>.artifacts["name"] }}`.
+    pub fn artifacts(&self) -> crate::artifacts::Outbox {
+        self.artifacts_requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::artifacts::Outbox::for_try(&self.scratch_dir, &self.task, self.try_number)
+    }
 }
 
 /// An error and its causes in one line: what helps the reader ("connection refused", the

@@ -50,8 +50,9 @@ pub struct ShellWith {
     pub script: Option<PathBuf>,
     /// Environment variables for the process, added after the task's `env` (so these win).
     /// Numbers and booleans are passed as their text, lists and maps as JSON. The process
-    /// also gets SLUICE_RUN_ID, SLUICE_WORKFLOW, SLUICE_TASK_ID, SLUICE_TRY_NUMBER and
-    /// SLUICE_OUTPUT; secrets are not inherited, pass the ones it needs here.
+    /// also gets SLUICE_RUN_ID, SLUICE_WORKFLOW, SLUICE_TASK_ID, SLUICE_TRY_NUMBER,
+    /// SLUICE_OUTPUT and SLUICE_ARTIFACTS (a folder whose files are kept with the run when the
+    /// task succeeds); secrets are not inherited, pass the ones it needs here.
     #[serde(default)]
     pub env: IndexMap<String, Text>,
     /// The working directory; a relative path is read from the workflow file's folder, which
@@ -141,6 +142,11 @@ impl JsonSchema for Text {
 
 pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     let output_path = output_path(ctx)?;
+    let artifacts = ctx.artifacts();
+    artifacts
+        .prepare()
+        .await
+        .map_err(|e| OperatorError::failed(e.to_string()))?;
     let cwd = match &config.cwd {
         Some(cwd) => ctx.base_dir.join(cwd),
         None => ctx.base_dir.clone(),
@@ -211,6 +217,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         .env("SLUICE_TASK_ID", &ctx.task)
         .env("SLUICE_TRY_NUMBER", ctx.try_number.to_string())
         .env("SLUICE_OUTPUT", &output_path)
+        .env("SLUICE_ARTIFACTS", artifacts.dir())
         .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -747,6 +754,7 @@ pub(crate) mod test_support {
             first_started_at: chrono::Utc::now(),
             runs: None,
             alerts: Arc::default(),
+            artifacts_requested: Arc::default(),
         };
         (ctx, rx)
     }

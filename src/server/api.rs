@@ -27,6 +27,7 @@ use crate::params::{ParamDecl, ParamProblem};
 use crate::store::{
     ClearOutcome, LogRecord, RunFilter, RunRecord, Store, StoreEvent, TaskInstanceRecord,
 };
+use crate::web::artifacts;
 
 /// Runs per page when the caller does not say, and the most a caller may ask for.
 const DEFAULT_PAGE: u32 = 50;
@@ -889,6 +890,98 @@ pub struct ImportErrorView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportErrors {
     pub import_errors: Vec<ImportErrorView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Artifacts
+
+/// A file a task kept with the run (its latest successful try's).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactInfo {
+    pub task: String,
+    pub try_number: u32,
+    /// Its path relative to the task's artifacts folder (`report/summary.json`).
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub media_type: String,
+    pub created_at: DateTime<Utc>,
+    /// Where to download it (`?task=` included).
+    pub download: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactList {
+    /// By task, then name.
+    pub artifacts: Vec<ArtifactInfo>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactQuery {
+    /// The task that kept it; needed only when several tasks kept the same name.
+    pub task: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = ArtifactList), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(super) async fn list_artifacts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ArtifactList>> {
+    find_run(&state.store, &id).await?;
+    let artifacts = state
+        .store
+        .latest_artifacts(&id)
+        .await?
+        .into_iter()
+        .map(|a| ArtifactInfo {
+            download: format!(
+                "/api/v1/runs/{}/artifacts/{}?task={}",
+                id,
+                artifacts::encode_segment(&a.name),
+                artifacts::encode_segment(&a.task_id)
+            ),
+            task: a.task_id,
+            try_number: a.try_number,
+            name: a.name,
+            size: a.size,
+            sha256: a.sha256,
+            media_type: a.media_type,
+            created_at: a.created_at,
+        })
+        .collect();
+    Ok(Json(ArtifactList { artifacts }))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts/{name}", tag = "runs",
+    params(("id" = String, Path, description = "Run id"),
+        ("name" = String, Path, description = "The artifact's name, URL-encoded (`report%2Fsummary.json`)"),
+        ArtifactQuery),
+    responses((status = 200, content_type = "application/octet-stream", description = "The file, as an attachment"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Several tasks kept this name; say which with `task`")))]
+pub(super) async fn download_artifact(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    Query(query): Query<ArtifactQuery>,
+) -> Result<Response> {
+    find_run(&state.store, &id).await?;
+    let artifact = artifacts::find(&state.store, &id, &name, query.task.as_deref()).await?;
+    Ok(artifacts::serve(state.artifacts.as_ref(), &artifact, false).await?)
+}
+
+impl From<artifacts::DownloadError> for Error {
+    fn from(error: artifacts::DownloadError) -> Self {
+        match error {
+            artifacts::DownloadError::NotFound(m) => Error::NotFound(m),
+            artifacts::DownloadError::Ambiguous(m) => Error::Conflict(m),
+            artifacts::DownloadError::Unavailable(m) => Error::Internal(m),
+            artifacts::DownloadError::Store(e) => Error::Store(e),
+        }
+    }
 }
 
 /// The workflow files that do not validate, with every problem found in each.

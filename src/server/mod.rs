@@ -54,6 +54,8 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     /// How the web UI logs people in and what it masks.
     pub ui: Arc<crate::web::UiSettings>,
+    /// Where artifact downloads are read from; `None` serves their list only.
+    pub artifacts: Option<crate::artifacts::Artifacts>,
 }
 
 impl AppState {
@@ -77,6 +79,15 @@ impl AppState {
             webhook_secret: None,
             templates: Arc::new(Templates::new()),
             ui: Arc::default(),
+            artifacts: None,
+        }
+    }
+
+    /// The same state, serving artifact downloads from `artifacts`.
+    pub fn with_artifacts(self, artifacts: crate::artifacts::Artifacts) -> AppState {
+        AppState {
+            artifacts: Some(artifacts),
+            ..self
         }
     }
 
@@ -131,6 +142,8 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/api/v1/runs/{id}/cancel"),
     (Method::POST, "/api/v1/runs/{id}/tasks/{task}/clear"),
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/logs"),
+    (Method::GET, "/api/v1/runs/{id}/artifacts"),
+    (Method::GET, "/api/v1/runs/{id}/artifacts/{name}"),
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
 ];
@@ -143,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         catalog: state.catalog.clone(),
         settings: state.ui.clone(),
         login_limiter: Arc::default(),
+        artifacts: state.artifacts.clone(),
     });
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();

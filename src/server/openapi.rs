@@ -56,6 +56,8 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::cancel_run))
         .routes(routes!(api::clear_task))
         .routes(routes!(api::task_logs))
+        .routes(routes!(api::list_artifacts))
+        .routes(routes!(api::download_artifact))
         .routes(routes!(api::import_errors))
         .routes(routes!(deliveries::list_deliveries))
 }

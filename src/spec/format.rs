@@ -201,6 +201,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(extend("x-sluice-templated" = true))]
     pub env: IndexMap<String, String>,
+    /// Files to keep with the run when the task succeeds: paths or globs relative to the
+    /// workflow's folder (`*` stays within a folder, `**` crosses folders), as GitHub's
+    /// upload-artifact takes them. Everything the task writes under `$SLUICE_ARTIFACTS` is
+    /// kept too. Later tasks read them as `{{ tasks.<id>.artifacts["name"] }}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 /// How the wait between retries grows.

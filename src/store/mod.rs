@@ -25,6 +25,7 @@ pub use alerts::{
     TaskFailure, ThrottleClaim, ThrottleDecision, ThrottleState, Throttled,
     decide as decide_throttle,
 };
+pub use artifacts::{ArtifactRecord, CleanedRuns, NewArtifact};
 pub use deliveries::{
     DeliveryOutcome, DeliveryPage, DeliveryRecord, DeliveryRun, NewDelivery, Recorded,
 };
@@ -573,6 +574,7 @@ macro_rules! on_every_backend {
 
 // Declared after `on_every_backend!` so their conformance tests can use the macro.
 mod alerts;
+mod artifacts;
 mod deliveries;
 mod logins;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait, Value};
 
+use super::artifacts::{NewArtifact, insert_artifacts};
 use super::logs::{NewLogLine, insert_logs};
 use super::runs::START_RUN_SET;
 use super::{CHUNK, Result, Store, StoreError, StoreEvent, get, marks};
@@ -670,6 +671,7 @@ impl Store {
         conn: &C,
         logs: &[NewLogLine],
         completions: &[TaskCompletion],
+        artifacts: &[NewArtifact],
         now: DateTime<Utc>,
     ) -> Result<std::collections::HashSet<i64>> {
         insert_logs(self, conn, logs).await?;
@@ -718,6 +720,7 @@ impl Store {
             insert_task_instances(self, conn, run_id, retries, TaskState::Scheduled, now, None)
                 .await?;
         }
+        insert_artifacts(self, conn, completions, &accepted, artifacts, now).await?;
         Ok(accepted)
     }
 
@@ -730,20 +733,36 @@ impl Store {
         logs: &[NewLogLine],
         completions: &[TaskCompletion],
     ) -> Result<Vec<i64>> {
+        self.complete_with_artifacts(logs, completions, &[]).await
+    }
+
+    /// `complete`, also recording the artifacts successful tries kept (`NewArtifact::try_id`
+    /// names the completion). They are written in the completions' transaction and fenced
+    /// like them: a completion that is refused records none of its artifacts.
+    pub async fn complete_with_artifacts(
+        &self,
+        logs: &[NewLogLine],
+        completions: &[TaskCompletion],
+        artifacts: &[NewArtifact],
+    ) -> Result<Vec<i64>> {
         for c in completions {
             TaskState::Running.check_move(c.state)?;
         }
         let now = Utc::now();
         // A retry's next try must appear together with the failed one's end; without retries
         // each statement stands alone, and logs go first so they are never behind the state.
+        // Artifact rows, likewise, exist exactly when their try's success does.
         let retrying = completions.iter().any(|c| c.state == TaskState::UpForRetry);
-        let accepted = if retrying || completions.len() > CHUNK {
+        let accepted = if retrying || completions.len() > CHUNK || !artifacts.is_empty() {
             let txn = self.db().begin().await?;
-            let accepted = self.finish_rows(&txn, logs, completions, now).await?;
+            let accepted = self
+                .finish_rows(&txn, logs, completions, artifacts, now)
+                .await?;
             txn.commit().await?;
             accepted
         } else {
-            self.finish_rows(self.db(), logs, completions, now).await?
+            self.finish_rows(self.db(), logs, completions, artifacts, now)
+                .await?
         };
         let accepted_in_order: Vec<i64> = completions
             .iter()

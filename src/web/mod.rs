@@ -21,6 +21,7 @@ use crate::secrets::Masker;
 use crate::store::{Store, StoreError};
 
 mod actions;
+pub mod artifacts;
 mod assets;
 pub mod auth;
 mod deliveries;
@@ -65,6 +66,8 @@ pub struct WebState {
     pub settings: Arc<UiSettings>,
     /// Login attempts per client address; one per server, shared by its requests.
     pub login_limiter: Arc<throttle::AddressLimiter>,
+    /// Where artifact downloads and previews are read from; `None` lists them only.
+    pub artifacts: Option<crate::artifacts::Artifacts>,
 }
 
 /// The UI's routes, with their state already applied so they merge into any router.
@@ -87,6 +90,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
         .route("/runs/{run_id}/events", get(live::run_events))
         .route("/runs/{run_id}/gantt", get(pages::run_gantt_section))
+        .route("/runs/{run_id}/artifacts/{name}", get(artifacts::download))
         .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::map_response(security_headers))
@@ -101,10 +105,11 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A response with a stricter policy of its own (an artifact download's `sandbox`)
+    // keeps it.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

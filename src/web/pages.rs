@@ -547,6 +547,7 @@ pub async fn run(
         .started_at
         .map(|s| human_duration(run.ended_at.unwrap_or(now) - s));
     let final_state = run.state.is_final();
+    let artifacts = super::artifacts::views(&state, &run_id).await?;
     Ok(render(
         "run.html",
         minijinja::context! {
@@ -571,6 +572,7 @@ pub async fn run(
             },
             params => Page::from(Serde(&params)),
             tasks => Page::from(Serde(&tasks)),
+            artifacts => Page::from(Serde(&artifacts)),
             gantt => Page::from(Serde(&chart)),
             last_log_id,
         },

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::artifacts::{ArtifactError, Artifacts, Outbox};
 use crate::catalog::versions::{VersionError, Versions};
 use crate::dag::{Task, Workflow};
 use crate::duration::instant_after;
@@ -22,10 +23,10 @@ use crate::operators::alert::AlertServices;
 use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
 use crate::secrets::{Masker, Secrets};
 use crate::store::{
-    Claim, ClaimedTask, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError, StoreEvent,
-    TaskCompletion,
+    Claim, ClaimedTask, NewArtifact, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError,
+    StoreEvent, TaskCompletion,
 };
-use crate::template::{Templates, contains_template};
+use crate::template::{ArtifactPaths, Templates, contains_template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -85,6 +86,8 @@ pub struct WorkerDeps {
     pub vars: Arc<serde_json::Map<String, Value>>,
     /// The mailer, dedup state and run links of the `alert` operator.
     pub alerts: Arc<AlertServices>,
+    /// Where tries keep their artifacts and read those of upstream tasks.
+    pub artifacts: Artifacts,
 }
 
 /// A run's facts a try needs, cached per run.
@@ -98,7 +101,8 @@ struct RunContext {
 
 enum Message {
     Log(NewLogLine),
-    Done(TaskCompletion),
+    /// A try ended; with the artifacts it kept (already in the artifact store) on success.
+    Done(TaskCompletion, Vec<NewArtifact>),
     /// The operator is not done: the same try goes back to `scheduled` until `not_before`.
     Reschedule {
         id: i64,
@@ -108,7 +112,7 @@ enum Message {
 
 impl From<TaskCompletion> for Message {
     fn from(completion: TaskCompletion) -> Self {
-        Message::Done(completion)
+        Message::Done(completion, Vec::new())
     }
 }
 
@@ -273,7 +277,7 @@ impl Worker {
             Err(error) => {
                 // The try cannot even start; record why instead of leaving it running.
                 let message = format!("cannot load the run's workflow: {error}");
-                let _ = self.tx.send(Message::Done(failed(&claimed, message, None)));
+                let _ = self.tx.send(failed(&claimed, message, None).into());
                 self.in_flight.insert(
                     claimed.id,
                     (claimed.run_id.clone(), CancellationToken::new()),
@@ -350,12 +354,16 @@ impl Worker {
     async fn write(&mut self, first: Message) -> Result<()> {
         let mut logs = Vec::new();
         let mut completions = Vec::new();
+        let mut artifacts = Vec::new();
         let mut reschedules = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Log(line) => logs.push(line),
-                Message::Done(completion) => completions.push(completion),
+                Message::Done(completion, kept) => {
+                    completions.push(completion);
+                    artifacts.extend(kept);
+                }
                 Message::Reschedule { id, not_before } => reschedules.push((id, not_before)),
             }
             next = self.rx.try_recv().ok();
@@ -395,7 +403,10 @@ impl Worker {
         if completions.is_empty() {
             self.store.append_logs(&logs).await?;
         } else {
-            let accepted = self.store.complete(&logs, &completions).await?;
+            let accepted = self
+                .store
+                .complete_with_artifacts(&logs, &completions, &artifacts)
+                .await?;
             if accepted.len() != completions.len() {
                 let rejected = completions.len() - accepted.len();
                 warn!(
@@ -473,12 +484,14 @@ async fn execute(
         )
         .into();
     };
-    let (with, env) = match render(store, deps, run, claimed, task).await {
+    let (with, env) = match render(store, deps, run, claimed, task, &scratch_dir).await {
         Ok(rendered) => rendered,
-        Err(message) => {
-            return finish(claimed, task, Err((message, None, false)), &deps.masker).into();
+        Err((message, retryable)) => {
+            return finish(claimed, task, Err((message, None, retryable)), &deps.masker).into();
         }
     };
+    let outbox = Outbox::for_try(&scratch_dir, &claimed.task_id, claimed.try_number);
+    let artifacts_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
     let ctx = OpContext {
         run_id: claimed.run_id.clone(),
@@ -487,7 +500,7 @@ async fn execute(
         try_number: claimed.try_number,
         env,
         base_dir: run.base_dir.clone(),
-        scratch_dir,
+        scratch_dir: scratch_dir.clone(),
         log: LogSink::new(log_tx),
         http: deps.http.clone(),
         cancel: cancel.clone(),
@@ -495,6 +508,7 @@ async fn execute(
         first_started_at: claimed.started_at,
         runs: deps.runs.clone(),
         alerts: deps.alerts.clone(),
+        artifacts_requested: artifacts_requested.clone(),
     };
     let started = Instant::now();
     let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -541,6 +555,24 @@ async fn execute(
         .record(elapsed.as_secs_f64());
     debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
     let outcome = match result {
+        Ok(completion)
+            if !task.artifacts.is_empty()
+                || artifacts_requested.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            match keep_artifacts(store, deps, run, claimed, task, &outbox).await {
+                Ok(kept) => {
+                    if !kept.is_empty() {
+                        // Stored now; the copies need not wait for the run's scratch cleanup.
+                        let _ = tokio::fs::remove_dir_all(outbox.dir()).await;
+                    }
+                    return Message::Done(
+                        finish(claimed, task, Ok(completion), &deps.masker),
+                        kept,
+                    );
+                }
+                Err((message, retryable)) => Err((message, None, retryable)),
+            }
+        }
         Ok(completion) => Ok(completion),
         Err(OperatorError::Cancelled) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
             let limit = task
@@ -575,6 +607,57 @@ async fn execute(
         }
     };
     finish(claimed, task, outcome, &deps.masker).into()
+}
+
+/// Collects what a successful try kept (its artifacts folder and `artifacts:` globs) and
+/// stores the blobs. Any failure fails the try; one of the store (an outage) is retryable,
+/// one of the files (a name, an escape, a limit) is not.
+async fn keep_artifacts(
+    store: &Store,
+    deps: &WorkerDeps,
+    run: &RunContext,
+    claimed: &ClaimedTask,
+    task: &Task,
+    outbox: &Outbox,
+) -> std::result::Result<Vec<NewArtifact>, (String, bool)> {
+    let refused = |e: ArtifactError| {
+        let retryable = matches!(e, ArtifactError::Io { .. } | ArtifactError::Join(_));
+        (format!("cannot keep the task's artifacts: {e}"), retryable)
+    };
+    let files = crate::artifacts::collect(
+        outbox,
+        &task.artifacts,
+        &run.base_dir,
+        deps.artifacts.limits,
+    )
+    .await
+    .map_err(refused)?;
+    if files.is_empty() {
+        // Most tries keep nothing: no query, no upload.
+        return Ok(Vec::new());
+    }
+    let run_total = store
+        .run_artifact_bytes(&claimed.run_id)
+        .await
+        .map_err(|e| (format!("cannot read the run's artifacts: {e}"), true))?;
+    crate::artifacts::check_run_limit(&files, run_total, deps.artifacts.limits).map_err(refused)?;
+    let mut kept = Vec::with_capacity(files.len());
+    for file in files {
+        let stored = deps.artifacts.put_file(&file.path).await.map_err(|e| {
+            (
+                format!("cannot keep artifact `{}`: {e}", file.name),
+                !matches!(e, ArtifactError::Name(_)),
+            )
+        })?;
+        kept.push(NewArtifact {
+            try_id: claimed.id,
+            name: file.name,
+            size: stored.size,
+            sha256: stored.sha256,
+            media_type: file.media_type,
+        });
+    }
+    Ok(kept)
 }
 
 /// Turns an operator's result into a completion: masked outputs on success; on failure a
@@ -620,13 +703,17 @@ fn finish(
 }
 
 /// Renders the task's `with` and `env`. Tasks without templates skip the context entirely.
+/// Artifacts of upstream tasks that the templates use are fetched into the run's scratch
+/// folder (cached by digest) before the operator starts. An error says whether a retry may
+/// help: fetching from the store may, a broken template will not.
 async fn render(
     store: &Store,
     deps: &WorkerDeps,
     run: &RunContext,
     claimed: &ClaimedTask,
     task: &Task,
-) -> std::result::Result<(Value, Vec<(String, String)>), String> {
+    scratch_dir: &std::path::Path,
+) -> std::result::Result<(Value, Vec<(String, String)>), (String, bool)> {
     let templated = has_template(&task.with) || task.env.values().any(|v| contains_template(v));
     if !templated {
         let env = task
@@ -639,7 +726,19 @@ async fn render(
     let results = store
         .task_results(&claimed.run_id)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.to_string(), false))?;
+    let upstream_artifacts = store
+        .latest_artifacts(&claimed.run_id)
+        .await
+        .map_err(|e| (e.to_string(), true))?;
+    let mut artifact_paths = ArtifactPaths::default();
+    let mut by_path = HashMap::new();
+    for artifact in &upstream_artifacts {
+        let local = crate::artifacts::cached_path(scratch_dir, &artifact.sha256, &artifact.name);
+        let local = local.to_string_lossy().into_owned();
+        artifact_paths.insert(&artifact.task_id, &artifact.name, local.clone());
+        by_path.insert(local, artifact);
+    }
     let mut context = run.run.render_context(results, &deps.secrets, &deps.vars);
     context.run.try_number = claimed.try_number;
     context.run.url = Some(deps.alerts.run_url(&claimed.run_id));
@@ -648,13 +747,13 @@ async fn render(
         context.failed_tasks = store
             .task_failures(&claimed.run_id)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (e.to_string(), false))?
             .iter()
             .filter(|f| run.workflow.task_index(&f.task_id).is_some())
             .map(|f| f.to_context())
             .collect();
     }
-    let context = context.to_value();
+    let context = context.to_value_with(&artifact_paths);
     // Off the async threads and under the render budget: a template that loops for ever
     // fails this task instead of stalling the worker's other tasks, leases and shutdown.
     let with = if has_template(&task.with) {
@@ -662,7 +761,7 @@ async fn render(
         deps.templates
             .off_thread("with", move |t| t.render_field("with", &with, &context))
             .await
-            .map_err(|e| format!("cannot render {e}"))?
+            .map_err(|e| (format!("cannot render {e}"), false))?
     } else {
         task.with.clone()
     };
@@ -676,11 +775,28 @@ async fn render(
                     t.render_str_field(&field, &source, &context)
                 })
                 .await
-                .map_err(|e| format!("cannot render {e}"))?
+                .map_err(|e| (format!("cannot render {e}"), false))?
         } else {
             value.clone()
         };
         env.push((key.clone(), value));
+    }
+    for local in artifact_paths.used() {
+        let Some(artifact) = by_path.get(&local) else {
+            continue;
+        };
+        deps.artifacts
+            .fetch_to(&artifact.sha256, std::path::Path::new(&local))
+            .await
+            .map_err(|e| {
+                (
+                    format!(
+                        "cannot fetch artifact `{}` of task `{}`: {e}",
+                        artifact.name, artifact.task_id
+                    ),
+                    true,
+                )
+            })?;
     }
     Ok((with, env))
 }
@@ -713,6 +829,11 @@ mod tests {
             http: reqwest::Client::new(),
             runs: None,
             alerts: Arc::default(),
+            artifacts: Artifacts::open(
+                &crate::artifacts::Location::Folder(std::env::temp_dir().join("sluice-artifacts")),
+                Default::default(),
+            )
+            .expect("a local artifact store"),
         }
     }
 
@@ -737,6 +858,7 @@ mod tests {
             queue: "default".into(),
             priority: 0,
             env: Default::default(),
+            artifacts: Vec::new(),
         };
         let masker = Secrets::from_pairs([]).masker();
         for try_number in 1..=60 {

@@ -106,10 +106,22 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `sluice worker` on `url` and waits until it has started.
     pub fn start(sb: &Sandbox, url: &str, name: &str, args: &[&str]) -> WorkerProcess {
+        WorkerProcess::start_with_env(sb, url, name, args, &[])
+    }
+
+    /// Like `start`, with extra environment variables (secrets, for example).
+    pub fn start_with_env(
+        sb: &Sandbox,
+        url: &str,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let mut child = sb
             .command()
             .args(["worker", "--name", name])
             .args(args)
+            .envs(env.iter().copied())
             .env("SLUICE_DATABASE_URL", url)
             .env("SLUICE_LOG", "info")
             .stderr(Stdio::piped())
