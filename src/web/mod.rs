@@ -27,6 +27,7 @@ mod deliveries;
 mod graph;
 mod live;
 mod pages;
+mod runs;
 pub mod throttle;
 mod trigger;
 
@@ -82,6 +83,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/workflows/{id}/unpause", post(actions::unpause))
         .route("/workflows/{id}/events", get(live::workflow_events))
         .route("/workflows/{id}/runs", get(pages::workflow_runs))
+        .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(pages::run))
         .route("/runs/{run_id}/cancel", post(actions::cancel))
         .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
@@ -154,13 +156,78 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        let body = render(
-            "error.html",
-            minijinja::context! { title => status.canonical_reason(), status => status.as_u16(), message },
-        )
-        .unwrap_or_else(|_| Html(format!("<!doctype html><title>{status}</title><p>{status}</p>")));
-        (status, body).into_response()
+        error_page(status, &message, None)
     }
+}
+
+/// An error page: a heading people understand for the status, the message as a sentence, and
+/// the navigation when the visitor is logged in.
+fn error_page(status: StatusCode, message: &str, session: Option<&auth::Session>) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::BAD_REQUEST => "This request cannot be used",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible right now",
+        StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let message = as_sentence(message);
+    let user = session.map(auth::Session::view);
+    let body = render(
+        "error.html",
+        minijinja::context! { title, status => status.as_u16(), message, user },
+    )
+    .unwrap_or_else(|_| {
+        Html(format!(
+            "<!doctype html><title>{status}</title><p>{status}</p>"
+        ))
+    });
+    (status, body).into_response()
+}
+
+/// A handler's message as people read it: a capital first letter, names in quotes rather than
+/// code marks, and a full stop.
+fn as_sentence(message: &str) -> String {
+    let mut quoted = String::with_capacity(message.len() + 4);
+    let mut open = true;
+    for c in message.chars() {
+        if c == '`' {
+            quoted.push(if open { '“' } else { '”' });
+            open = !open;
+        } else {
+            quoted.push(c);
+        }
+    }
+    let mut chars = quoted.chars();
+    let mut sentence: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !sentence.ends_with(['.', '!', '?']) {
+        sentence.push('.');
+    }
+    sentence
+}
+
+/// The most of an unknown path an error page repeats.
+const SHOWN_PATH_CHARS: usize = 200;
+
+/// The page for a path nothing serves: the HTML 404, with the navigation when the visitor is
+/// logged in (an anonymous visitor is not sent to log in only to find nothing there).
+pub async fn not_found_page(state: WebState, request: axum::extract::Request) -> Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = request.into_parts();
+    let session = auth::Session::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    let path: String = parts.uri.path().chars().take(SHOWN_PATH_CHARS).collect();
+    let message = format!("there is no page at `{path}`; check the address");
+    security_headers(error_page(
+        StatusCode::NOT_FOUND,
+        &message,
+        session.as_ref(),
+    ))
+    .await
 }
 
 /// Renders one of the embedded templates; `.html` templates escape every value.
@@ -210,6 +277,16 @@ mod tests {
         assert_eq!(human_duration(d(245_000)), "4m 05s");
         assert_eq!(human_duration(d(7_380_000)), "2h 03m");
         assert_eq!(human_duration(d(-5)), "0ms");
+    }
+
+    #[test]
+    fn messages_read_as_sentences() {
+        assert_eq!(
+            as_sentence("there is no run with id `r1`"),
+            "There is no run with id “r1”."
+        );
+        assert_eq!(as_sentence("Done."), "Done.");
+        assert_eq!(as_sentence(""), "");
     }
 
     #[test]
