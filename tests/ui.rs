@@ -1493,3 +1493,98 @@ async fn the_pause_button_says_what_it_does() {
         assert!(!page.contains('⏸'), "{path}");
     }
 }
+
+/// The `--name: #rrggbb` custom properties declared in a block of CSS.
+fn colour_properties(block: &str) -> std::collections::HashMap<String, [f64; 3]> {
+    let mut found = std::collections::HashMap::new();
+    for declaration in block.split(';') {
+        // The text after a block's opening brace is its first declaration.
+        let declaration = declaration.rsplit('{').next().unwrap_or(declaration);
+        let Some((name, value)) = declaration.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if let (true, Some(hex)) = (name.starts_with("--"), value.strip_prefix('#'))
+            && hex.len() == 6
+            && let Ok(rgb) = u32::from_str_radix(hex, 16)
+        {
+            let channel = |shift: u32| f64::from((rgb >> shift) & 0xff) / 255.0;
+            found.insert(name.to_owned(), [channel(16), channel(8), channel(0)]);
+        }
+    }
+    found
+}
+
+/// The WCAG contrast ratio of two sRGB colours.
+fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let luminance = |c: [f64; 3]| {
+        let lin = |v: f64| {
+            if v <= 0.04045 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2])
+    };
+    let (x, y) = (luminance(a) + 0.05, luminance(b) + 0.05);
+    x.max(y) / x.min(y)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_colour_schemes_keep_focus_rings_and_empty_cells_visible() {
+    let sb = Sandbox::new();
+    let server = start(&sb, &[], &[]);
+    let css = client()
+        .get(format!("{}/static/style.css", server.base))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("css");
+    let dark_at = css
+        .find("@media (prefers-color-scheme: dark)")
+        .expect("a dark scheme");
+    let light = colour_properties(&css[..dark_at]);
+    let dark_block = &css[dark_at..];
+    let dark_end = dark_block.find("\n}\n").expect("the end of the dark block");
+    let mut dark = light.clone();
+    dark.extend(colour_properties(&dark_block[..dark_end]));
+    for (scheme, colours) in [("light", &light), ("dark", &dark)] {
+        let c = |name: &str| {
+            *colours
+                .get(name)
+                .unwrap_or_else(|| panic!("{scheme}: no {name}"))
+        };
+        for (ring, under) in [
+            ("--focus", "--bg"),
+            ("--focus", "--panel"),
+            ("--focus-inverse", "--top-bg"),
+            ("--line-strong", "--bg"),
+        ] {
+            let ratio = contrast(c(ring), c(under));
+            assert!(ratio >= 3.0, "{scheme}: {ring} on {under} is {ratio:.2}:1");
+        }
+        assert!(contrast(c("--fg"), c("--bg")) >= 4.5, "{scheme}: text");
+    }
+    assert_ne!(
+        light["--bg"], dark["--bg"],
+        "the dark scheme changes the page"
+    );
+    // Colours are only ever written as custom properties, so the dark scheme reaches them all.
+    for (at, _) in css.match_indices('#') {
+        let declaration = css[..at].rsplit([';', '{']).next().unwrap_or("");
+        assert!(
+            declaration.trim_start().starts_with("--"),
+            "a colour outside a custom property: {}",
+            &css[at.saturating_sub(60)..at + 8]
+        );
+    }
+    assert!(
+        css.contains(
+            ".s-none.cell { background: transparent; border: 1px dashed var(--line-strong)"
+        ),
+        "empty grid cells are outlined"
+    );
+}
