@@ -893,6 +893,7 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
     assert!(section.contains(&format!("{marker}{cursor}")), "{section}");
     let (status, page) = visitor.get("/workflows/tick?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("This page link is damaged"), "{page}");
 
     // The workflow page's stream tells the grid the state of each cell, then what changes.
     let newest = ids.last().expect("runs").clone();

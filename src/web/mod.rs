@@ -18,7 +18,7 @@ use tracing::error;
 
 use crate::catalog::live::Catalog;
 use crate::secrets::Masker;
-use crate::store::{Store, StoreError};
+use crate::store::{BadCursor, Store, StoreError};
 
 mod actions;
 mod assets;
@@ -157,6 +157,16 @@ impl IntoResponse for WebError {
             }
         };
         error_page(status, &message, None)
+    }
+}
+
+/// What a page says when the store refuses the cursor in its link.
+pub(crate) const DAMAGED_PAGE_LINK: &str =
+    "This page link is damaged or out of date; start again from the newest runs.";
+
+impl From<BadCursor> for WebError {
+    fn from(_: BadCursor) -> Self {
+        WebError::BadRequest(DAMAGED_PAGE_LINK.to_owned())
     }
 }
 

@@ -13,7 +13,7 @@ use minijinja::value::Serde;
 use serde::{Deserialize, Serialize};
 
 use super::pages::symbol;
-use super::{Result, WebState, auth::Session, human_duration, iso, render};
+use super::{DAMAGED_PAGE_LINK, Result, WebState, auth::Session, human_duration, iso, render};
 use crate::lifecycle::RunState;
 use crate::store::{RunFilter, RunRecord};
 
@@ -177,10 +177,7 @@ pub async fn list(
                 rows = page.runs.iter().map(|r| RunRow::of(r, now)).collect();
                 next_cursor = page.next_cursor;
             }
-            Err(_) => problems.push(
-                "This page link is damaged or out of date; start again from the newest runs."
-                    .to_owned(),
-            ),
+            Err(_) => problems.push(DAMAGED_PAGE_LINK.to_owned()),
         },
     }
     let workflows: Vec<String> = state.catalog.snapshot().workflows.keys().cloned().collect();
