@@ -1459,6 +1459,18 @@ async fn unknown_pages_are_html_for_browsers_and_json_for_api_clients() {
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert!(body["error"].is_string(), "{body}");
 
+    // A form's address opened as a link is a page too, and still JSON for the API.
+    let response = browser_get("/workflows/tick/pause", Some(&visitor.cookie))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let page = response.text().await.expect("page");
+    assert!(page.contains("<nav aria-label=\"Main\">"), "{page}");
+    assert!(page.contains("is not a page to open"), "{page}");
+    let (status, body) = server.get("/api/v1/workflows/tick/pause").await;
+    assert_eq!(status, 405);
+    assert!(body["error"].is_string(), "{body}");
+
     // The errors of known pages speak to people too.
     let (status, page) = visitor.get("/runs/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -158,8 +158,13 @@ pub fn router(state: AppState) -> Router {
     ops.merge(api)
         .merge(hooks::router())
         .merge(web)
-        .fallback(move |request: Request| not_found(web_state.clone(), request))
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback({
+            let web_state = web_state.clone();
+            move |request: Request| not_found(web_state.clone(), request)
+        })
+        .method_not_allowed_fallback(move |request: Request| {
+            method_not_allowed(web_state.clone(), request)
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
@@ -175,9 +180,9 @@ async fn not_found(web: crate::web::WebState, request: Request) -> Response {
     }
 }
 
-/// Whether an unknown path is answered with a page. Under `/api` and `/hooks` only a browser
-/// (one that accepts HTML) gets one; elsewhere everyone does, except a client that asks for
-/// JSON and not HTML.
+/// Whether a refused request is answered with a page. Under `/api` and `/hooks` and on the
+/// operations endpoints only a browser (one that accepts HTML) gets one; elsewhere everyone
+/// does, except a client that asks for JSON and not HTML.
 fn wants_page(path: &str, headers: &axum::http::HeaderMap) -> bool {
     let accept = headers
         .get_all(header::ACCEPT)
@@ -188,7 +193,8 @@ fn wants_page(path: &str, headers: &axum::http::HeaderMap) -> bool {
     let accepts_html = accept.contains("text/html");
     let machine_side = ["/api", "/hooks"]
         .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || matches!(path, "/healthz" | "/metrics");
     if machine_side {
         accepts_html
     } else {
@@ -196,10 +202,16 @@ fn wants_page(path: &str, headers: &axum::http::HeaderMap) -> bool {
     }
 }
 
-async fn method_not_allowed() -> Error {
-    Error::Rejected {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: "this route does not accept that method; see /api/v1/openapi.json".into(),
+/// A known path with a method it does not take: a page for people, JSON for programs.
+async fn method_not_allowed(web: crate::web::WebState, request: Request) -> Response {
+    if wants_page(request.uri().path(), request.headers()) {
+        crate::web::method_not_allowed_page(web, request).await
+    } else {
+        Error::Rejected {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "this route does not accept that method; see /api/v1/openapi.json".into(),
+        }
+        .into_response()
     }
 }
 
@@ -368,5 +380,6 @@ mod tests {
         assert!(!wants_page("/api", &accept("*/*")));
         assert!(!wants_page("/hooks/nope", &accept("application/json")));
         assert!(wants_page("/apix", &accept("*/*")), "only the /api folder");
+        assert!(!wants_page("/healthz", &accept("*/*")));
     }
 }

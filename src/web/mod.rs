@@ -179,6 +179,7 @@ fn error_page(status: StatusCode, message: &str, session: Option<&auth::Session>
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::CONFLICT => "Not possible right now",
         StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong",
+        StatusCode::METHOD_NOT_ALLOWED => "Not a page",
         _ => status.canonical_reason().unwrap_or("Error"),
     };
     let message = as_sentence(message);
@@ -225,19 +226,32 @@ const SHOWN_PATH_CHARS: usize = 200;
 /// The page for a path nothing serves: the HTML 404, with the navigation when the visitor is
 /// logged in (an anonymous visitor is not sent to log in only to find nothing there).
 pub async fn not_found_page(state: WebState, request: axum::extract::Request) -> Response {
+    fallback_page(state, request, StatusCode::NOT_FOUND).await
+}
+
+/// The page for a known path asked with a method it does not take (a form's address opened
+/// as a link): the HTML 405, with the navigation when the visitor is logged in.
+pub async fn method_not_allowed_page(state: WebState, request: axum::extract::Request) -> Response {
+    fallback_page(state, request, StatusCode::METHOD_NOT_ALLOWED).await
+}
+
+async fn fallback_page(
+    state: WebState,
+    request: axum::extract::Request,
+    status: StatusCode,
+) -> Response {
     use axum::extract::FromRequestParts;
     let (mut parts, _) = request.into_parts();
     let session = auth::Session::from_request_parts(&mut parts, &state)
         .await
         .ok();
     let path: String = parts.uri.path().chars().take(SHOWN_PATH_CHARS).collect();
-    let message = format!("there is no page at `{path}`; check the address");
-    security_headers(error_page(
-        StatusCode::NOT_FOUND,
-        &message,
-        session.as_ref(),
-    ))
-    .await
+    let message = if status == StatusCode::NOT_FOUND {
+        format!("there is no page at `{path}`; check the address")
+    } else {
+        format!("`{path}` is not a page to open; use the buttons and forms of the pages instead")
+    };
+    security_headers(error_page(status, &message, session.as_ref())).await
 }
 
 /// Renders one of the embedded templates; `.html` templates escape every value.
