@@ -1475,6 +1475,7 @@ async fn unknown_pages_are_html_for_browsers_and_json_for_api_clients() {
     let (status, page) = visitor.get("/runs/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(page.contains("There is no run with id “nope”."), "{page}");
+    assert!(page.contains("<nav aria-label=\"Main\">"), "{page}");
     assert!(page.contains("<h1>Not found</h1>"), "{page}");
 }
 

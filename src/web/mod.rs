@@ -91,6 +91,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/gantt", get(pages::run_gantt_section))
         .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error_pages_with_navigation,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -156,7 +160,38 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        error_page(status, &message, None)
+        let mut response = error_page(status, &message, None);
+        response.extensions_mut().insert(ErrorPage { message });
+        response
+    }
+}
+
+/// The message of an error page a handler returned, kept on the response so that
+/// `error_pages_with_navigation` can draw it again for a logged-in visitor.
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    message: String,
+}
+
+/// Handlers fail before (or without) knowing who asks, so their error pages are drawn
+/// without the navigation; this draws them again with it when the request has a session.
+async fn error_pages_with_navigation(
+    axum::extract::State(state): axum::extract::State<WebState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let headers = request.headers().clone();
+    let response = next.run(request).await;
+    let Some(ErrorPage { message }) = response.extensions().get::<ErrorPage>().cloned() else {
+        return response;
+    };
+    // A GET with the same headers: the session extractor reads only the cookie.
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers;
+    match auth::Session::from_request_parts(&mut parts, &state).await {
+        Ok(session) => error_page(response.status(), &message, Some(&session)),
+        Err(_) => response,
     }
 }
 
