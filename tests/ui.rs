@@ -893,6 +893,7 @@ async fn the_run_grid_pages_by_cursor_and_live_events_follow_a_run() {
     assert!(section.contains(&format!("{marker}{cursor}")), "{section}");
     let (status, page) = visitor.get("/workflows/tick?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("This page link is damaged"), "{page}");
 
     // The workflow page's stream tells the grid the state of each cell, then what changes.
     let newest = ids.last().expect("runs").clone();
@@ -1335,4 +1336,361 @@ tasks:
         .await
         .expect("GET");
     assert_ne!(anonymous.status(), StatusCode::OK);
+}
+
+/// The rows of the runs page, as run ids in page order.
+fn run_rows(page: &str) -> Vec<String> {
+    let marker = "data-run-row=\"";
+    page.match_indices(marker)
+        .map(|(at, _)| {
+            page[at + marker.len()..]
+                .split('"')
+                .next()
+                .expect("id")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The target of the runs page's "Older runs" link, as a path to request.
+fn older_runs_link(page: &str) -> Option<String> {
+    let end = page.find("\" rel=\"next\"")?;
+    let start = page[..end].rfind("href=\"")? + "href=\"".len();
+    Some(page[start..end].replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_page_lists_filters_pages_and_refuses_bad_filters() {
+    let sb = Sandbox::new();
+    write_workflow(&sb, "tick", "tasks:\n  a: { operator: noop }\n");
+    write_workflow(
+        &sb,
+        "boom",
+        "tasks:\n  fail:\n    operator: shell\n    with: { command: \"exit 3\" }\n",
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+
+    let failed = server.start_run("boom", json!({})).await;
+    let failed_run = server.wait_run(&failed, Duration::from_secs(30)).await;
+    assert_eq!(failed_run["state"], "failed", "{failed_run}");
+    // The trigger form records its runs as `ui`, the API as `api`.
+    let (status, _, location) = visitor.act("/workflows/tick/trigger", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let from_ui = run_id_of(&location.expect("a run page"));
+    let mut from_api = Vec::new();
+    for _ in 0..52 {
+        from_api.push(server.start_run("tick", json!({})).await);
+    }
+
+    // Every run, newest first, one page of 50, linked from the navigation.
+    let (status, page) = visitor.get("/runs").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<a href=\"/runs\">Runs</a>"), "nav link");
+    let rows = run_rows(&page);
+    assert_eq!(rows.len(), 50, "one page");
+    assert_eq!(rows[0], from_api[51], "the newest first");
+    assert_eq!(rows[1], from_api[50]);
+
+    // Each filter alone.
+    let (_, page) = visitor.get("/runs?workflow=boom").await;
+    assert_eq!(run_rows(&page), std::slice::from_ref(&failed));
+    let (_, page) = visitor.get("/runs?state=failed").await;
+    assert_eq!(run_rows(&page), std::slice::from_ref(&failed));
+    let (_, page) = visitor.get("/runs?trigger=ui").await;
+    assert_eq!(run_rows(&page), std::slice::from_ref(&from_ui));
+    let (_, page) = visitor.get("/runs?trigger=api&workflow=boom").await;
+    assert_eq!(run_rows(&page), std::slice::from_ref(&failed));
+    // Dates are the runs' creation days in UTC, both ends included.
+    let created = failed_run["created_at"].as_str().expect("created_at");
+    let day: chrono::NaiveDate = created[..10].parse().expect("a day");
+    let previous = day.pred_opt().expect("a day before");
+    let (_, page) = visitor
+        .get(&format!("/runs?workflow=boom&from={day}&to={day}"))
+        .await;
+    assert_eq!(run_rows(&page), std::slice::from_ref(&failed));
+    let (_, page) = visitor
+        .get(&format!("/runs?workflow=boom&to={previous}"))
+        .await;
+    assert!(run_rows(&page).is_empty(), "created after that day");
+    assert!(page.contains("No runs match these filters."));
+    let (_, page) = visitor
+        .get(&format!(
+            "/runs?workflow=boom&from={}",
+            day.succ_opt().expect("a day after")
+        ))
+        .await;
+    assert!(run_rows(&page).is_empty(), "created before that day");
+    // An empty field (the form as first shown) filters nothing.
+    let (_, page) = visitor
+        .get("/runs?workflow=&state=&trigger=&from=&to=")
+        .await;
+    assert_eq!(run_rows(&page).len(), 50);
+
+    // The next page keeps the filters: 53 runs of tick are 50 and then 3.
+    let (_, page) = visitor.get("/runs?workflow=tick").await;
+    let first = run_rows(&page);
+    assert_eq!(first.len(), 50);
+    assert!(
+        page.contains("selected>tick</option>"),
+        "the form keeps the filter"
+    );
+    let next = older_runs_link(&page).expect("an older-runs link");
+    assert!(next.contains("workflow=tick"), "{next}");
+    let (status, older) = visitor.get(&next).await;
+    assert_eq!(status, StatusCode::OK, "{older}");
+    assert_eq!(
+        run_rows(&older),
+        [from_api[1].clone(), from_api[0].clone(), from_ui.clone()]
+    );
+    assert!(older.contains("Newest runs"));
+    assert_eq!(older_runs_link(&older), None, "the last page");
+
+    // Bad filters are refused with a sentence for each, the form kept, never a 500.
+    let (status, page) = visitor
+        .get("/runs?state=done&trigger=cron&from=31%2F03%2F2026")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("“done” is not a run state"), "{page}");
+    assert!(page.contains("“cron” is not a kind of trigger"), "{page}");
+    assert!(page.contains("write it as YYYY-MM-DD"), "{page}");
+    assert!(page.contains("<form method=\"get\" action=\"/runs\""));
+    let (status, page) = visitor.get("/runs?from=2026-04-02&to=2026-04-01").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("is after"), "{page}");
+    let (status, page) = visitor.get("/runs?cursor=zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("page link is damaged"), "{page}");
+
+    // Whatever the address carries comes back escaped.
+    let (status, page) = visitor
+        .get("/runs?workflow=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("&lt;script&gt;alert(1)"), "{page}");
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    let (status, page) = visitor.get("/runs?state=%3Cb%3Ex%3C%2Fb%3E").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("&lt;b&gt;x"), "{page}");
+    assert!(!page.contains("<b>x"), "{page}");
+    assert_no_inline_script(&page);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pages_are_html_for_browsers_and_json_for_api_clients() {
+    let sb = Sandbox::new();
+    write_workflow(&sb, "tick", "tasks:\n  a: { operator: noop }\n");
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let browser_get = |path: &str, cookie: Option<&str>| {
+        let mut request = client()
+            .get(format!("{}{path}", server.base))
+            .header(reqwest::header::ACCEPT, "text/html,*/*;q=0.8");
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie.to_owned());
+        }
+        request.send()
+    };
+
+    let response = browser_get("/no/such/page", Some(&visitor.cookie))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        response.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .is_ok_and(|p| p.contains("script-src 'self'"))
+    );
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    // minijinja escapes `/` as `&#x2f;`, which browsers show as `/`.
+    let page = response.text().await.expect("page").replace("&#x2f;", "/");
+    assert!(page.contains("<nav aria-label=\"Main\">"), "{page}");
+    assert!(
+        page.contains("There is no page at “/no/such/page”"),
+        "{page}"
+    );
+    assert!(!page.contains("openapi"), "no API wording: {page}");
+
+    // A visitor who is not logged in gets the page too, not a detour through the login form.
+    let response = browser_get("/no/such/page", None).await.expect("GET");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let page = response.text().await.expect("page");
+    assert!(page.contains("<a href=\"/login\">Log in</a>"), "{page}");
+
+    // A browser following a bad link into the API is shown a page as well.
+    let response = browser_get("/api/v1/nope", None).await.expect("GET");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("page")
+            .contains("<!doctype html>")
+    );
+
+    // API clients keep their JSON.
+    let (status, body) = server.get("/api/v1/nope").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no such route")),
+        "{body}"
+    );
+    let response = client()
+        .get(format!("{}/no/such/page", server.base))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert!(body["error"].is_string(), "{body}");
+
+    // A form's address opened as a link is a page too, and still JSON for the API.
+    let response = browser_get("/workflows/tick/pause", Some(&visitor.cookie))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let page = response.text().await.expect("page");
+    assert!(page.contains("<nav aria-label=\"Main\">"), "{page}");
+    assert!(page.contains("is not a page to open"), "{page}");
+    let (status, body) = server.get("/api/v1/workflows/tick/pause").await;
+    assert_eq!(status, 405);
+    assert!(body["error"].is_string(), "{body}");
+
+    // The errors of known pages speak to people too.
+    let (status, page) = visitor.get("/runs/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("There is no run with id “nope”."), "{page}");
+    assert!(page.contains("<nav aria-label=\"Main\">"), "{page}");
+    assert!(page.contains("<h1>Not found</h1>"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pause_button_says_what_it_does() {
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "nightly",
+        "schedule: \"0 3 * * *\"\ntasks:\n  a: { operator: noop }\n",
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    for path in ["/", "/workflows/nightly"] {
+        let (_, page) = visitor.get(path).await;
+        assert!(page.contains(">Pause schedule</button>"), "{path}: {page}");
+        assert!(page.contains("Active</span>"), "{path}");
+        assert!(!page.contains('⏸'), "{path}: a glyph Debian's fonts lack");
+    }
+    let (status, _, _) = visitor
+        .act("/workflows/nightly/pause", &[("back", "/")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    for path in ["/", "/workflows/nightly"] {
+        let (_, page) = visitor.get(path).await;
+        assert!(page.contains(">Resume schedule</button>"), "{path}: {page}");
+        assert!(page.contains("Paused</span>"), "{path}");
+        assert!(!page.contains(">Pause schedule<"), "{path}");
+        assert!(!page.contains('⏸'), "{path}");
+    }
+}
+
+/// The `--name: #rrggbb` custom properties declared in a block of CSS.
+fn colour_properties(block: &str) -> std::collections::HashMap<String, [f64; 3]> {
+    let mut found = std::collections::HashMap::new();
+    for declaration in block.split(';') {
+        // The text after a block's opening brace is its first declaration.
+        let declaration = declaration.rsplit('{').next().unwrap_or(declaration);
+        let Some((name, value)) = declaration.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if let (true, Some(hex)) = (name.starts_with("--"), value.strip_prefix('#'))
+            && hex.len() == 6
+            && let Ok(rgb) = u32::from_str_radix(hex, 16)
+        {
+            let channel = |shift: u32| f64::from((rgb >> shift) & 0xff) / 255.0;
+            found.insert(name.to_owned(), [channel(16), channel(8), channel(0)]);
+        }
+    }
+    found
+}
+
+/// The WCAG contrast ratio of two sRGB colours.
+fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let luminance = |c: [f64; 3]| {
+        let lin = |v: f64| {
+            if v <= 0.04045 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2])
+    };
+    let (x, y) = (luminance(a) + 0.05, luminance(b) + 0.05);
+    x.max(y) / x.min(y)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_colour_schemes_keep_focus_rings_and_empty_cells_visible() {
+    let sb = Sandbox::new();
+    let server = start(&sb, &[], &[]);
+    let css = client()
+        .get(format!("{}/static/style.css", server.base))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("css");
+    let dark_at = css
+        .find("@media (prefers-color-scheme: dark)")
+        .expect("a dark scheme");
+    let light = colour_properties(&css[..dark_at]);
+    let dark_block = &css[dark_at..];
+    let dark_end = dark_block.find("\n}\n").expect("the end of the dark block");
+    let mut dark = light.clone();
+    dark.extend(colour_properties(&dark_block[..dark_end]));
+    for (scheme, colours) in [("light", &light), ("dark", &dark)] {
+        let c = |name: &str| {
+            *colours
+                .get(name)
+                .unwrap_or_else(|| panic!("{scheme}: no {name}"))
+        };
+        for (ring, under) in [
+            ("--focus", "--bg"),
+            ("--focus", "--panel"),
+            ("--focus-inverse", "--top-bg"),
+            ("--line-strong", "--bg"),
+        ] {
+            let ratio = contrast(c(ring), c(under));
+            assert!(ratio >= 3.0, "{scheme}: {ring} on {under} is {ratio:.2}:1");
+        }
+        assert!(contrast(c("--fg"), c("--bg")) >= 4.5, "{scheme}: text");
+    }
+    assert_ne!(
+        light["--bg"], dark["--bg"],
+        "the dark scheme changes the page"
+    );
+    // Colours are only ever written as custom properties, so the dark scheme reaches them all.
+    for (at, _) in css.match_indices('#') {
+        let declaration = css[..at].rsplit([';', '{']).next().unwrap_or("");
+        assert!(
+            declaration.trim_start().starts_with("--"),
+            "a colour outside a custom property: {}",
+            &css[at.saturating_sub(60)..at + 8]
+        );
+    }
+    assert!(
+        css.contains(
+            ".s-none.cell { background: transparent; border: 1px dashed var(--line-strong)"
+        ),
+        "empty grid cells are outlined"
+    );
 }

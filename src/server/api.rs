@@ -556,7 +556,7 @@ pub(super) async fn list_runs(
     let filter = RunFilter {
         workflow: query.workflow,
         state: run_state,
-        triggered_by_prefix: None,
+        ..RunFilter::default()
     };
     let page = state
         .store

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -151,13 +151,14 @@ static ROUTES: &[(Method, &str)] = &[
 /// The whole HTTP surface: API routes behind the token check, operations routes open, and the
 /// web UI (its own login) beside them.
 pub fn router(state: AppState) -> Router {
-    let web = crate::web::router(crate::web::WebState {
+    let web_state = crate::web::WebState {
         store: state.store.clone(),
         catalog: state.catalog.clone(),
         settings: state.ui.clone(),
         login_limiter: Arc::default(),
         artifacts: state.artifacts.clone(),
-    });
+    };
+    let web = crate::web::router(web_state.clone());
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();
     let mut doc = doc;
@@ -171,22 +172,60 @@ pub fn router(state: AppState) -> Router {
     ops.merge(api)
         .merge(hooks::router())
         .merge(web)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback({
+            let web_state = web_state.clone();
+            move |request: Request| not_found(web_state.clone(), request)
+        })
+        .method_not_allowed_fallback(move |request: Request| {
+            method_not_allowed(web_state.clone(), request)
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-async fn not_found() -> Error {
-    Error::NotFound("there is no such route; see /api/v1/openapi.json".into())
+/// An unknown path: the HTML 404 page for people, this API's JSON error for programs.
+async fn not_found(web: crate::web::WebState, request: Request) -> Response {
+    if wants_page(request.uri().path(), request.headers()) {
+        crate::web::not_found_page(web, request).await
+    } else {
+        Error::NotFound("there is no such route; see /api/v1/openapi.json".into()).into_response()
+    }
 }
 
-async fn method_not_allowed() -> Error {
-    Error::Rejected {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: "this route does not accept that method; see /api/v1/openapi.json".into(),
+/// Whether a refused request is answered with a page. Under `/api` and `/hooks` and on the
+/// operations endpoints only a browser (one that accepts HTML) gets one; elsewhere everyone
+/// does, except a client that asks for JSON and not HTML.
+fn wants_page(path: &str, headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let accepts_html = accept.contains("text/html");
+    let machine_side = ["/api", "/hooks"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || matches!(path, "/healthz" | "/metrics");
+    if machine_side {
+        accepts_html
+    } else {
+        accepts_html || !accept.contains("application/json")
+    }
+}
+
+/// A known path with a method it does not take: a page for people, JSON for programs.
+async fn method_not_allowed(web: crate::web::WebState, request: Request) -> Response {
+    if wants_page(request.uri().path(), request.headers()) {
+        crate::web::method_not_allowed_page(web, request).await
+    } else {
+        Error::Rejected {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "this route does not accept that method; see /api/v1/openapi.json".into(),
+        }
+        .into_response()
     }
 }
 
@@ -332,3 +371,29 @@ pub struct Query<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct Path<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_pages_and_api_clients_json() {
+        let accept = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(header::ACCEPT, v);
+            }
+            headers
+        };
+        let browser = accept("text/html,application/xhtml+xml,*/*;q=0.8");
+        assert!(wants_page("/nope", &browser));
+        assert!(wants_page("/api/v1/nope", &browser));
+        assert!(wants_page("/nope", &accept("")));
+        assert!(!wants_page("/nope", &accept("application/json")));
+        assert!(!wants_page("/api/v1/nope", &accept("")));
+        assert!(!wants_page("/api", &accept("*/*")));
+        assert!(!wants_page("/hooks/nope", &accept("application/json")));
+        assert!(wants_page("/apix", &accept("*/*")), "only the /api folder");
+        assert!(!wants_page("/healthz", &accept("*/*")));
+    }
+}

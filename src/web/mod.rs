@@ -18,7 +18,7 @@ use tracing::error;
 
 use crate::catalog::live::Catalog;
 use crate::secrets::Masker;
-use crate::store::{Store, StoreError};
+use crate::store::{BadCursor, Store, StoreError};
 
 mod actions;
 pub mod artifacts;
@@ -28,6 +28,7 @@ mod deliveries;
 mod graph;
 mod live;
 mod pages;
+mod runs;
 pub mod throttle;
 mod trigger;
 
@@ -85,6 +86,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/workflows/{id}/unpause", post(actions::unpause))
         .route("/workflows/{id}/events", get(live::workflow_events))
         .route("/workflows/{id}/runs", get(pages::workflow_runs))
+        .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(pages::run))
         .route("/runs/{run_id}/cancel", post(actions::cancel))
         .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
@@ -93,6 +95,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/artifacts/{name}", get(artifacts::download))
         .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error_pages_with_navigation,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -159,13 +165,133 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        let body = render(
-            "error.html",
-            minijinja::context! { title => status.canonical_reason(), status => status.as_u16(), message },
-        )
-        .unwrap_or_else(|_| Html(format!("<!doctype html><title>{status}</title><p>{status}</p>")));
-        (status, body).into_response()
+        let mut response = error_page(status, &message, None);
+        response.extensions_mut().insert(ErrorPage { message });
+        response
     }
+}
+
+/// The message of an error page a handler returned, kept on the response so that
+/// `error_pages_with_navigation` can draw it again for a logged-in visitor.
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    message: String,
+}
+
+/// Handlers fail before (or without) knowing who asks, so their error pages are drawn
+/// without the navigation; this draws them again with it when the request has a session.
+async fn error_pages_with_navigation(
+    axum::extract::State(state): axum::extract::State<WebState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let headers = request.headers().clone();
+    let response = next.run(request).await;
+    let Some(ErrorPage { message }) = response.extensions().get::<ErrorPage>().cloned() else {
+        return response;
+    };
+    // A GET with the same headers: the session extractor reads only the cookie.
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers;
+    match auth::Session::from_request_parts(&mut parts, &state).await {
+        Ok(session) => error_page(response.status(), &message, Some(&session)),
+        Err(_) => response,
+    }
+}
+
+/// What a page says when the store refuses the cursor in its link.
+pub(crate) const DAMAGED_PAGE_LINK: &str =
+    "This page link is damaged or out of date; start again from the newest runs.";
+
+impl From<BadCursor> for WebError {
+    fn from(_: BadCursor) -> Self {
+        WebError::BadRequest(DAMAGED_PAGE_LINK.to_owned())
+    }
+}
+
+/// An error page: a heading people understand for the status, the message as a sentence, and
+/// the navigation when the visitor is logged in.
+fn error_page(status: StatusCode, message: &str, session: Option<&auth::Session>) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::BAD_REQUEST => "This request cannot be used",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible right now",
+        StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong",
+        StatusCode::METHOD_NOT_ALLOWED => "Not a page",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let message = as_sentence(message);
+    let user = session.map(auth::Session::view);
+    let body = render(
+        "error.html",
+        minijinja::context! { title, status => status.as_u16(), message, user },
+    )
+    .unwrap_or_else(|_| {
+        Html(format!(
+            "<!doctype html><title>{status}</title><p>{status}</p>"
+        ))
+    });
+    (status, body).into_response()
+}
+
+/// A handler's message as people read it: a capital first letter, names in quotes rather than
+/// code marks, and a full stop.
+fn as_sentence(message: &str) -> String {
+    let mut quoted = String::with_capacity(message.len() + 4);
+    let mut open = true;
+    for c in message.chars() {
+        if c == '`' {
+            quoted.push(if open { '“' } else { '”' });
+            open = !open;
+        } else {
+            quoted.push(c);
+        }
+    }
+    let mut chars = quoted.chars();
+    let mut sentence: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !sentence.ends_with(['.', '!', '?']) {
+        sentence.push('.');
+    }
+    sentence
+}
+
+/// The most of an unknown path an error page repeats.
+const SHOWN_PATH_CHARS: usize = 200;
+
+/// The page for a path nothing serves: the HTML 404, with the navigation when the visitor is
+/// logged in (an anonymous visitor is not sent to log in only to find nothing there).
+pub async fn not_found_page(state: WebState, request: axum::extract::Request) -> Response {
+    fallback_page(state, request, StatusCode::NOT_FOUND).await
+}
+
+/// The page for a known path asked with a method it does not take (a form's address opened
+/// as a link): the HTML 405, with the navigation when the visitor is logged in.
+pub async fn method_not_allowed_page(state: WebState, request: axum::extract::Request) -> Response {
+    fallback_page(state, request, StatusCode::METHOD_NOT_ALLOWED).await
+}
+
+async fn fallback_page(
+    state: WebState,
+    request: axum::extract::Request,
+    status: StatusCode,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = request.into_parts();
+    let session = auth::Session::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    let path: String = parts.uri.path().chars().take(SHOWN_PATH_CHARS).collect();
+    let message = if status == StatusCode::NOT_FOUND {
+        format!("there is no page at `{path}`; check the address")
+    } else {
+        format!("`{path}` is not a page to open; use the buttons and forms of the pages instead")
+    };
+    security_headers(error_page(status, &message, session.as_ref())).await
 }
 
 /// Renders one of the embedded templates; `.html` templates escape every value.
@@ -215,6 +341,16 @@ mod tests {
         assert_eq!(human_duration(d(245_000)), "4m 05s");
         assert_eq!(human_duration(d(7_380_000)), "2h 03m");
         assert_eq!(human_duration(d(-5)), "0ms");
+    }
+
+    #[test]
+    fn messages_read_as_sentences() {
+        assert_eq!(
+            as_sentence("there is no run with id `r1`"),
+            "There is no run with id “r1”."
+        );
+        assert_eq!(as_sentence("Done."), "Done.");
+        assert_eq!(as_sentence(""), "");
     }
 
     #[test]

@@ -224,7 +224,7 @@ async fn runs_grid(state: &WebState, w: &Workflow, cursor: Option<&str>) -> Resu
         .store
         .list_runs(&filter, GRID_PAGE, cursor)
         .await?
-        .map_err(|e| WebError::BadRequest(e.to_string()))?;
+        .map_err(WebError::from)?;
     let run_ids: Vec<String> = page.runs.iter().map(|r| r.id.clone()).collect();
     let states = state.store.latest_task_states(&run_ids).await?;
     let rows = w
