@@ -664,6 +664,66 @@ mod tests {
         assert_eq!(fake.seen.lock().expect("lock").len(), 3);
     }
 
+    /// Regression: a newer status waited out the whole backoff of the one it replaced.
+    #[tokio::test]
+    async fn a_newer_status_replaces_one_waiting_to_be_retried_at_once() {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let fake = Fake::default();
+        *fake.failures_left.lock().expect("lock") = 1;
+        let app = Router::new()
+            .route("/repos/acme/evals/statuses/{sha}", post(record))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut config = StatusConfig::new(
+            &format!("http://{address}"),
+            "http://sluice",
+            Some("tok".into()),
+        );
+        config.first_backoff = Duration::from_secs(3600);
+        let (tx, rx) = mpsc::unbounded_channel();
+        for state in [RunState::Running, RunState::Success] {
+            let post = status_for(
+                &run(state, details(json!({"context": "c"}))),
+                state,
+                "http://sluice",
+                &Masker::default(),
+            )
+            .expect("status");
+            tx.send(post).expect("send");
+        }
+        drop(tx);
+        let delivered = tokio::time::timeout(
+            Duration::from_secs(30),
+            deliver(
+                reqwest::Client::new(),
+                Arc::new(config),
+                "tok".into(),
+                Masker::default(),
+                rx,
+            ),
+        )
+        .await;
+        assert!(delivered.is_ok(), "the newer status waited for the backoff");
+        let states: Vec<Value> = fake
+            .seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, body)| body["state"].clone())
+            .collect();
+        assert_eq!(
+            states,
+            [json!("pending"), json!("success")],
+            "the failed `pending` is replaced, not retried"
+        );
+    }
+
     #[tokio::test]
     async fn a_cleared_run_reports_its_rerun_after_its_first_end() {
         rustls::crypto::ring::default_provider()

@@ -102,7 +102,7 @@ pub struct AlertWith {
     #[serde(default)]
     pub window: Option<HumanDuration>,
     /// How many times each send is attempted when it fails in a way that may pass (SMTP 4xx,
-    /// lost connections, HTTP 429 and 5xx). Default 4.
+    /// lost connections, timeouts, HTTP 408, 429 and 5xx other than 501). Default 4.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// The wait after the first failed attempt; it doubles after each (up to 1m). Default `1s`.
