@@ -10,6 +10,7 @@ pub mod github;
 pub mod lifecycle;
 pub mod metric;
 pub mod params;
+pub mod retry;
 pub mod schedule;
 pub mod secrets;
 pub mod spec;

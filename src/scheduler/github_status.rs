@@ -1,7 +1,8 @@
 //! The commit status service: a run started by a GitHub delivery reports `pending` on the
 //! delivery's commit when it starts, then `success`, `failure` or `error` when it ends, with a
 //! link to its page. Posting happens beside the run, never in its way: a GitHub outage delays
-//! statuses (retried with backoff), it never fails a run, and every failure is logged.
+//! statuses (retried by the shared `retry` policy), it never fails a run, and every failure is
+//! logged.
 //!
 //! `status_for(run, state)` is the whole decision; `run` listens for runs changing state and posts
 //! each run's statuses in order on a lane of its own, the latest state winning over a post
@@ -20,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::catalog::live::Catalog;
 use crate::lifecycle::RunState;
+use crate::retry::{Failure, Jitter, RetryAfter, RetryError, RetryPolicy, Retrying, SystemClock};
 use crate::secrets::Masker;
 use crate::store::{RunRecord, Store, StoreEvent};
 
@@ -62,6 +64,18 @@ impl StatusConfig {
             max_backoff: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// The shared retry policy with these settings; a `Retry-After` waits at most
+    /// `max_backoff`.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            first_backoff: self.first_backoff,
+            max_backoff: self.max_backoff,
+            max_retry_after: self.max_backoff,
+            jitter: Jitter::None,
         }
     }
 }
@@ -319,7 +333,8 @@ fn remember_ended(lanes: &mut Lanes, run_id: &str, rerun_started_at: Option<Date
     }
 }
 
-/// Posts one run's statuses in order. A newer status replaces one still being retried.
+/// Posts one run's statuses in order. A newer status replaces one waiting to be retried (a
+/// post in flight is finished first, so GitHub never sees an older state after a newer one).
 async fn deliver(
     client: reqwest::Client,
     config: Arc<StatusConfig>,
@@ -327,52 +342,57 @@ async fn deliver(
     masker: Masker,
     mut lane: mpsc::UnboundedReceiver<StatusPost>,
 ) {
-    while let Some(mut post) = lane.recv().await {
-        let mut attempt = 1;
-        let mut backoff = config.first_backoff;
-        loop {
-            match send(&client, &config, &token, &post).await {
-                Ok(()) => {
-                    debug!(run_id = %post.run_id, state = %post.body["state"], "Commit status posted.");
-                    break;
-                }
-                Err(Failure::Permanent(reason)) => {
-                    error!(run_id = %post.run_id, repository = %post.repository, sha = %post.sha, reason = %masker.mask(&reason), "GitHub refused a commit status; it is not retried.");
-                    break;
-                }
-                Err(Failure::Transient(reason)) if attempt >= config.max_attempts => {
-                    error!(run_id = %post.run_id, repository = %post.repository, sha = %post.sha, attempts = attempt, reason = %masker.mask(&reason), "A commit status could not be posted; giving up.");
-                    break;
-                }
-                Err(Failure::Transient(reason)) => {
-                    warn!(run_id = %post.run_id, attempt, retry_in = ?backoff, reason = %masker.mask(&reason), "Posting a commit status failed; retrying.");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
-                    attempt += 1;
-                    if let Ok(newer) = lane.try_recv() {
-                        post = newer;
-                        attempt = 1;
-                        backoff = config.first_backoff;
-                    }
-                }
+    let policy = config.retry_policy();
+    // Lanes end by being aborted after the shutdown grace, not by cancellation.
+    let never_cancelled = CancellationToken::new();
+    let mut next = lane.recv().await;
+    while let Some(post) = next.take() {
+        // A closed lane only means no status comes after this one.
+        let newer = async {
+            match lane.recv().await {
+                Some(newer) => newer,
+                None => std::future::pending().await,
             }
+        };
+        let outcome = policy
+            .run_until(
+                &SystemClock,
+                &never_cancelled,
+                newer,
+                |_| send(&client, &config, &token, &post),
+                |retrying: &Retrying<'_, String>| {
+                    warn!(run_id = %post.run_id, attempt = retrying.attempt, retry_in = ?retrying.wait, reason = %masker.mask(retrying.error), "Posting a commit status failed; retrying.");
+                },
+            )
+            .await;
+        match outcome {
+            Ok(_) => {
+                debug!(run_id = %post.run_id, state = %post.body["state"], "Commit status posted.");
+            }
+            Err(RetryError::Refused { error, .. }) => {
+                error!(run_id = %post.run_id, repository = %post.repository, sha = %post.sha, reason = %masker.mask(&error), "GitHub refused a commit status; it is not retried.");
+            }
+            Err(RetryError::Exhausted { error, attempts }) => {
+                error!(run_id = %post.run_id, repository = %post.repository, sha = %post.sha, attempts, reason = %masker.mask(&error), "A commit status could not be posted; giving up.");
+            }
+            Err(RetryError::Interrupted(newer)) => {
+                next = Some(newer);
+                continue;
+            }
+            Err(RetryError::Cancelled) => return,
         }
+        next = lane.recv().await;
     }
 }
 
-enum Failure {
-    /// Worth trying again: the network, a timeout, a 5xx, rate limiting.
-    Transient(String),
-    /// GitHub said no (bad token, unknown repository or commit): trying again cannot help.
-    Permanent(String),
-}
-
+/// Posts one status: a network failure, a timeout, 408, 429 or a 5xx other than 501 may pass;
+/// any other refusal (bad token, unknown repository or commit) will not.
 async fn send(
     client: &reqwest::Client,
     config: &StatusConfig,
     token: &str,
     post: &StatusPost,
-) -> Result<(), Failure> {
+) -> Result<(), Failure<String>> {
     let response = client
         .post(post.url(&config.api_url))
         .bearer_auth(token)
@@ -382,21 +402,18 @@ async fn send(
         .json(&post.body)
         .send()
         .await
-        .map_err(|e| Failure::Transient(e.to_string()))?;
+        .map_err(|e| Failure::from_request_error(&e, e.to_string()))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
+    let retry_after = RetryAfter::from_headers(response.headers());
     let body = response.text().await.unwrap_or_default();
     let reason = format!(
         "HTTP {status}: {}",
         body.chars().take(300).collect::<String>()
     );
-    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        Err(Failure::Transient(reason))
-    } else {
-        Err(Failure::Permanent(reason))
-    }
+    Err(Failure::from_status(status, retry_after, reason))
 }
 
 #[cfg(test)]
@@ -645,6 +662,66 @@ mod tests {
             "a 404 is not retried"
         );
         assert_eq!(fake.seen.lock().expect("lock").len(), 3);
+    }
+
+    /// Regression: a newer status waited out the whole backoff of the one it replaced.
+    #[tokio::test]
+    async fn a_newer_status_replaces_one_waiting_to_be_retried_at_once() {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let fake = Fake::default();
+        *fake.failures_left.lock().expect("lock") = 1;
+        let app = Router::new()
+            .route("/repos/acme/evals/statuses/{sha}", post(record))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut config = StatusConfig::new(
+            &format!("http://{address}"),
+            "http://sluice",
+            Some("tok".into()),
+        );
+        config.first_backoff = Duration::from_secs(3600);
+        let (tx, rx) = mpsc::unbounded_channel();
+        for state in [RunState::Running, RunState::Success] {
+            let post = status_for(
+                &run(state, details(json!({"context": "c"}))),
+                state,
+                "http://sluice",
+                &Masker::default(),
+            )
+            .expect("status");
+            tx.send(post).expect("send");
+        }
+        drop(tx);
+        let delivered = tokio::time::timeout(
+            Duration::from_secs(30),
+            deliver(
+                reqwest::Client::new(),
+                Arc::new(config),
+                "tok".into(),
+                Masker::default(),
+                rx,
+            ),
+        )
+        .await;
+        assert!(delivered.is_ok(), "the newer status waited for the backoff");
+        let states: Vec<Value> = fake
+            .seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, body)| body["state"].clone())
+            .collect();
+        assert_eq!(
+            states,
+            [json!("pending"), json!("success")],
+            "the failed `pending` is replaced, not retried"
+        );
     }
 
     #[tokio::test]

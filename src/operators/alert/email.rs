@@ -16,10 +16,11 @@ use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Retry, Severity, escape_html, wait_or_cancel};
+use super::{Retry, Severity, escape_html};
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::duration::HumanDuration;
 use crate::operators::{LogSink, OpContext, OperatorError, Outputs, Result, error_chain};
+use crate::retry::{Failure, RetryError, Retrying, Succeeded, SystemClock};
 use crate::secrets::Secrets;
 
 /// One attachment may be at most this large; mail servers refuse far smaller messages anyway.
@@ -198,48 +199,58 @@ impl Mailer {
         cancel: &CancellationToken,
         log: &LogSink,
     ) -> Result<String> {
-        let mut delay = retry.backoff;
-        for attempt in 1..=retry.attempts {
-            let sent = tokio::select! {
-                sent = self.transport.send(message.clone()) => sent,
-                _ = cancel.cancelled() => return Err(OperatorError::Cancelled),
-            };
-            match sent {
-                Ok(response) => {
-                    let reply = format!(
-                        "{} {}",
-                        response.code(),
-                        response.message().collect::<Vec<_>>().join(" ")
-                    );
-                    return Ok(reply.trim().to_owned());
-                }
-                Err(error) if is_transient(&error) && attempt < retry.attempts => {
-                    log.system(format!(
-                        "Sending the email through {} failed ({}); trying again in {}.",
-                        self.server,
-                        error_chain(&error),
-                        HumanDuration(delay)
-                    ));
-                    wait_or_cancel(cancel, delay).await?;
-                    delay = retry.next(delay);
-                }
-                Err(error) => {
-                    let tries = if attempt > 1 {
-                        format!(" after {attempt} attempts")
+        let attempt = |_| {
+            let sending = self.transport.send(message.clone());
+            async move {
+                sending.await.map_err(|error| {
+                    if is_transient(&error) {
+                        Failure::transient(error)
                     } else {
-                        String::new()
-                    };
-                    return Err(OperatorError::failed(format!(
-                        "sending the email through {} failed{tries}: {}",
-                        self.server,
-                        error_chain(&error)
-                    )));
-                }
+                        Failure::Permanent(error)
+                    }
+                })
             }
+        };
+        let announce = |retrying: &Retrying<'_, lettre::transport::smtp::Error>| {
+            log.system(format!(
+                "Sending the email through {} failed ({}); trying again in {}.",
+                self.server,
+                error_chain(retrying.error),
+                HumanDuration(retrying.wait)
+            ));
+        };
+        match retry
+            .policy()
+            .run(&SystemClock, cancel, attempt, announce)
+            .await
+        {
+            Ok(Succeeded {
+                value: response, ..
+            }) => {
+                let reply = format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                );
+                Ok(reply.trim().to_owned())
+            }
+            Err(
+                RetryError::Refused { error, attempts } | RetryError::Exhausted { error, attempts },
+            ) => {
+                let tries = if attempts > 1 {
+                    format!(" after {attempts} attempts")
+                } else {
+                    String::new()
+                };
+                Err(OperatorError::failed(format!(
+                    "sending the email through {} failed{tries}: {}",
+                    self.server,
+                    error_chain(&error)
+                )))
+            }
+            Err(RetryError::Cancelled) => Err(OperatorError::Cancelled),
+            Err(RetryError::Interrupted(never)) => match never {},
         }
-        Err(OperatorError::failed(
-            "the email was not sent: no attempt was allowed",
-        ))
     }
 }
 

@@ -16,12 +16,14 @@ use serde_json::json;
 
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
 use crate::duration::HumanDuration;
+use crate::retry::{Jitter, RetryPolicy};
 use crate::secrets::Masker;
 use crate::store::{Store, ThrottleDecision};
 
 pub use email::{Envelope, Headline, Mailer, MailerError, SmtpSettings, compose, parse_addresses};
 
-/// The longest wait between two attempts of one send.
+/// The longest wait between two attempts of one send, and the longest `Retry-After` waited
+/// for in full.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What alerts need from the process, built once and shared by every try.
@@ -100,7 +102,7 @@ pub struct AlertWith {
     #[serde(default)]
     pub window: Option<HumanDuration>,
     /// How many times each send is attempted when it fails in a way that may pass (SMTP 4xx,
-    /// lost connections, HTTP 429 and 5xx). Default 4.
+    /// lost connections, timeouts, HTTP 408, 429 and 5xx other than 501). Default 4.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// The wait after the first failed attempt; it doubles after each (up to 1m). Default `1s`.
@@ -165,8 +167,15 @@ pub struct Retry {
 }
 
 impl Retry {
-    fn next(self, delay: Duration) -> Duration {
-        delay.saturating_mul(2).min(MAX_BACKOFF.max(self.backoff))
+    /// The shared retry policy with these settings.
+    pub fn policy(self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.attempts,
+            first_backoff: self.backoff,
+            max_backoff: MAX_BACKOFF,
+            max_retry_after: MAX_BACKOFF,
+            jitter: Jitter::None,
+        }
     }
 }
 
@@ -361,17 +370,6 @@ pub fn error_kind(error: &str) -> String {
         .map(|c| if c.is_ascii_digit() { '#' } else { c })
         .take(120)
         .collect()
-}
-
-/// Sleeps for `delay` unless `cancel` fires first.
-async fn wait_or_cancel(
-    cancel: &tokio_util::sync::CancellationToken,
-    delay: Duration,
-) -> Result<()> {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => Ok(()),
-        _ = cancel.cancelled() => Err(OperatorError::Cancelled),
-    }
 }
 
 /// Text made safe for HTML element content and attribute values.

@@ -102,6 +102,22 @@ async fn a_refused_webhook_fails_at_once_with_the_reply() {
     assert_eq!(seen.lock().expect("lock")[0], json!({"k": 1}));
 }
 
+/// 501 is a server error that says the server will never do this: trying again cannot help.
+#[tokio::test]
+async fn a_webhook_answering_501_is_not_retried() {
+    let (url, seen) = receiver(&[501]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctx, _log) = context(dir.path());
+    let err = run(
+        &ctx,
+        config(json!({"backoff": "5ms", "webhook": {"url": url, "text": "x"}})),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("501 Not Implemented"), "{err}");
+    assert_eq!(seen.lock().expect("lock").len(), 1, "501 is not retried");
+}
+
 #[tokio::test]
 async fn a_webhook_that_keeps_failing_gives_up_after_its_attempts() {
     let (url, seen) = receiver(&[503, 503, 503]).await;

@@ -1,23 +1,22 @@
 //! Alert webhooks: a Slack-compatible `{"text": …}` (with optional blocks) or any JSON body,
-//! POSTed to a URL, retried on 429, 5xx and connection failures.
+//! POSTed to a URL, retried by the shared `retry` policy (429, 5xx, lost connections).
 
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Retry, Severity, wait_or_cancel};
+use super::{Retry, Severity};
 use crate::duration::HumanDuration;
 use crate::operators::shell::Text;
 use crate::operators::{OpContext, OperatorError, Outputs, Result, error_chain};
+use crate::retry::{Failure, RetryAfter, RetryError, Retrying, Succeeded, SystemClock};
 
 /// How much of a refusing server's answer the task's error quotes.
 const ERROR_BODY_CHARS: usize = 300;
-/// A `Retry-After` longer than this is not waited for in full.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
@@ -116,69 +115,66 @@ pub(super) async fn send(
             .map_err(|_| invalid(format!("the value of header `{name}` is not valid")))?;
         headers.insert(name, value);
     }
-    let mut delay = retry.backoff;
-    for attempt in 1..=retry.attempts {
+    let policy = retry.policy();
+    let attempt = |_| {
         let request = ctx
             .http
             .post(url.clone())
             .headers(headers.clone())
             .json(body)
             .timeout(spec.timeout.0);
-        let sent = tokio::select! {
-            sent = request.send() => sent,
-            _ = ctx.cancel.cancelled() => return Err(OperatorError::Cancelled),
-        };
-        let last = attempt == retry.attempts;
-        let (problem, wait) = match sent {
-            Ok(response) if response.status().is_success() => {
-                let status = response.status().as_u16();
-                ctx.log.system(format!(
-                    "Webhook to {target} answered {status} (attempt {attempt})."
-                ));
-                let mut outputs = Outputs::new();
-                outputs.insert("status".into(), json!(status));
-                outputs.insert("attempts".into(), json!(attempt));
-                return Ok(outputs);
-            }
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-                let text = response.text().await.unwrap_or_default();
-                let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
-                let problem = format!("the webhook at {target} answered {status}: {excerpt}");
-                let transient = status.as_u16() == 429 || status.is_server_error();
-                if !transient || last {
-                    return Err(OperatorError::failed(after_attempts(problem, attempt)));
-                }
-                (problem, retry_after)
-            }
-            Err(error) => {
+        let target = &target;
+        async move {
+            let response = request.send().await.map_err(|error| {
+                let failure = Failure::from_request_error(&error, ());
+                // The URL is usually a secret: the message leaves it out.
                 let problem = format!(
                     "the webhook at {target} could not be reached: {}",
                     error_chain(&error.without_url())
                 );
-                if last {
-                    return Err(OperatorError::failed(after_attempts(problem, attempt)));
-                }
-                (problem, None)
+                failure.map(|()| problem)
+            })?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(status.as_u16());
             }
-        };
-        let wait = wait.map_or(delay, |w| w.max(delay));
+            let retry_after = RetryAfter::from_headers(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+            let problem = format!("the webhook at {target} answered {status}: {excerpt}");
+            Err(Failure::from_status(status, retry_after, problem))
+        }
+    };
+    let announce = |retrying: &Retrying<'_, String>| {
         ctx.log.system(format!(
-            "Attempt {attempt}: {problem}; trying again in {}.",
-            HumanDuration(wait)
+            "Attempt {}: {}; trying again in {}.",
+            retrying.attempt,
+            retrying.error,
+            HumanDuration(retrying.wait)
         ));
-        wait_or_cancel(&ctx.cancel, wait).await?;
-        delay = retry.next(delay);
+    };
+    match policy
+        .run(&SystemClock, &ctx.cancel, attempt, announce)
+        .await
+    {
+        Ok(Succeeded {
+            value: status,
+            attempts,
+        }) => {
+            ctx.log.system(format!(
+                "Webhook to {target} answered {status} (attempt {attempts})."
+            ));
+            let mut outputs = Outputs::new();
+            outputs.insert("status".into(), json!(status));
+            outputs.insert("attempts".into(), json!(attempts));
+            Ok(outputs)
+        }
+        Err(
+            RetryError::Refused { error, attempts } | RetryError::Exhausted { error, attempts },
+        ) => Err(OperatorError::failed(after_attempts(error, attempts))),
+        Err(RetryError::Cancelled) => Err(OperatorError::Cancelled),
+        Err(RetryError::Interrupted(never)) => match never {},
     }
-    Err(OperatorError::failed(
-        "the webhook was not called: no attempt was allowed",
-    ))
 }
 
 fn after_attempts(problem: String, attempts: u32) -> String {
