@@ -147,6 +147,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         .prepare()
         .await
         .map_err(|e| OperatorError::failed(e.to_string()))?;
+    give_to_task_user(artifacts.dir(), "artifacts folder")?;
     let cwd = match &config.cwd {
         Some(cwd) => ctx.base_dir.join(cwd),
         None => ctx.base_dir.clone(),
@@ -471,6 +472,21 @@ pub fn kill_try_processes(run_id: &str, task: &str, tries: impl RangeBounds<u32>
         .count()
 }
 
+/// Hands a folder the task writes into (its scratch folder, `$SLUICE_ARTIFACTS`) to the
+/// `run_as` user, when there is one; a plain syscall, like the `mkdir` before it.
+fn give_to_task_user(dir: &Path, what: &str) -> Result<()> {
+    let Some(task_user) = user::task_user() else {
+        return Ok(());
+    };
+    std::os::unix::fs::chown(dir, Some(task_user.uid), Some(task_user.gid)).map_err(|e| {
+        OperatorError::failed(format!(
+            "could not give the {what} {} to the user `{}`: {e}",
+            dir.display(),
+            task_user.name
+        ))
+    })
+}
+
 fn output_path(ctx: &OpContext) -> Result<PathBuf> {
     // Plain std calls: two fast syscalls on a local folder, cheaper than a trip through
     // tokio's blocking pool.
@@ -480,17 +496,7 @@ fn output_path(ctx: &OpContext) -> Result<PathBuf> {
             ctx.scratch_dir.display()
         ))
     })?;
-    // Tasks running as `run_as` write their outputs (and anything else) into the folder.
-    if let Some(task_user) = user::task_user() {
-        std::os::unix::fs::chown(&ctx.scratch_dir, Some(task_user.uid), Some(task_user.gid))
-            .map_err(|e| {
-                OperatorError::failed(format!(
-                    "could not give the scratch folder {} to the user `{}`: {e}",
-                    ctx.scratch_dir.display(),
-                    task_user.name
-                ))
-            })?;
-    }
+    give_to_task_user(&ctx.scratch_dir, "scratch folder")?;
     let path = scratch_file(ctx, "output");
     // Not created up front: a file per task costs more than the task itself on some file
     // systems, and `>> "$SLUICE_OUTPUT"` creates it; a missing file means no outputs. A file
