@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::catalog::versions::Versions;
 use crate::operators::RunLauncher;
-use crate::operators::alert::{AlertServices, Mailer, SmtpSettings};
+use crate::operators::alert::{Mailer, SmtpSettings};
+use crate::operators::services::Services;
 use crate::scheduler::SchedulerDeps;
 use crate::secrets::{Masker, Secrets};
 use crate::store::{Store, StoreConfig};
@@ -210,11 +211,13 @@ impl Shared {
         ))
     }
 
-    /// What the `alert` operator uses, over `store`.
-    pub fn alert_services(&self, store: &Store) -> Arc<AlertServices> {
-        Arc::new(AlertServices {
-            mailer: self.mailer.clone(),
+    /// What operators share, over `store`; `runs` starts other workflows for `trigger`.
+    pub fn services(&self, store: &Store, runs: Option<Arc<dyn RunLauncher>>) -> Arc<Services> {
+        Arc::new(Services {
             store: Some(store.clone()),
+            mailer: self.mailer.clone(),
+            artifacts: Some(self.artifacts.clone()),
+            runs,
             base_url: self.base_url.clone(),
         })
     }
@@ -237,14 +240,13 @@ impl Shared {
         runs: Option<Arc<dyn RunLauncher>>,
     ) -> anyhow::Result<WorkerDeps> {
         Ok(WorkerDeps {
-            alerts: self.alert_services(store),
+            services: self.services(store, runs),
             versions: self.versions.clone(),
             templates: self.templates.clone(),
             secrets: self.secrets.clone(),
             masker: self.masker.clone(),
             vars: self.vars.clone(),
             http: http_client()?,
-            runs,
             artifacts: self.artifacts.clone(),
         })
     }

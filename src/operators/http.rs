@@ -262,10 +262,7 @@ pub async fn run(ctx: &OpContext, config: HttpConfig) -> Result<Completion> {
             outputs.insert("body".into(), Value::String(text));
         }
     }
-    Ok(Completion {
-        outputs,
-        exit_code: None,
-    })
+    Ok(Completion::from(outputs))
 }
 
 async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<Response> {

@@ -22,6 +22,7 @@ use crate::secrets::Masker;
 pub mod alert;
 pub mod http;
 pub mod noop;
+pub mod services;
 pub mod shell;
 pub mod trigger;
 pub mod wait;
@@ -36,6 +37,21 @@ pub struct Completion {
     pub outputs: Outputs,
     /// The exit status of the process the operator ran, when there was one.
     pub exit_code: Option<i32>,
+    /// Sentences about a success that still needs a look (a warn-severity threshold breached,
+    /// rows skipped): the task succeeds, marked with them on the run page and in the API.
+    pub warnings: Vec<String>,
+    /// One line that says what the try found (`faithfulness 0.87 < 0.90`), for the run page and
+    /// the GitHub commit status when this task decides the run.
+    pub summary: Option<String>,
+}
+
+impl From<Outputs> for Completion {
+    fn from(outputs: Outputs) -> Self {
+        Completion {
+            outputs,
+            ..Completion::default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +68,11 @@ pub enum OperatorError {
         message: String,
         exit_code: Option<i32>,
     },
+    /// The operator ran and failed for a reason another try cannot change (a gate breached,
+    /// input data that is invalid): the task fails at once, without its retries. `message`
+    /// is the one-line summary too.
+    #[error("{message}")]
+    Rejected { message: String },
     /// The cancellation token fired (run cancelled or task timed out); everything the operator
     /// started has been stopped.
     #[error("the task was stopped before it finished")]
@@ -67,6 +88,13 @@ impl OperatorError {
         OperatorError::Failed {
             message: message.into(),
             exit_code: None,
+        }
+    }
+
+    /// A failure no retry can change: see [`OperatorError::Rejected`].
+    pub fn rejected(message: impl Into<String>) -> Self {
+        OperatorError::Rejected {
+            message: message.into(),
         }
     }
 }
@@ -187,10 +215,9 @@ pub struct OpContext {
     /// When this try first started. A rescheduled try keeps it, so sensors measure their
     /// timeout across executions.
     pub first_started_at: DateTime<Utc>,
-    /// Starting and watching other runs; `None` where there is no catalog (`sluice run`).
-    pub runs: Option<Arc<dyn RunLauncher>>,
-    /// The mailer, dedup state and run links the `alert` operator uses.
-    pub alerts: Arc<alert::AlertServices>,
+    /// The process's shared services: the database, mailer, artifact store, run links and
+    /// the launcher of other runs.
+    pub services: Arc<services::Services>,
     /// Set once the operator asks for its artifacts folder (`artifacts()`): only then does
     /// the worker look in it, so tries that keep nothing cost nothing.
     pub artifacts_requested: Arc<std::sync::atomic::AtomicBool>,

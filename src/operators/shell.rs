@@ -326,6 +326,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     Ok(Completion {
         outputs,
         exit_code: Some(0),
+        ..Completion::default()
     })
 }
 
@@ -758,8 +759,7 @@ pub(crate) mod test_support {
             cancel: CancellationToken::new(),
             masker: Arc::new(Masker::default()),
             first_started_at: chrono::Utc::now(),
-            runs: None,
-            alerts: Arc::default(),
+            services: Arc::default(),
             artifacts_requested: Arc::default(),
         };
         (ctx, rx)

@@ -78,7 +78,7 @@ async fn start_or_find(
 }
 
 pub async fn run(ctx: &OpContext, config: TriggerConfig) -> Result<Completion> {
-    let Some(runs) = ctx.runs.as_deref() else {
+    let Some(runs) = ctx.services.runs.as_deref() else {
         return Err(OperatorError::failed(
             "the `trigger` operator needs a catalog of workflows to start: run this workflow \
              with `sluice serve`, not `sluice run`",
@@ -88,10 +88,7 @@ pub async fn run(ctx: &OpContext, config: TriggerConfig) -> Result<Completion> {
     let mut outputs = Outputs::new();
     outputs.insert("run_id".into(), run_id.clone().into());
     if !config.wait {
-        return Ok(Completion {
-            outputs,
-            exit_code: None,
-        });
+        return Ok(Completion::from(outputs));
     }
     let Some(outcome) = runs
         .run_outcome(&run_id)
@@ -125,10 +122,7 @@ pub async fn run(ctx: &OpContext, config: TriggerConfig) -> Result<Completion> {
     }
     outputs.insert("state".into(), outcome.state.into());
     outputs.insert("outputs".into(), json!(outcome.outputs));
-    Ok(Completion {
-        outputs,
-        exit_code: None,
-    })
+    Ok(Completion::from(outputs))
 }
 
 #[cfg(test)]
@@ -136,6 +130,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::operators::services::Services;
     use crate::operators::shell::test_support::context;
     use crate::operators::{BoxFuture, RunOutcome};
 
@@ -208,7 +203,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ctx, _rx) = context(dir.path());
         let fake = Arc::new(FakeRuns::default());
-        ctx.runs = Some(fake.clone());
+        ctx.services = Arc::new(Services {
+            runs: Some(fake.clone()),
+            ..Services::default()
+        });
         let cfg = config(json!({"workflow": "b", "wait": true, "poll_interval": "2s"}));
         for _ in 0..2 {
             match run(&ctx, cfg.clone()).await {
@@ -246,7 +244,10 @@ mod tests {
                 outputs: Default::default(),
             },
         ));
-        ctx.runs = Some(fake.clone());
+        ctx.services = Arc::new(Services {
+            runs: Some(fake.clone()),
+            ..Services::default()
+        });
         let message = run(&ctx, config(json!({"workflow": "b", "wait": true})))
             .await
             .expect_err("child failed")
@@ -264,7 +265,10 @@ mod tests {
     async fn without_wait_it_outputs_the_run_id() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ctx, _rx) = context(dir.path());
-        ctx.runs = Some(Arc::new(FakeRuns::default()));
+        ctx.services = Arc::new(Services {
+            runs: Some(Arc::new(FakeRuns::default())),
+            ..Services::default()
+        });
         let done = run(&ctx, config(json!({"workflow": "b", "params": {"x": 1}})))
             .await
             .expect("started");
@@ -275,7 +279,10 @@ mod tests {
     async fn a_wait_past_its_timeout_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ctx, _rx) = context(dir.path());
-        ctx.runs = Some(Arc::new(FakeRuns::default()));
+        ctx.services = Arc::new(Services {
+            runs: Some(Arc::new(FakeRuns::default())),
+            ..Services::default()
+        });
         ctx.first_started_at = Utc::now() - chrono::Duration::seconds(90);
         let message = run(
             &ctx,

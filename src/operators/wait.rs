@@ -223,10 +223,7 @@ pub async fn run(ctx: &OpContext, config: WaitConfig) -> Result<Completion> {
     loop {
         if let Some(mut outputs) = check_once(ctx, &config.check).await {
             outputs.insert("waited_seconds".into(), waited(ctx).as_secs().into());
-            return Ok(Completion {
-                outputs,
-                exit_code: None,
-            });
+            return Ok(Completion::from(outputs));
         }
         if ctx.cancel.is_cancelled() {
             return Err(OperatorError::Cancelled);

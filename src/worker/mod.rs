@@ -19,8 +19,8 @@ use crate::dag::{Task, Workflow};
 use crate::duration::instant_after;
 use crate::lifecycle::TaskState;
 use crate::metric;
-use crate::operators::alert::AlertServices;
-use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError, RunLauncher};
+use crate::operators::services::Services;
+use crate::operators::{LogLine, LogSink, OpContext, Operator, OperatorError};
 use crate::secrets::{Masker, Secrets};
 use crate::store::{
     Claim, ClaimedTask, NewArtifact, NewLogLine, NewTaskInstance, RunRecord, Store, StoreError,
@@ -80,12 +80,11 @@ pub struct WorkerDeps {
     pub secrets: Arc<Secrets>,
     pub masker: Arc<Masker>,
     pub http: reqwest::Client,
-    /// Starting and watching other runs (the `trigger` operator); `None` without a catalog.
-    pub runs: Option<Arc<dyn RunLauncher>>,
     /// Configured variables (`vars` in templates).
     pub vars: Arc<serde_json::Map<String, Value>>,
-    /// The mailer, dedup state and run links of the `alert` operator.
-    pub alerts: Arc<AlertServices>,
+    /// What operators share: the database, mailer, artifact store, run links and the
+    /// launcher of other runs (`trigger`).
+    pub services: Arc<Services>,
     /// Where tries keep their artifacts and read those of upstream tasks.
     pub artifacts: Artifacts,
 }
@@ -506,8 +505,7 @@ async fn execute(
         cancel: cancel.clone(),
         masker: deps.masker.clone(),
         first_started_at: claimed.started_at,
-        runs: deps.runs.clone(),
-        alerts: deps.alerts.clone(),
+        services: deps.services.clone(),
         artifacts_requested: artifacts_requested.clone(),
     };
     let started = Instant::now();
@@ -599,6 +597,7 @@ async fn execute(
             return failed(claimed, deps.masker.mask(&message).into_owned(), None).into();
         }
         Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
+        Err(OperatorError::Rejected { message }) => Err((message, None, false)),
         Err(OperatorError::Reschedule { after }) => {
             return Message::Reschedule {
                 id: claimed.id,
@@ -741,7 +740,7 @@ async fn render(
     }
     let mut context = run.run.render_context(results, &deps.secrets, &deps.vars);
     context.run.try_number = claimed.try_number;
-    context.run.url = Some(deps.alerts.run_url(&claimed.run_id));
+    context.run.url = Some(deps.services.run_url(&claimed.run_id));
     if run.workflow.task_index(&task.id).is_none() {
         // A hook: it reports on the run's failed tasks.
         context.failed_tasks = store
@@ -827,8 +826,7 @@ mod tests {
             masker: Arc::new(secrets.masker()),
             secrets,
             http: reqwest::Client::new(),
-            runs: None,
-            alerts: Arc::default(),
+            services: Arc::default(),
             artifacts: Artifacts::open(
                 &crate::artifacts::Location::Folder(std::env::temp_dir().join("sluice-artifacts")),
                 Default::default(),

@@ -449,7 +449,7 @@ pub(super) async fn send(
     retry: Retry,
 ) -> Result<Outputs> {
     let own_mailer;
-    let mailer = match (&spec.smtp, &ctx.alerts.mailer) {
+    let mailer = match (&spec.smtp, &ctx.services.mailer) {
         (Some(task_smtp), shared) => {
             let from = task_smtp
                 .from

@@ -26,23 +26,6 @@ pub use email::{Envelope, Headline, Mailer, MailerError, SmtpSettings, compose, 
 /// for in full.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// What alerts need from the process, built once and shared by every try.
-#[derive(Debug, Clone, Default)]
-pub struct AlertServices {
-    /// The mailer for `[smtp]`; `None` when `sluice.toml` has no `[smtp]`.
-    pub mailer: Option<Mailer>,
-    /// Where dedup state lives; `None` only outside a runtime (unit tests).
-    pub store: Option<Store>,
-    /// The base of links to run pages (`Config::base_url`).
-    pub base_url: String,
-}
-
-impl AlertServices {
-    pub fn run_url(&self, run_id: &str) -> String {
-        crate::config::run_url(&self.base_url, run_id)
-    }
-}
-
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -228,7 +211,7 @@ pub async fn run(ctx: &OpContext, mut config: AlertConfig) -> Result<Completion>
     let mut note = None;
     let mut claim = None;
     if let Some(window) = config.window {
-        let store = ctx.alerts.store.as_ref().ok_or_else(|| {
+        let store = ctx.services.store.as_ref().ok_or_else(|| {
             OperatorError::failed("`window` needs the database, which this process does not have")
         })?;
         let key = match &config.key {
@@ -254,10 +237,7 @@ pub async fn run(ctx: &OpContext, mut config: AlertConfig) -> Result<Completion>
                 ));
                 outputs.insert("suppressed".into(), json!(true));
                 outputs.insert("suppressed_count".into(), json!(suppressed));
-                return Ok(Completion {
-                    outputs,
-                    exit_code: None,
-                });
+                return Ok(Completion::from(outputs));
             }
             ThrottleDecision::Send { suppressed } => {
                 outputs.insert("suppressed_before".into(), json!(suppressed));
@@ -276,14 +256,11 @@ pub async fn run(ctx: &OpContext, mut config: AlertConfig) -> Result<Completion>
     match deliver(ctx, &config, note.as_deref()).await {
         Ok(delivered) => {
             outputs.extend(delivered);
-            Ok(Completion {
-                outputs,
-                exit_code: None,
-            })
+            Ok(Completion::from(outputs))
         }
         Err(error) => {
             // What failed did not arrive: it must not hold back the next alert.
-            if let (Some(claim), Some(store)) = (claim, &ctx.alerts.store)
+            if let (Some(claim), Some(store)) = (claim, &ctx.services.store)
                 && let Err(e) = store.release_throttle(&claim).await
             {
                 ctx.log
@@ -297,7 +274,7 @@ pub async fn run(ctx: &OpContext, mut config: AlertConfig) -> Result<Completion>
 /// Sends the email and calls the webhook. Both are attempted even when the first fails, so one
 /// broken channel does not silence the other.
 async fn deliver(ctx: &OpContext, config: &AlertConfig, note: Option<&str>) -> Result<Outputs> {
-    let run_url = ctx.alerts.run_url(&ctx.run_id);
+    let run_url = ctx.services.run_url(&ctx.run_id);
     let run_line = format!("Workflow {}, run {}", ctx.workflow, ctx.run_id);
     let mut outputs = Outputs::new();
     let mut failures = Vec::new();

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::operators::Operator;
+use crate::operators::services::Services;
 use crate::operators::shell::test_support::context;
 use crate::store::StoreConfig;
 
@@ -163,10 +164,10 @@ async fn repeats_within_the_window_are_held_back_and_the_next_alert_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut ctx, _log) = context(dir.path());
     let store = memory_store().await;
-    ctx.alerts = Arc::new(AlertServices {
+    ctx.services = Arc::new(Services {
         store: Some(store.clone()),
         base_url: "http://sluice.test".into(),
-        ..AlertServices::default()
+        ..Services::default()
     });
     let with =
         json!({"window": "1h", "key": "drift/{{x}}", "webhook": {"url": url, "text": "Drift"}});
@@ -220,9 +221,9 @@ async fn a_failed_send_does_not_hold_back_the_next_alert() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut ctx, _log) = context(dir.path());
     let store = memory_store().await;
-    ctx.alerts = Arc::new(AlertServices {
+    ctx.services = Arc::new(Services {
         store: Some(store.clone()),
-        ..AlertServices::default()
+        ..Services::default()
     });
     let with = json!({"window": "1h", "attempts": 2, "backoff": "5ms",
                       "webhook": {"url": format!("http://{address}/hook"), "text": "x"}});
@@ -342,9 +343,9 @@ async fn secrets_in_what_an_alert_says_are_masked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut ctx, _log) = context(dir.path());
     ctx.masker = Arc::new(crate::secrets::Masker::new(["s3cr3t-value".to_owned()]));
-    ctx.alerts = Arc::new(AlertServices {
+    ctx.services = Arc::new(Services {
         store: Some(memory_store().await),
-        ..AlertServices::default()
+        ..Services::default()
     });
     let done = run(
         &ctx,
