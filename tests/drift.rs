@@ -207,6 +207,25 @@ async fn the_window_ends_at_the_backfilled_date_and_only_shifted_days_drift() {
             .is_some_and(|e| e.len() > 2)
     );
 
+    // The API's twin of the report.
+    let (status, report) = server
+        .get(&format!("/api/v1/runs/{run_id}/tasks/detect/drift"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outputs"], *outputs);
+    assert_eq!(report["histograms"]["current_rows"], 300);
+    let history: Vec<&Value> = report["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| &h["columns"]["latency_ms"]["drifted"])
+        .collect();
+    assert_eq!(history, [&json!(false), &json!(true)], "{report}");
+    let (status, _) = server
+        .get(&format!("/api/v1/runs/{run_id}/tasks/nope/drift"))
+        .await;
+    assert_eq!(status, 404);
+
     // The report page: the table, both histograms as SVG, and a history line of two runs.
     let cookie = ui_cookie(&sb).await;
     let (status, page) = get_text(

@@ -9,17 +9,18 @@ use axum::response::{IntoResponse, Response};
 use minijinja::Value as Page;
 use minijinja::value::Serde;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::pages::{find_run, pinned_workflow};
 use super::{Result, WebError, WebState, auth::Session, iso, render};
+use crate::artifacts::Artifacts;
 use crate::lifecycle::TaskState;
 use crate::operators::drift::HISTOGRAMS_ARTIFACT;
 use crate::secrets::Masker;
-use crate::store::PastOutputs;
+use crate::store::{PastOutputs, Store, StoreError};
 
 /// How many past runs the history lines reach back.
-const HISTORY_RUNS: usize = 30;
+pub const HISTORY_RUNS: usize = 30;
 /// The most of the histograms artifact the page reads.
 const HISTOGRAMS_LIMIT: u64 = 4 << 20;
 /// The drawing area of each chart, in SVG units.
@@ -196,19 +197,32 @@ fn history_chart(
     })
 }
 
+/// The outputs of the task's latest successful try in the run, if it has one.
+pub async fn latest_outputs(
+    store: &Store,
+    run_id: &str,
+    task: &str,
+) -> std::result::Result<Option<Map<String, Value>>, StoreError> {
+    Ok(store
+        .task_instances(run_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.task_id == task && t.state == TaskState::Success)
+        .max_by_key(|t| t.try_number)
+        .and_then(|t| t.outputs))
+}
+
 /// The task's histograms artifact, or why there is none to show.
-async fn histograms(
-    state: &WebState,
+pub async fn kept_histograms(
+    store: &Store,
+    artifacts: Option<&Artifacts>,
     run_id: &str,
     task: &str,
 ) -> std::result::Result<Value, String> {
-    let record = super::artifacts::find(&state.store, run_id, HISTOGRAMS_ARTIFACT, Some(task))
+    let record = super::artifacts::find(store, run_id, HISTOGRAMS_ARTIFACT, Some(task))
         .await
         .map_err(|e| e.to_string())?;
-    let artifacts = state
-        .artifacts
-        .as_ref()
-        .ok_or("this server has no artifact store to read from")?;
+    let artifacts = artifacts.ok_or("this server has no artifact store to read from")?;
     let bytes = artifacts
         .read_head(&record.sha256, record.size, HISTOGRAMS_LIMIT)
         .await
@@ -232,19 +246,12 @@ pub async fn report(
             "run `{run_id}` has no drift task `{task_id}`"
         )));
     }
-    let latest = state
-        .store
-        .task_instances(&run_id)
-        .await?
-        .into_iter()
-        .filter(|t| t.task_id == task_id && t.state == TaskState::Success)
-        .max_by_key(|t| t.try_number);
     let masker = &state.settings.masker;
     let mut columns = Vec::new();
     let mut verdict = None;
     let mut histograms_problem = None;
-    if let Some(outputs) = latest.and_then(|t| t.outputs) {
-        let kept = histograms(&state, &run_id, &task_id).await;
+    if let Some(outputs) = latest_outputs(&state.store, &run_id, &task_id).await? {
+        let kept = kept_histograms(&state.store, state.artifacts.as_ref(), &run_id, &task_id).await;
         if let Err(problem) = &kept {
             histograms_problem = Some(masker.mask(problem).into_owned());
         }

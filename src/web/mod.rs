@@ -25,7 +25,7 @@ pub mod artifacts;
 mod assets;
 pub mod auth;
 mod deliveries;
-mod drift;
+pub mod drift;
 mod graph;
 mod live;
 mod pages;
