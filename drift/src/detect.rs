@@ -247,6 +247,17 @@ pub fn detect_drift(
     current: &Table,
     config: &DriftConfig,
 ) -> Result<DatasetDrift> {
+    detect_drift_until(reference, current, config, &|| false)
+}
+
+/// [`detect_drift`] that asks `stop` before each column and gives up with [`Error::Stopped`]
+/// once it says yes, so a caller that is cancelled does not wait for every column.
+pub fn detect_drift_until(
+    reference: &Table,
+    current: &Table,
+    config: &DriftConfig,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<DatasetDrift> {
     if !(0.0..=1.0).contains(&config.drift_share) {
         return Err(Error::InvalidSetting(format!(
             "`drift_share` must be between 0 and 1, not {}.",
@@ -280,6 +291,9 @@ pub fn detect_drift(
                 scope.spawn(|| {
                     let mut done = Vec::new();
                     loop {
+                        if stop() {
+                            break;
+                        }
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         let Some(spec) = specs.get(index) else { break };
                         done.push((index, column_drift(reference, current, spec, config)));
@@ -298,6 +312,9 @@ pub fn detect_drift(
             }
         }
     });
+    if results.iter().any(Option::is_none) {
+        return Err(Error::Stopped);
+    }
     let columns = results
         .into_iter()
         .flatten()

@@ -13,16 +13,20 @@
 //! - [`text`]: descriptors of text columns, fed to the numeric tests.
 //! - [`embedding`]: drift of embedding columns (mean distance, drifted components, MMD).
 //! - [`detect`]: per-column method choice, thresholds, and the dataset verdict.
+//! - [`histogram`]: the reference and current bins a report draws.
 
 pub mod detect;
 pub mod embedding;
+pub mod histogram;
 pub mod read;
 pub mod rng;
 pub mod stats;
 pub mod table;
 pub mod text;
 
-pub use detect::{ColumnDrift, ColumnSpec, DatasetDrift, DriftConfig, Method, detect_drift};
+pub use detect::{
+    ColumnDrift, ColumnSpec, DatasetDrift, DriftConfig, Method, detect_drift, detect_drift_until,
+};
 pub use table::{ColumnKind, Table};
 
 /// Everything that can go wrong while reading data or checking it for drift. Messages are
@@ -96,6 +100,9 @@ pub enum Error {
     UnknownKind(String),
     #[error("{0}")]
     InvalidSetting(String),
+    /// The caller asked to stop (see [`detect::detect_drift_until`]).
+    #[error("The drift check was stopped before it finished.")]
+    Stopped,
 }
 
 /// The crate's result type.

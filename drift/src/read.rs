@@ -47,7 +47,14 @@ fn read_all(mut input: impl Read, source_name: &str) -> Result<String> {
 /// table. `source_name` names the data in errors.
 pub fn read_csv(input: impl Read, source_name: &str) -> Result<Table> {
     let text = read_all(input, source_name)?;
-    let mut records = Records::new(&text, source_name);
+    parse_csv(&text, source_name)
+}
+
+// The parsers are not generic over the reader, so they are compiled (and optimised) in this
+// crate once, not again in each caller's crate with the caller's settings: a dev build of a
+// caller would otherwise parse at opt-level 0.
+fn parse_csv(text: &str, source_name: &str) -> Result<Table> {
+    let mut records = Records::new(text, source_name);
     let mut header = Vec::new();
     if records.next_record(&mut header)?.is_none() {
         return Err(Error::EmptyData {
@@ -101,7 +108,7 @@ pub fn read_csv(input: impl Read, source_name: &str) -> Result<Table> {
         .filter_map(|(i, b)| b.text_from_row().filter(|&r| r > 0).map(|_| i))
         .collect();
     if !needs_text.is_empty() {
-        let mut again = Records::new(&text, source_name);
+        let mut again = Records::new(text, source_name);
         again.next_record(&mut cells)?;
         let mut row = 0;
         while again.next_record(&mut cells)?.is_some() {
@@ -324,6 +331,10 @@ impl<'a> Records<'a> {
 /// embedding columns, and `null` a missing value.
 pub fn read_jsonl(input: impl Read, source_name: &str) -> Result<Table> {
     let text = read_all(input, source_name)?;
+    parse_jsonl(&text, source_name)
+}
+
+fn parse_jsonl(text: &str, source_name: &str) -> Result<Table> {
     let mut names: Vec<String> = Vec::new();
     let mut index_of: HashMap<String, usize> = HashMap::new();
     let mut builders: Vec<JsonColumn> = Vec::new();

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Masker;
 
 pub mod alert;
+pub mod drift;
 pub mod http;
 pub mod noop;
 pub mod services;
@@ -379,6 +380,7 @@ registry! {
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
+    Drift => drift::DriftConfig,
 }
 
 impl std::fmt::Display for Operator {

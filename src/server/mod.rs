@@ -28,6 +28,7 @@ use crate::template::Templates;
 mod api;
 mod auth;
 mod deliveries;
+mod drift;
 mod hooks;
 pub mod metrics;
 mod openapi;
@@ -144,6 +145,7 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/logs"),
     (Method::GET, "/api/v1/runs/{id}/artifacts"),
     (Method::GET, "/api/v1/runs/{id}/artifacts/{name}"),
+    (Method::GET, "/api/v1/runs/{id}/tasks/{task}/drift"),
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
 ];

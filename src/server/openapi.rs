@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, ops};
+use super::{AppState, api, deliveries, drift, ops};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -58,6 +58,7 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::task_logs))
         .routes(routes!(api::list_artifacts))
         .routes(routes!(api::download_artifact))
+        .routes(routes!(drift::drift_report))
         .routes(routes!(api::import_errors))
         .routes(routes!(deliveries::list_deliveries))
 }

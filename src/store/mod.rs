@@ -29,6 +29,7 @@ pub use artifacts::{ArtifactRecord, CleanedRuns, NewArtifact};
 pub use deliveries::{
     DeliveryOutcome, DeliveryPage, DeliveryRecord, DeliveryRun, NewDelivery, Recorded,
 };
+pub use history::PastOutputs;
 pub use leader::Leadership;
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, NewLogLine};
@@ -631,6 +632,7 @@ macro_rules! on_every_backend {
 mod alerts;
 mod artifacts;
 mod deliveries;
+mod history;
 mod logins;
 
 #[cfg(test)]

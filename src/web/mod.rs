@@ -25,6 +25,7 @@ pub mod artifacts;
 mod assets;
 pub mod auth;
 mod deliveries;
+pub mod drift;
 mod graph;
 mod live;
 mod pages;
@@ -93,6 +94,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/events", get(live::run_events))
         .route("/runs/{run_id}/gantt", get(pages::run_gantt_section))
         .route("/runs/{run_id}/artifacts/{name}", get(artifacts::download))
+        .route("/runs/{run_id}/tasks/{task}/drift", get(drift::report))
         .route("/github/deliveries", get(deliveries::list))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::from_fn_with_state(

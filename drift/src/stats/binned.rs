@@ -146,7 +146,7 @@ fn linspace(start: f64, stop: f64, count: usize) -> Vec<f64> {
 }
 
 /// Counts per bin; each bin holds [left, right) except the last, which holds its right edge.
-fn histogram(values: &[f64], edges: &[f64]) -> Vec<usize> {
+pub(crate) fn histogram(values: &[f64], edges: &[f64]) -> Vec<usize> {
     let bins = edges.len() - 1;
     let mut counts = vec![0usize; bins];
     let (first, last) = (edges[0], edges[bins]);
