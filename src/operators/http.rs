@@ -1,20 +1,24 @@
-//! `http`: one HTTP request; asserts the status; a JSON response becomes `outputs.json`.
+//! `http`: one HTTP request, repeated through the shared `retry` policy when it fails in a way
+//! that may pass (408, 429 and 5xx other than 501, lost connections, timeouts; `Retry-After`
+//! honoured); asserts the status; a JSON response becomes `outputs.json`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::shell::Text;
-use super::{Completion, OpContext, OperatorError, Outputs, Result, error_chain};
+use super::support::{Retry, Text, after_attempts, cut, error_chain, header_map, log_retry};
+use super::{Completion, OpContext, OperatorError, Outputs, Result};
 use crate::duration::HumanDuration;
+use crate::retry::{Failure, RetryAfter, RetryError, Succeeded, SystemClock};
 
-/// Response bodies longer than this are cut in `outputs.body` (outputs live in the database).
-const MAX_TEXT_BYTES: usize = 1024 * 1024;
+/// Response bodies longer than this are cut in `outputs.body`: outputs live in the database
+/// and stay well under `[worker] max_output_bytes` (1 MiB by default).
+const MAX_TEXT_BYTES: usize = 256 * 1024;
 /// Reading stops here; a body this large is not going to be parsed as JSON outputs.
 const MAX_READ_BYTES: usize = 16 * 1024 * 1024;
 /// How much of an unexpected response's body the failure message quotes.
@@ -41,13 +45,27 @@ pub struct HttpWith {
     /// The statuses that count as success, like `[200, 404]`. Default: any 2xx status.
     #[serde(default)]
     pub expect_status: Vec<u16>,
-    /// How long the whole request, including reading the response, may take. Default: `30s`.
+    /// How long one attempt, including reading the response, may take. Default: `30s`.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// How many times the request is made when it fails in a way that may pass (HTTP 408,
+    /// 429 and 5xx other than 501 that `expect_status` does not list, lost connections,
+    /// timeouts). Default: 3 for `GET`, `HEAD`, `PUT`, `DELETE` and `OPTIONS`, which may be
+    /// repeated safely; 1 for `POST` and `PATCH`.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// The wait after the first failed attempt; it doubles after each (up to 1m), and a
+    /// longer `Retry-After` from the server wins (up to 1m). Default `1s`.
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
 }
 
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
+}
+
+fn default_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 /// An HTTP method.
@@ -83,6 +101,15 @@ impl Method {
             Method::Options => reqwest::Method::OPTIONS,
         }
     }
+
+    /// Attempts when `attempts` is not given: a request that means the same when repeated
+    /// (RFC 9110's idempotent methods) is tried again; one that may act twice is not.
+    fn default_attempts(self) -> u32 {
+        match self {
+            Method::Post | Method::Patch => 1,
+            _ => 3,
+        }
+    }
 }
 
 impl fmt::Display for Method {
@@ -97,11 +124,12 @@ impl fmt::Display for Method {
 pub struct HttpConfig {
     pub url: String,
     pub method: Method,
-    pub headers: IndexMap<String, String>,
+    pub headers: IndexMap<String, Text>,
     pub body: Option<Body>,
     /// Empty means any 2xx.
     pub expect_status: Vec<u16>,
     pub timeout: Duration,
+    pub retry: Retry,
 }
 
 /// A request body.
@@ -133,16 +161,43 @@ impl TryFrom<HttpWith> for HttpConfig {
         if with.timeout.0.is_zero() {
             return Err("`timeout` must be longer than zero".into());
         }
+        if with.attempts == Some(0) {
+            return Err("`attempts` must be at least 1".into());
+        }
         // The URL and headers are checked when the task runs: they are often templates
         // (`{{ vars.base_url }}/v1/…`) that only make sense once rendered.
         Ok(HttpConfig {
             url: with.url,
+            retry: Retry {
+                attempts: with
+                    .attempts
+                    .unwrap_or_else(|| with.method.default_attempts()),
+                backoff: with.backoff.0,
+            },
             method: with.method,
-            headers: with.headers.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            headers: with.headers,
             body,
             expect_status: with.expect_status,
             timeout: with.timeout.0,
         })
+    }
+}
+
+impl HttpConfig {
+    fn expects(&self, status: reqwest::StatusCode) -> bool {
+        if self.expect_status.is_empty() {
+            status.is_success()
+        } else {
+            self.expect_status.contains(&status.as_u16())
+        }
+    }
+
+    fn wanted(&self) -> String {
+        if self.expect_status.is_empty() {
+            return "a 2xx status".to_owned();
+        }
+        let list: Vec<String> = self.expect_status.iter().map(u16::to_string).collect();
+        list.join(" or ")
     }
 }
 
@@ -167,77 +222,39 @@ pub async fn run(ctx: &OpContext, config: HttpConfig) -> Result<Completion> {
             "`url` must start with http:// or https://: {url}"
         )));
     }
+    let headers = header_map("http", &config.headers)?;
     let method = config.method;
-    let mut request = ctx
-        .http
-        .request(method.as_reqwest(), url.clone())
-        .timeout(config.timeout);
-    for (name, value) in &config.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| invalid(format!("the value of header `{name}` is not valid in HTTP")))?;
-        request = request.header(name, value);
-    }
-    request = match &config.body {
-        Some(Body::Json(json)) => request.json(json),
-        Some(Body::Text(text)) => request.body(text.clone()),
-        None => request,
-    };
-
-    let started = Instant::now();
-    let response = tokio::select! {
-        biased;
-        _ = ctx.cancel.cancelled() => {
-            ctx.log.system(format!("{method} {url} was abandoned: the task was cancelled."));
+    let attempt = |_| request_once(ctx, &config, &url, headers.clone());
+    let outcome = config
+        .retry
+        .policy()
+        .run(&SystemClock, &ctx.cancel, attempt, |retrying| {
+            log_retry(&ctx.log, retrying)
+        })
+        .await;
+    let (response, attempts) = match outcome {
+        Ok(Succeeded { value, attempts }) => (value, attempts),
+        Err(RetryError::Cancelled) => {
+            ctx.log.system(format!(
+                "{method} {url} was abandoned: the task was cancelled."
+            ));
             return Err(OperatorError::Cancelled);
         }
-        response = send(request) => response,
-    };
-    let response = response.map_err(|e| {
-        if e.is_timeout() {
-            OperatorError::failed(format!(
-                "{method} {url} did not finish within {}",
-                HumanDuration(config.timeout)
-            ))
-        } else {
-            OperatorError::failed(format!("{method} {url} failed: {}", error_chain(&e)))
+        Err(
+            RetryError::Refused { error, attempts } | RetryError::Exhausted { error, attempts },
+        ) => {
+            let message = after_attempts(error, attempts);
+            return Err(OperatorError::failed(
+                ctx.masker.mask(&message).into_owned(),
+            ));
         }
-    })?;
-    let status = response.status;
-    ctx.log.system(format!(
-        "{method} {url} -> {} in {} ms",
-        status.as_u16(),
-        started.elapsed().as_millis()
-    ));
-
-    let expected = if config.expect_status.is_empty() {
-        status.is_success()
-    } else {
-        config.expect_status.contains(&status.as_u16())
+        Err(RetryError::Interrupted(never)) => match never {},
     };
-    if !expected {
-        let wanted = if config.expect_status.is_empty() {
-            "a 2xx status".to_owned()
-        } else {
-            let list: Vec<String> = config.expect_status.iter().map(u16::to_string).collect();
-            list.join(" or ")
-        };
-        let body = String::from_utf8_lossy(cut(&response.body, ERROR_BODY_BYTES));
-        let body = if body.trim().is_empty() {
-            "the body was empty".to_owned()
-        } else {
-            format!("the body began with: {body}")
-        };
-        let message = format!("{method} {url} returned {status}, expected {wanted}; {body}");
-        return Err(OperatorError::failed(
-            ctx.masker.mask(&message).into_owned(),
-        ));
-    }
 
     let mut outputs = Outputs::new();
-    outputs.insert("status".into(), Value::from(status.as_u16()));
+    outputs.insert("status".into(), Value::from(response.status.as_u16()));
     outputs.insert("headers".into(), Value::Object(response.headers));
+    outputs.insert("attempts".into(), Value::from(attempts));
     let parsed = match response.cut_at {
         None => serde_json::from_slice::<Value>(&response.body).ok(),
         Some(_) => None,
@@ -263,6 +280,64 @@ pub async fn run(ctx: &OpContext, config: HttpConfig) -> Result<Completion> {
         }
     }
     Ok(Completion::from(outputs))
+}
+
+/// One attempt: the request, its line in the log, and whether a status that is not expected
+/// may pass.
+async fn request_once(
+    ctx: &OpContext,
+    config: &HttpConfig,
+    url: &reqwest::Url,
+    headers: HeaderMap,
+) -> std::result::Result<Response, Failure<String>> {
+    let method = config.method;
+    let request = ctx
+        .http
+        .request(method.as_reqwest(), url.clone())
+        .headers(headers)
+        .timeout(config.timeout);
+    let request = match &config.body {
+        Some(Body::Json(json)) => request.json(json),
+        Some(Body::Text(text)) => request.body(text.clone()),
+        None => request,
+    };
+    let started = Instant::now();
+    let response = send(request).await.map_err(|e| {
+        let problem = if e.is_timeout() {
+            format!(
+                "{method} {url} did not finish within {}",
+                HumanDuration(config.timeout)
+            )
+        } else {
+            format!("{method} {url} failed: {}", error_chain(&e))
+        };
+        Failure::from_request_error(&e, problem)
+    })?;
+    let status = response.status;
+    ctx.log.system(format!(
+        "{method} {url} -> {} in {} ms",
+        status.as_u16(),
+        started.elapsed().as_millis()
+    ));
+    if config.expects(status) {
+        return Ok(response);
+    }
+    let body = String::from_utf8_lossy(cut(&response.body, ERROR_BODY_BYTES));
+    let body = if body.trim().is_empty() {
+        "the body was empty".to_owned()
+    } else {
+        format!("the body began with: {body}")
+    };
+    let retry_after = response
+        .headers
+        .get("retry-after")
+        .and_then(Value::as_str)
+        .and_then(RetryAfter::parse);
+    let problem = format!(
+        "{method} {url} returned {status}, expected {}; {body}",
+        config.wanted()
+    );
+    Err(Failure::from_status(status, retry_after, problem))
 }
 
 async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<Response> {
@@ -300,19 +375,6 @@ async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<Response> {
     })
 }
 
-/// The first `max` bytes, shortened to a character boundary when the bytes are UTF-8.
-fn cut(bytes: &[u8], max: usize) -> &[u8] {
-    if bytes.len() <= max {
-        return bytes;
-    }
-    let mut end = max;
-    // Step back over UTF-8 continuation bytes so the text does not end in half a character.
-    while end > 0 && end > max.saturating_sub(4) && (bytes[end] & 0b1100_0000) == 0b1000_0000 {
-        end -= 1;
-    }
-    &bytes[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -323,7 +385,9 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::super::LogStream;
-    use super::super::shell::test_support::{context, lines};
+    use std::sync::{Arc, Mutex};
+
+    use super::super::support::test_support::{context, lines, wait_for};
     use super::*;
 
     /// A request as the test server saw it.
@@ -519,9 +583,8 @@ mod tests {
         let (addr, _seen) = serve(reply("500 Internal Server Error", &long)).await;
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _log) = context(dir.path());
-        let err = run(&ctx, config(json!({"url": format!("http://{addr}/")})))
-            .await
-            .unwrap_err();
+        let with = json!({"url": format!("http://{addr}/"), "attempts": 1});
+        let err = run(&ctx, config(with)).await.unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("returned 500 Internal Server Error"),
@@ -540,7 +603,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _log) = context(dir.path());
         let started = Instant::now();
-        let with = json!({"url": format!("http://{addr}/slow"), "timeout": "200ms"});
+        let with = json!({"url": format!("http://{addr}/slow"), "timeout": "200ms", "attempts": 1});
         let err = run(&ctx, config(with)).await.unwrap_err();
         assert!(
             err.to_string().contains("did not finish within 200ms"),
@@ -583,14 +646,14 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _log) = context(dir.path());
-        let err = run(&ctx, config(json!({"url": format!("http://{addr}/")})))
-            .await
-            .unwrap_err();
+        let with = json!({"url": format!("http://{addr}/"), "attempts": 2, "backoff": "10ms"});
+        let err = run(&ctx, config(with)).await.unwrap_err().to_string();
         assert!(
-            err.to_string()
-                .starts_with(&format!("GET http://{addr}/ failed")),
+            err.starts_with(&format!("GET http://{addr}/ failed")),
             "{err}"
         );
+        // A connection that cannot be made may work next time: it was tried again.
+        assert!(err.ends_with("(after 2 attempts)"), "{err}");
     }
 
     #[test]
@@ -601,11 +664,22 @@ mod tests {
         assert!(err(json!({"url": "http://x", "expect_status": [99]})).contains("not an HTTP"));
         assert!(err(json!({"url": "http://x", "method": "FETCH"})).contains("unknown variant"));
         assert!(err(json!({})).contains("missing field `url`"));
+        assert!(err(json!({"url": "http://x", "attempts": 0})).contains("at least 1"));
         let c = config(json!({"url": "http://x"}));
         assert_eq!(
-            (c.method, c.timeout),
-            (Method::Get, Duration::from_secs(30))
+            (c.method, c.timeout, c.retry.attempts, c.retry.backoff),
+            (
+                Method::Get,
+                Duration::from_secs(30),
+                3,
+                Duration::from_secs(1)
+            )
         );
+        // A request that may act twice is made once unless `attempts` says otherwise.
+        let post = config(json!({"url": "http://x", "method": "POST"}));
+        assert_eq!(post.retry.attempts, 1);
+        let post = config(json!({"url": "http://x", "method": "POST", "attempts": 5}));
+        assert_eq!(post.retry.attempts, 5);
     }
 
     #[test]
@@ -621,6 +695,8 @@ mod tests {
             "body",
             "expect_status",
             "timeout",
+            "attempts",
+            "backoff",
         ] {
             let doc = &schema["properties"][field]["description"];
             assert!(
@@ -644,9 +720,145 @@ mod tests {
         assert!(err.to_string().contains("http:// or https://"), "{err}");
     }
 
-    #[test]
-    fn cut_keeps_whole_characters() {
-        assert_eq!(cut("héllo".as_bytes(), 2), b"h");
-        assert_eq!(cut(b"abc", 10), b"abc");
+    /// An axum server on 127.0.0.1 that answers `GET /` with `answers` in turn (status and
+    /// extra headers), then 200 with a JSON body; returns its URL and when each request came.
+    async fn answering(
+        answers: Vec<(u16, Vec<(&'static str, &'static str)>)>,
+    ) -> (String, Arc<Mutex<Vec<Instant>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get({
+                let seen = seen.clone();
+                move || {
+                    let (seen, answers) = (seen.clone(), answers.clone());
+                    async move {
+                        seen.lock().expect("lock").push(Instant::now());
+                        let next = answers.lock().expect("lock").pop_front();
+                        let (status, headers) = next.unwrap_or((200, Vec::new()));
+                        let mut response = axum::response::Response::new(axum::body::Body::from(
+                            format!("{{\"answer\": {status}}}"),
+                        ));
+                        *response.status_mut() =
+                            axum::http::StatusCode::from_u16(status).expect("a status");
+                        for (name, value) in headers {
+                            response
+                                .headers_mut()
+                                .insert(name, axum::http::HeaderValue::from_static(value));
+                        }
+                        response
+                    }
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{address}/"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_after_its_retry_after() {
+        let (url, seen) = answering(vec![(429, vec![("retry-after", "1")])]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, mut log) = context(dir.path());
+        // The backoff alone would wait 10ms: the server asked for a second.
+        let with = json!({"url": url, "backoff": "10ms"});
+        let done = run(&ctx, config(with))
+            .await
+            .expect("the second attempt succeeds");
+        assert_eq!(done.outputs["status"], json!(200));
+        assert_eq!(done.outputs["json"], json!({"answer": 200}));
+        assert_eq!(done.outputs["attempts"], json!(2));
+        let times = seen.lock().expect("lock").clone();
+        assert_eq!(times.len(), 2);
+        assert!(
+            times[1] - times[0] >= Duration::from_secs(1),
+            "waited only {:?}",
+            times[1] - times[0]
+        );
+        let system = lines(&mut log, LogStream::System);
+        assert!(
+            system
+                .iter()
+                .any(|l| l.starts_with("Attempt 1: GET ") && l.ends_with("trying again in 1s.")),
+            "{system:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_503_twice_is_retried_with_backoff_then_succeeds() {
+        let (url, seen) = answering(vec![(503, Vec::new()), (503, Vec::new())]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _log) = context(dir.path());
+        let with = json!({"url": url, "backoff": "10ms"});
+        let done = run(&ctx, config(with))
+            .await
+            .expect("the third attempt succeeds");
+        assert_eq!(done.outputs["attempts"], json!(3));
+        let times = seen.lock().expect("lock").clone();
+        assert_eq!(times.len(), 3);
+        // 10ms, then twice that.
+        assert!(
+            times[2] - times[1] >= Duration::from_millis(20),
+            "{times:?}"
+        );
+
+        // With one attempt fewer, the last 503 is the task's error.
+        let (url, seen) = answering(vec![(503, Vec::new()), (503, Vec::new())]).await;
+        let with = json!({"url": url, "backoff": "10ms", "attempts": 2});
+        let err = run(&ctx, config(with)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("returned 503 Service Unavailable") && err.ends_with("(after 2 attempts)"),
+            "{err}"
+        );
+        assert_eq!(seen.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn refused_and_expected_statuses_are_not_retried() {
+        let (url, seen) = answering(vec![(404, Vec::new()), (501, Vec::new())]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _log) = context(dir.path());
+        let with = json!({"url": url, "backoff": "10ms"});
+        let err = run(&ctx, config(with.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("returned 404 Not Found"), "{err}");
+        assert!(!err.contains("attempts"), "{err}");
+        let err = run(&ctx, config(with)).await.unwrap_err().to_string();
+        assert!(err.contains("returned 501 Not Implemented"), "{err}");
+        assert_eq!(seen.lock().expect("lock").len(), 2);
+        // A 503 the task expects is its answer, not a failure.
+        let (url, seen) = answering(vec![(503, Vec::new())]).await;
+        let with = json!({"url": url, "expect_status": [503]});
+        let done = run(&ctx, config(with)).await.expect("expected");
+        assert_eq!(done.outputs["status"], json!(503));
+        assert_eq!(seen.lock().expect("lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cancelling_ends_the_wait_between_attempts() {
+        let (url, seen) = answering(vec![(429, vec![("retry-after", "60")])]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _log) = context(dir.path());
+        let cancel = ctx.cancel.clone();
+        let task = tokio::spawn(async move { run(&ctx, config(json!({"url": url}))).await });
+        let asked = wait_for(Duration::from_secs(10), || {
+            !seen.lock().expect("lock").is_empty()
+        })
+        .await;
+        assert!(asked, "the server never saw the request");
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the wait ended at once")
+            .expect("joined");
+        assert!(
+            matches!(result, Err(OperatorError::Cancelled)),
+            "{result:?}"
+        );
     }
 }

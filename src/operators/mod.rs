@@ -24,6 +24,7 @@ pub mod http;
 pub mod noop;
 pub mod services;
 pub mod shell;
+pub mod support;
 pub mod trigger;
 pub mod wait;
 
@@ -233,22 +234,6 @@ impl OpContext {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         crate::artifacts::Outbox::for_try(&self.scratch_dir, &self.task, self.try_number)
     }
-}
-
-/// An error and its causes in one line: what helps the reader ("connection refused", the
-/// server's reply) is usually a cause, not the error itself.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn parse_config<C: DeserializeOwned>(operator: &'static str, with: Value) -> Result<C> {

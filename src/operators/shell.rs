@@ -13,12 +13,13 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
+use super::support::Text;
 use super::{Completion, LogSink, LogStream, OpContext, OperatorError, Outputs, Result};
 use crate::secrets;
 
@@ -107,35 +108,6 @@ impl TryFrom<ShellWith> for ShellConfig {
             env: with.env.into_iter().map(|(k, v)| (k, v.0)).collect(),
             cwd: with.cwd,
             shell: with.shell.unwrap_or_else(|| "sh".to_owned()),
-        })
-    }
-}
-
-/// A value that is used as text (an environment variable, an HTTP header): strings as they are,
-/// numbers and booleans as their text, lists and maps as JSON, null as the empty string. Lets
-/// `"{{ params.samples }}"`, which renders to a number, be used where text is expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text(pub String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Ok(Text(match Value::deserialize(deserializer)? {
-            Value::String(s) => s,
-            Value::Null => String::new(),
-            other => other.to_string(),
-        }))
-    }
-}
-
-impl JsonSchema for Text {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Text".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "Text; numbers and booleans are used as their text, lists and maps as JSON.",
-            "type": ["string", "number", "boolean", "array", "object", "null"]
         })
     }
 }
@@ -727,75 +699,13 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Helpers shared by the operator tests.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
-
-    use crate::operators::{LogLine, LogSink, LogStream, OpContext};
-    use crate::secrets::Masker;
-
-    /// A context for one try of task `t` in `dir`, and the receiving end of its log.
-    pub fn context(dir: &Path) -> (OpContext, mpsc::UnboundedReceiver<LogLine>) {
-        rustls::crypto::ring::default_provider()
-            .install_default()
-            .ok();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let ctx = OpContext {
-            run_id: "run-1".into(),
-            workflow: "wf".into(),
-            task: "t".into(),
-            try_number: 1,
-            env: Vec::new(),
-            base_dir: dir.to_path_buf(),
-            scratch_dir: dir.join("scratch"),
-            log: LogSink::new(tx),
-            http: reqwest::Client::builder().build().expect("an HTTP client"),
-            cancel: CancellationToken::new(),
-            masker: Arc::new(Masker::default()),
-            first_started_at: chrono::Utc::now(),
-            services: Arc::default(),
-            artifacts_requested: Arc::default(),
-        };
-        (ctx, rx)
-    }
-
-    /// Every line logged so far on `stream`.
-    pub fn lines(rx: &mut mpsc::UnboundedReceiver<LogLine>, stream: LogStream) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(line) = rx.try_recv() {
-            if line.stream == stream {
-                out.push(line.text);
-            }
-        }
-        out
-    }
-
-    /// Waits for `condition` to hold, checking every few milliseconds, for at most `limit`.
-    pub async fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if condition() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        condition()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
     use serde_json::json;
 
-    use super::test_support::{context, lines, wait_for};
+    use super::super::support::test_support::{context, lines, wait_for};
     use super::*;
     use crate::operators::Operator;
 

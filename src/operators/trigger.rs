@@ -131,7 +131,7 @@ mod tests {
 
     use super::*;
     use crate::operators::services::Services;
-    use crate::operators::shell::test_support::context;
+    use crate::operators::support::test_support::context;
     use crate::operators::{BoxFuture, RunOutcome};
 
     /// Runs kept in memory: (triggered_by, workflow, run id), and outcomes by run id.

@@ -259,7 +259,7 @@ pub async fn run(ctx: &OpContext, config: WaitConfig) -> Result<Completion> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::shell::test_support::context;
+    use crate::operators::support::test_support::context;
     use serde_json::json;
 
     fn config(with: Value) -> std::result::Result<WaitConfig, String> {

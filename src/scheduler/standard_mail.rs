@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::operators::LogSink;
-use crate::operators::alert::{Envelope, Headline, Mailer, Retry, compose, parse_addresses};
+use crate::operators::alert::{Envelope, Headline, Mailer, compose, parse_addresses};
+use crate::operators::support::Retry;
 use crate::secrets::Masker;
 
 /// How far back a process that starts sending standard mails (a new leader) or that may have

@@ -16,10 +16,11 @@ use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Retry, Severity, escape_html};
+use super::{Severity, escape_html};
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::duration::HumanDuration;
-use crate::operators::{LogSink, OpContext, OperatorError, Outputs, Result, error_chain};
+use crate::operators::support::{Retry, error_chain};
+use crate::operators::{LogSink, OpContext, OperatorError, Outputs, Result};
 use crate::retry::{Failure, RetryError, Retrying, Succeeded, SystemClock};
 use crate::secrets::Secrets;
 

@@ -14,17 +14,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::support::Retry;
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
 use crate::duration::HumanDuration;
-use crate::retry::{Jitter, RetryPolicy};
 use crate::secrets::Masker;
 use crate::store::{Store, ThrottleDecision};
 
 pub use email::{Envelope, Headline, Mailer, MailerError, SmtpSettings, compose, parse_addresses};
-
-/// The longest wait between two attempts of one send, and the longest `Retry-After` waited
-/// for in full.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -138,27 +134,6 @@ impl TryFrom<AlertWith> for AlertConfig {
                 backoff: with.backoff.0,
             },
         })
-    }
-}
-
-/// How a send is repeated after a transient failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
-pub struct Retry {
-    pub attempts: u32,
-    /// The first wait; each next one is twice as long, up to a minute.
-    pub backoff: Duration,
-}
-
-impl Retry {
-    /// The shared retry policy with these settings.
-    pub fn policy(self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: self.attempts,
-            first_backoff: self.backoff,
-            max_backoff: MAX_BACKOFF,
-            max_retry_after: MAX_BACKOFF,
-            jitter: Jitter::None,
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::operators::Operator;
 use crate::operators::services::Services;
-use crate::operators::shell::test_support::context;
+use crate::operators::support::test_support::context;
 use crate::store::StoreConfig;
 
 /// A webhook receiver on 127.0.0.1 answering with `statuses` in turn (then 200); returns its

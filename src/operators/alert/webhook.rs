@@ -4,16 +4,17 @@
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use reqwest::header::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Retry, Severity};
+use super::Severity;
 use crate::duration::HumanDuration;
-use crate::operators::shell::Text;
-use crate::operators::{OpContext, OperatorError, Outputs, Result, error_chain};
-use crate::retry::{Failure, RetryAfter, RetryError, Retrying, Succeeded, SystemClock};
+use crate::operators::support::{
+    Retry, Text, after_attempts, error_chain, header_map, log_retry, shorten,
+};
+use crate::operators::{OpContext, OperatorError, Outputs, Result};
+use crate::retry::{Failure, RetryAfter, RetryError, Succeeded, SystemClock};
 
 /// How much of a refusing server's answer the task's error quotes.
 const ERROR_BODY_CHARS: usize = 300;
@@ -107,14 +108,7 @@ pub(super) async fn send(
         ));
     }
     let target = url.host_str().unwrap_or("the webhook").to_owned();
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in &spec.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
-        let value = HeaderValue::from_str(&value.0)
-            .map_err(|_| invalid(format!("the value of header `{name}` is not valid")))?;
-        headers.insert(name, value);
-    }
+    let headers = header_map("alert", &spec.headers)?;
     let policy = retry.policy();
     let attempt = |_| {
         let request = ctx
@@ -140,21 +134,15 @@ pub(super) async fn send(
             }
             let retry_after = RetryAfter::from_headers(response.headers());
             let text = response.text().await.unwrap_or_default();
-            let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+            let excerpt = shorten(text.trim(), ERROR_BODY_CHARS);
             let problem = format!("the webhook at {target} answered {status}: {excerpt}");
             Err(Failure::from_status(status, retry_after, problem))
         }
     };
-    let announce = |retrying: &Retrying<'_, String>| {
-        ctx.log.system(format!(
-            "Attempt {}: {}; trying again in {}.",
-            retrying.attempt,
-            retrying.error,
-            HumanDuration(retrying.wait)
-        ));
-    };
     match policy
-        .run(&SystemClock, &ctx.cancel, attempt, announce)
+        .run(&SystemClock, &ctx.cancel, attempt, |retrying| {
+            log_retry(&ctx.log, retrying)
+        })
         .await
     {
         Ok(Succeeded {
@@ -174,14 +162,6 @@ pub(super) async fn send(
         ) => Err(OperatorError::failed(after_attempts(error, attempts))),
         Err(RetryError::Cancelled) => Err(OperatorError::Cancelled),
         Err(RetryError::Interrupted(never)) => match never {},
-    }
-}
-
-fn after_attempts(problem: String, attempts: u32) -> String {
-    if attempts > 1 {
-        format!("{problem} (after {attempts} attempts)")
-    } else {
-        problem
     }
 }
 
