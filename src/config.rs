@@ -123,6 +123,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     /// `[retention]`: how long `serve` keeps ended runs.
     pub retention: RetentionConfig,
+    /// `[worker]`: limits on what a try may return.
+    pub worker: WorkerLimits,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -258,6 +260,7 @@ impl Default for Config {
             run_as: None,
             artifacts: ArtifactsConfig::default(),
             retention: RetentionConfig::default(),
+            worker: WorkerLimits::default(),
         }
     }
 }
@@ -302,6 +305,13 @@ struct FileConfig {
     run_as: Option<String>,
     artifacts: Option<ArtifactsSection>,
     retention: Option<RetentionSection>,
+    worker: Option<WorkerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerSection {
+    max_output_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +525,14 @@ impl Config {
                 self.retention.every = every.0;
             }
         }
+        if let Some(max_output_bytes) = file.worker.and_then(|w| w.max_output_bytes) {
+            if max_output_bytes.0 == 0 {
+                return Err(invalid(
+                    "`worker.max_output_bytes` must be at least 1 byte".to_owned(),
+                ));
+            }
+            self.worker.max_output_bytes = max_output_bytes.0;
+        }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
             plain_datetimes(value);
@@ -722,6 +740,25 @@ impl Default for RetentionConfig {
         RetentionConfig {
             older_than: None,
             every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[worker]`: what one try may hand back to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLimits {
+    /// The largest outputs object (as JSON) a try may return; a larger one fails the try.
+    /// Outputs are read by every downstream render and page, so files belong in artifacts.
+    pub max_output_bytes: u64,
+}
+
+/// 1 MiB: far above any sensible outputs object, far below what slows a page or a render.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        WorkerLimits {
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -1414,11 +1451,24 @@ since = 2026-11-01
                 "set both or neither",
             ),
             ("[retention]\nolder_than = \"0s\"\n", "longer than zero"),
+            ("[worker]\nmax_output_bytes = 0\n", "at least 1 byte"),
         ] {
             let error = Config::from_toml(text, Path::new("sluice.toml"), Overrides::default())
                 .expect_err(text)
                 .to_string();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn output_limit_defaults_to_one_mebibyte_and_reads_sizes() {
+        let config = from_toml("", Overrides::default()).expect("valid");
+        assert_eq!(config.worker.max_output_bytes, 1024 * 1024);
+        let config = from_toml(
+            "[worker]\nmax_output_bytes = \"64KiB\"\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.worker.max_output_bytes, 64 * 1024);
     }
 }

@@ -13,3 +13,5 @@ pub const CLAIMED: &str = "sluice_worker_claimed_total";
 pub const COMPLETIONS_REJECTED: &str = "sluice_worker_completions_rejected_total";
 /// Running tries whose lease this process lost, and stopped (counter).
 pub const LEASES_LOST: &str = "sluice_worker_leases_lost_total";
+/// Warnings successful tries returned, by workflow and operator (counter).
+pub const TASK_WARNINGS: &str = "sluice_task_warnings_total";

@@ -432,6 +432,8 @@ async fn finish_run(h: &Harness, run_id: &str) {
                 exit_code: Some(0),
                 error: None,
                 outputs: Some(outputs),
+                warnings: vec!["cost_per_1k 0.61 > 0.50 (warn)".into()],
+                summary: Some("score 0.9 on 3 samples".into()),
                 ended_at: Utc::now(),
                 retry: None,
             }],
@@ -460,6 +462,24 @@ async fn a_run_shows_its_tasks_and_clearing_requeues_it() {
     assert_eq!(run["tasks"]["a"]["outputs"]["score"], 0.9);
     assert!(run["tasks"]["a"]["duration_ms"].is_i64());
     assert_eq!(run["tasks"]["b"]["state"], "skipped");
+    // A try's outcome beyond its state: warnings of a success, and its summary line.
+    assert_eq!(
+        run["tasks"]["a"]["warnings"],
+        json!(["cost_per_1k 0.61 > 0.50 (warn)"])
+    );
+    assert_eq!(run["tasks"]["a"]["summary"], "score 0.9 on 3 samples");
+    assert_eq!(run["tasks"]["b"]["warnings"], json!([]));
+    assert_eq!(run["tasks"]["b"]["summary"], Value::Null);
+    let (_, openapi) = get(&h, "/api/v1/openapi.json").await;
+    let task_view = &openapi["components"]["schemas"]["TaskView"]["properties"];
+    for field in ["warnings", "summary"] {
+        assert!(
+            task_view[field]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{field}: {task_view}"
+        );
+    }
 
     let (status, body) = post(
         &h,

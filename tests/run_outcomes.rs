@@ -187,3 +187,47 @@ tasks:
         "{error}"
     );
 }
+
+/// A failure no retry can change fails its task at once: outputs over
+/// `[worker] max_output_bytes` are rejected after one try although the task has `retries: 3`,
+/// with an error that names the size and the limit, which is also the try's summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_try_fails_its_task_at_once_despite_retries() {
+    let sb = Sandbox::new();
+    sb.write("sluice.toml", "[worker]\nmax_output_bytes = 100\n");
+    write_workflow(
+        &sb,
+        "oversized",
+        r#"
+tasks:
+  produce:
+    operator: shell
+    retries: 3
+    retry_delay: 0s
+    with:
+      command: |
+        echo "blob=$(head -c 300 /dev/zero | tr '\0' x)" > "$SLUICE_OUTPUT"
+  small:
+    operator: shell
+    with:
+      command: echo "n=1" > "$SLUICE_OUTPUT"
+"#,
+    );
+    let server = Server::start(&sb);
+    let run_id = server.start_run("oversized", json!({})).await;
+    let (run, _) = follow_run(&server, &run_id).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let produce = &run["tasks"]["produce"];
+    assert_eq!(produce["state"], "failed", "{run}");
+    assert_eq!(produce["try_number"], 1, "no retry was made: {run}");
+    let error = produce["error"].as_str().expect("an error");
+    assert!(
+        error.contains("bytes of JSON, more than the limit of 100 bytes")
+            && error.contains("`[worker] max_output_bytes`"),
+        "{error}"
+    );
+    assert_eq!(produce["summary"], produce["error"], "{run}");
+    // Outputs under the limit pass.
+    assert_eq!(run["tasks"]["small"]["state"], "success", "{run}");
+    assert_eq!(run["tasks"]["small"]["outputs"]["n"], "1", "{run}");
+}

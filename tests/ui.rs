@@ -1246,6 +1246,75 @@ tasks:
     assert!(page.contains("Re-run started"), "{page}");
 }
 
+/// Outcomes on the run page: a success with warnings gets an amber mark with its sentences
+/// (escaped) and the header says "succeeded with 1 warning"; a rejected try's summary (here,
+/// outputs over `[worker] max_output_bytes`) stands beside its task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_marks_warnings_and_shows_summaries() {
+    let sb = Sandbox::new();
+    sb.write("sluice.toml", "[worker]\nmax_output_bytes = 100\n");
+    write_workflow(
+        &sb,
+        "warned",
+        "tasks:\n  score: { operator: shell, with: { command: \"true\" } }\n",
+    );
+    write_workflow(
+        &sb,
+        "oversized",
+        r#"
+tasks:
+  produce:
+    operator: shell
+    with:
+      command: |
+        echo "blob=$(head -c 300 /dev/zero | tr '\0' x)" > "$SLUICE_OUTPUT"
+"#,
+    );
+    let server = start(&sb, &[], &[]);
+    let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
+    let warned = server.start_run("warned", json!({})).await;
+    let oversized = server.start_run("oversized", json!({})).await;
+    let run = server.wait_run(&warned, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "success", "{run}");
+    let run = server.wait_run(&oversized, Duration::from_secs(30)).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    // No shipped operator warns yet: the try's row gets what one would have stored.
+    let db = sea_orm::Database::connect(format!("sqlite://{}", sb.db()))
+        .await
+        .expect("open the database");
+    sea_orm::ConnectionTrait::execute_raw(
+        &db,
+        sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            "UPDATE task_instances SET warnings = ? WHERE run_id = ?",
+            [
+                r#"["cost_per_1k 0.61 > 0.50 <b>warn</b>"]"#.into(),
+                warned.as_str().into(),
+            ],
+        ),
+    )
+    .await
+    .expect("store a warning");
+    db.close().await.expect("close");
+
+    let (status, page) = visitor.get(&format!("/runs/{warned}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("succeeded with 1 warning<"), "{page}");
+    assert!(page.contains("⚠ 1 warning<"), "{page}");
+    assert!(
+        page.contains("<li>cost_per_1k 0.61 &gt; 0.50 &lt;b&gt;warn&lt;&#x2f;b&gt;</li>"),
+        "the warning is escaped: {page}"
+    );
+    let (status, page) = visitor.get(&format!("/runs/{oversized}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<p class=\"task-summary\">the task&#x27;s outputs are ")
+            || page.contains("<p class=\"task-summary\">the task's outputs are "),
+        "the summary is beside the task: {page}"
+    );
+    assert!(!page.contains("warning<"), "no warnings here: {page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_page_lists_artifacts_with_escaped_previews_and_downloads() {
     // A 1×1 PNG.

@@ -134,6 +134,7 @@ pub async fn execute(config: Option<&std::path::Path>, args: RunArgs) -> anyhow:
             // Tries still running here belong to a cancelled run: stop them at once.
             shutdown_grace: Duration::ZERO,
             pools: settings.config.pools.clone(),
+            max_output_bytes: settings.config.worker.max_output_bytes,
             // One run in one process: every queue, and every change is heard.
             queues: Vec::new(),
             only_run: Some(run_id.clone()),

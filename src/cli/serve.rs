@@ -259,6 +259,7 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
                     .join(format!("sluice-serve-{}", std::process::id())),
                 shutdown_grace: options.shutdown_grace,
                 pools: config.pools.clone(),
+                max_output_bytes: config.worker.max_output_bytes,
                 queues: options.queues.clone(),
                 only_run: None,
                 poll: shared_database.then_some(POLL_FALLBACK),

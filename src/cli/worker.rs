@@ -116,6 +116,7 @@ async fn work(settings: Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> 
                 .join(format!("sluice-worker-{}", std::process::id())),
             shutdown_grace: args.tasks.shutdown_grace.0,
             pools: config.pools.clone(),
+            max_output_bytes: config.worker.max_output_bytes,
             queues: queues.clone(),
             only_run: None,
             poll: Some(POLL_FALLBACK),

@@ -21,9 +21,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::catalog::live::Catalog;
 use crate::lifecycle::RunState;
+use crate::lifecycle::TaskState;
+use crate::operators::support::shorten;
 use crate::retry::{Failure, Jitter, RetryAfter, RetryError, RetryPolicy, Retrying, SystemClock};
 use crate::secrets::Masker;
-use crate::store::{RunRecord, Store, StoreEvent};
+use crate::store::{RunRecord, Store, StoreEvent, TaskInstanceRecord};
 
 /// GitHub shows at most this many characters of a status description.
 const MAX_DESCRIPTION: usize = 140;
@@ -101,11 +103,13 @@ impl StatusPost {
 
 /// The status `run` reports on entering `state`, if it reports one: it was started by a
 /// GitHub delivery whose trigger reports a status (`trigger_details.status`) on a known
-/// commit, and `state` is `running` or final. A final state's description comes from the run
-/// (its error).
+/// commit, and `state` is `running` or final. A final state's description is the `summary` of
+/// the task that decided the run (see [`deciding_summary`]) when it has one, else the run's
+/// error.
 pub fn status_for(
     run: &RunRecord,
     state: RunState,
+    summary: Option<&str>,
     base_url: &str,
     masker: &Masker,
 ) -> Option<StatusPost> {
@@ -120,10 +124,16 @@ pub fn status_for(
     let (github_state, what) = match state {
         RunState::Queued => return None,
         RunState::Running => ("pending", "running".to_owned()),
-        RunState::Success => ("success", "succeeded".to_owned()),
+        RunState::Success => (
+            "success",
+            match summary {
+                Some(summary) => format!("succeeded: {}", masker.mask(summary)),
+                None => "succeeded".to_owned(),
+            },
+        ),
         RunState::Failed => (
             "failure",
-            match &run.error {
+            match summary.or(run.error.as_deref()) {
                 Some(e) => format!("failed: {}", masker.mask(e)),
                 None => "failed".to_owned(),
             },
@@ -141,20 +151,40 @@ pub fn status_for(
         body: json!({
             "state": github_state,
             "target_url": format!("{base_url}/runs/{}", run.id),
-            "description": shorten(&description),
+            "description": shorten(&description, MAX_DESCRIPTION),
             "context": context,
         }),
         last: state.is_final(),
     })
 }
 
-fn shorten(text: &str) -> String {
-    if text.chars().count() <= MAX_DESCRIPTION {
-        return text.to_owned();
+/// The summary of the task that decided a run that ended in `state`, from its tries: for a
+/// failed run, that of the first task whose latest try failed (the failure that ended the
+/// run); for a successful one, that of the last task to end with a summary. `None` when the
+/// deciding task has none.
+pub fn deciding_summary(state: RunState, tries: &[TaskInstanceRecord]) -> Option<String> {
+    let mut latest: HashMap<&str, &TaskInstanceRecord> = HashMap::new();
+    for t in tries {
+        let newer = latest
+            .get(t.task_id.as_str())
+            .is_none_or(|seen| seen.try_number < t.try_number);
+        if newer {
+            latest.insert(&t.task_id, t);
+        }
     }
-    let mut out: String = text.chars().take(MAX_DESCRIPTION - 1).collect();
-    out.push('…');
-    out
+    match state {
+        RunState::Failed => latest
+            .values()
+            .filter(|t| t.state == TaskState::Failed)
+            .min_by_key(|t| (t.ended_at, t.id))
+            .and_then(|t| t.summary.clone()),
+        RunState::Success => latest
+            .values()
+            .filter(|t| t.summary.is_some())
+            .max_by_key(|t| (t.ended_at, t.id))
+            .and_then(|t| t.summary.clone()),
+        _ => None,
+    }
 }
 
 pub struct GithubStatusService {
@@ -286,7 +316,25 @@ impl GithubStatusService {
         }
         // A final status follows the stored state, which a late event cannot move back.
         let state = if state.is_final() { run.state } else { state };
-        let Some(post) = status_for(&run, state, &self.config.base_url, &self.masker) else {
+        let summary = if state.is_final() {
+            match self.store.task_instances(run_id).await {
+                Ok(tries) => deciding_summary(state, &tries),
+                Err(e) => {
+                    // The status still goes out, described by the run's error.
+                    warn!(run_id, error = %e, "Cannot read a run's tasks for its commit status.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(post) = status_for(
+            &run,
+            state,
+            summary.as_deref(),
+            &self.config.base_url,
+            &self.masker,
+        ) else {
             return;
         };
         let Some(token) = self.config.token.clone() else {
@@ -467,6 +515,7 @@ mod tests {
             status_for(
                 &run(RunState::Queued, details(status.clone())),
                 RunState::Queued,
+                None,
                 "http://x",
                 &masker
             ),
@@ -475,6 +524,7 @@ mod tests {
         let pending = status_for(
             &run(RunState::Running, details(status.clone())),
             RunState::Running,
+            None,
             "http://x",
             &masker,
         )
@@ -490,6 +540,7 @@ mod tests {
         let failed = status_for(
             &run(RunState::Failed, details(status.clone())),
             RunState::Failed,
+            None,
             "http://x",
             &masker,
         )
@@ -504,13 +555,132 @@ mod tests {
         let states: Vec<Value> = [RunState::Success, RunState::Cancelled]
             .into_iter()
             .map(|s| {
-                status_for(&run(s, details(status.clone())), s, "http://x", &masker)
-                    .expect("status")
-                    .body["state"]
+                status_for(
+                    &run(s, details(status.clone())),
+                    s,
+                    None,
+                    "http://x",
+                    &masker,
+                )
+                .expect("status")
+                .body["state"]
                     .clone()
             })
             .collect();
         assert_eq!(states, [json!("success"), json!("error")]);
+    }
+
+    fn try_of(
+        id: i64,
+        task: &str,
+        try_number: u32,
+        state: TaskState,
+        summary: Option<&str>,
+    ) -> TaskInstanceRecord {
+        let start = Utc::now();
+        TaskInstanceRecord {
+            id,
+            run_id: "r1".into(),
+            task_id: task.into(),
+            try_number,
+            state,
+            priority: 0,
+            pool: None,
+            not_before: None,
+            worker: None,
+            exit_code: None,
+            error: None,
+            outputs: None,
+            warnings: Vec::new(),
+            summary: summary.map(str::to_owned),
+            created_at: start,
+            queued_at: None,
+            started_at: Some(start),
+            // Later ids end later.
+            ended_at: Some(start + chrono::Duration::seconds(id)),
+        }
+    }
+
+    #[test]
+    fn the_task_that_decided_the_run_describes_its_status() {
+        let failed_run = [
+            try_of(
+                1,
+                "evaluate",
+                1,
+                TaskState::Success,
+                Some("200 samples scored"),
+            ),
+            try_of(2, "gate", 1, TaskState::UpForRetry, Some("an older try")),
+            try_of(
+                3,
+                "gate",
+                2,
+                TaskState::Failed,
+                Some("faithfulness 0.87 < 0.90"),
+            ),
+            try_of(4, "report", 1, TaskState::Failed, Some("a later failure")),
+            try_of(5, "promote", 1, TaskState::UpstreamFailed, None),
+        ];
+        assert_eq!(
+            deciding_summary(RunState::Failed, &failed_run).as_deref(),
+            Some("faithfulness 0.87 < 0.90")
+        );
+        let quiet_failure = [try_of(1, "gate", 1, TaskState::Failed, None)];
+        assert_eq!(deciding_summary(RunState::Failed, &quiet_failure), None);
+        let succeeded = [
+            try_of(
+                1,
+                "evaluate",
+                1,
+                TaskState::Success,
+                Some("200 samples scored"),
+            ),
+            try_of(
+                2,
+                "gate",
+                1,
+                TaskState::Success,
+                Some("all 3 thresholds met"),
+            ),
+            try_of(3, "notify", 1, TaskState::Success, None),
+        ];
+        assert_eq!(
+            deciding_summary(RunState::Success, &succeeded).as_deref(),
+            Some("all 3 thresholds met")
+        );
+
+        let masker = Masker::new(["sk-123".to_owned()]);
+        let target = json!({"context": "sluice/evals", "description": "Eval gate"});
+        let summary = format!("faithfulness 0.87 < 0.90 (key sk-123) {}", "x".repeat(200));
+        let failed = status_for(
+            &run(RunState::Failed, details(target.clone())),
+            RunState::Failed,
+            Some(&summary),
+            "http://x",
+            &masker,
+        )
+        .expect("a final status");
+        let text = failed.body["description"].as_str().expect("text");
+        assert!(
+            text.starts_with("Eval gate: failed: faithfulness 0.87 < 0.90 (key ***)"),
+            "{text}"
+        );
+        // The summary wins over the run's error, and GitHub's cap holds.
+        assert!(!text.contains("score 0.41"), "{text}");
+        assert_eq!(text.chars().count(), MAX_DESCRIPTION);
+        let passed = status_for(
+            &run(RunState::Success, details(target)),
+            RunState::Success,
+            Some("all 3 thresholds met"),
+            "http://x",
+            &masker,
+        )
+        .expect("a final status");
+        assert_eq!(
+            passed.body["description"],
+            "Eval gate: succeeded: all 3 thresholds met"
+        );
     }
 
     #[test]
@@ -520,6 +690,7 @@ mod tests {
             status_for(
                 &run(RunState::Running, details(Value::Null)),
                 RunState::Running,
+                None,
                 "http://x",
                 &masker
             ),
@@ -529,6 +700,7 @@ mod tests {
             status_for(
                 &run(RunState::Running, None),
                 RunState::Running,
+                None,
                 "http://x",
                 &masker
             ),
@@ -537,7 +709,7 @@ mod tests {
         let mut manual = run(RunState::Running, details(json!({"context": "c"})));
         manual.trigger = "api".into();
         assert_eq!(
-            status_for(&manual, RunState::Running, "http://x", &masker),
+            status_for(&manual, RunState::Running, None, "http://x", &masker),
             None
         );
         let custom = status_for(
@@ -546,6 +718,7 @@ mod tests {
                 details(json!({"context": "gate", "description": "x".repeat(200)})),
             ),
             RunState::Success,
+            None,
             "http://x",
             &masker,
         )
@@ -615,6 +788,7 @@ mod tests {
         let post = status_for(
             &run(RunState::Success, details(json!({"context": "c"}))),
             RunState::Success,
+            None,
             "http://sluice",
             &Masker::default(),
         )
@@ -641,6 +815,7 @@ mod tests {
         let mut elsewhere = status_for(
             &run(RunState::Success, details(json!({"context": "c"}))),
             RunState::Success,
+            None,
             "http://sluice",
             &Masker::default(),
         )
@@ -691,6 +866,7 @@ mod tests {
             let post = status_for(
                 &run(state, details(json!({"context": "c"}))),
                 state,
+                None,
                 "http://sluice",
                 &Masker::default(),
             )

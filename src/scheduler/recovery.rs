@@ -96,6 +96,8 @@ async fn completion_for(
         exit_code: None,
         error: Some(message),
         outputs: None,
+        warnings: Vec::new(),
+        summary: None,
         ended_at: Utc::now(),
         retry: None,
     };

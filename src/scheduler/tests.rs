@@ -203,6 +203,8 @@ impl FakeWorker {
             exit_code: Some(if succeed { 0 } else { 1 }),
             error: (!succeed).then(|| "exit code 1".to_owned()),
             outputs: succeed.then(serde_json::Map::new),
+            warnings: Vec::new(),
+            summary: None,
             ended_at: Utc::now(),
             retry: retry
                 .then(|| NewTaskInstance::next_try(task, claimed.try_number + 1, Utc::now())),
@@ -555,6 +557,8 @@ impl Walk {
                 exit_code: None,
                 error: Some("cancelled".into()),
                 outputs: None,
+                warnings: Vec::new(),
+                summary: None,
                 ended_at: Utc::now(),
                 retry: None,
             };

@@ -482,6 +482,11 @@ pub struct TaskView {
     #[schema(value_type = Option<Object>)]
     pub outputs: Option<Map<String, Value>>,
     pub error: Option<String>,
+    /// Sentences about a success that still needs a look (a warn-severity threshold
+    /// breached, rows skipped); empty when there are none.
+    pub warnings: Vec<String>,
+    /// One line of what the try found, or why it was rejected without retries.
+    pub summary: Option<String>,
     pub exit_code: Option<i32>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -499,6 +504,8 @@ impl From<TaskInstanceRecord> for TaskView {
             try_number: t.try_number,
             outputs: t.outputs,
             error: t.error,
+            warnings: t.warnings,
+            summary: t.summary,
             exit_code: t.exit_code,
             started_at: t.started_at,
             ended_at: t.ended_at,

@@ -8,7 +8,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::warn;
 
 use crate::metric::{
-    CLAIMED, COMPLETIONS_REJECTED, FIRE_LAG, LEASES_LOST, TASK_DURATION, TRIES_RUNNING,
+    CLAIMED, COMPLETIONS_REJECTED, FIRE_LAG, LEASES_LOST, TASK_DURATION, TASK_WARNINGS,
+    TRIES_RUNNING,
 };
 
 /// How long tasks take, in seconds: from sub-second checks to multi-hour training jobs.
@@ -47,6 +48,10 @@ pub fn install() -> PrometheusHandle {
                 TASK_DURATION,
                 metrics::Unit::Seconds,
                 "How long task tries took, from claim to completion."
+            );
+            metrics::describe_counter!(
+                TASK_WARNINGS,
+                "Warnings returned by successful task tries, by workflow and operator."
             );
             metrics::describe_gauge!(TRIES_RUNNING, "Task tries this process runs now.");
             metrics::describe_counter!(CLAIMED, "Task tries this process claimed.");

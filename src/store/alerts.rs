@@ -783,6 +783,8 @@ mod store_tests {
                     exit_code: None,
                     error: bad.then(|| "exit code 3".to_owned()),
                     outputs: None,
+                    warnings: Vec::new(),
+                    summary: None,
                     ended_at: now,
                     retry: None,
                 }
@@ -844,6 +846,8 @@ mod store_tests {
                 exit_code: Some(1),
                 error: Some("boom".into()),
                 outputs: None,
+                warnings: Vec::new(),
+                summary: None,
                 ended_at: Utc::now(),
                 retry: retry.then(|| NewTaskInstance {
                     try_number: 2,

@@ -284,6 +284,8 @@ mod tests {
             exit_code: Some(0),
             error: None,
             outputs: None,
+            warnings: Vec::new(),
+            summary: None,
             ended_at: Utc::now(),
             retry: None,
         }

@@ -769,6 +769,8 @@ mod store_tests {
             exit_code: Some(3),
             error: Some("boom".into()),
             outputs: None,
+            warnings: Vec::new(),
+            summary: None,
             ended_at: Utc::now(),
             retry: Some(NewTaskInstance {
                 try_number: 2,
@@ -814,10 +816,28 @@ mod store_tests {
             exit_code: Some(0),
             error: None,
             outputs: Some(outputs),
+            warnings: vec!["3 rows skipped".into(), "cost 0.61 > 0.50".into()],
+            summary: Some("scored 200 samples".into()),
             retry: None,
             ..retry
         };
         store.complete(&[], &[done]).await.unwrap();
+        // A try's outcome is stored with it: warnings in order, the summary; none for others.
+        let tries = store.task_instances("r1").await.unwrap();
+        let second = tries
+            .iter()
+            .find(|t| t.task_id == "a" && t.try_number == 2)
+            .expect("try 2");
+        assert_eq!(second.warnings, ["3 rows skipped", "cost 0.61 > 0.50"]);
+        assert_eq!(second.summary.as_deref(), Some("scored 200 samples"));
+        let first = tries
+            .iter()
+            .find(|t| t.task_id == "a" && t.try_number == 1)
+            .expect("try 1");
+        assert!(
+            first.warnings.is_empty() && first.summary.is_none(),
+            "{first:?}"
+        );
 
         let results = store.task_results("r1").await.unwrap();
         assert_eq!(results["a"]["outputs"]["x"], 1);

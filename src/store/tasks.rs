@@ -66,6 +66,10 @@ pub struct TaskInstanceRecord {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Sentences about a success that still needs a look (masked), in the operator's order.
+    pub warnings: Vec<String>,
+    /// One line of what the try found, or why it was rejected (masked).
+    pub summary: Option<String>,
     pub created_at: DateTime<Utc>,
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -174,13 +178,17 @@ pub struct TaskCompletion {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Sentences about a success that still needs a look; stored as a JSON list (none: NULL).
+    pub warnings: Vec<String>,
+    /// One line of what the try found, or why it was rejected.
+    pub summary: Option<String>,
     pub ended_at: DateTime<Utc>,
     /// With `up_for_retry`: the next try, created in `scheduled` in the same transaction.
     pub retry: Option<NewTaskInstance>,
 }
 
 const TASK_COLUMNS: &str = "id, run_id, task_id, try_number, state, priority, pool, not_before, \
-    worker, exit_code, error, outputs, created_at, queued_at, started_at, ended_at";
+    worker, exit_code, error, outputs, warnings, summary, created_at, queued_at, started_at, ended_at";
 
 fn task_from_row(row: &QueryResult) -> Result<TaskInstanceRecord> {
     let outputs: Option<String> = get(row, "outputs")?;
@@ -208,11 +216,29 @@ fn task_from_row(row: &QueryResult) -> Result<TaskInstanceRecord> {
         exit_code: get(row, "exit_code")?,
         error: get(row, "error")?,
         outputs,
+        warnings: warnings_from_column(get(row, "warnings")?)?,
+        summary: get(row, "summary")?,
         created_at: get(row, "created_at")?,
         queued_at: get(row, "queued_at")?,
         started_at: get(row, "started_at")?,
         ended_at: get(row, "ended_at")?,
     })
+}
+
+/// The `warnings` column: a JSON list of sentences, NULL when there are none.
+fn warnings_from_column(text: Option<String>) -> Result<Vec<String>> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("task warnings are not a list of text: {e}"))),
+    }
+}
+
+fn warnings_to_column(warnings: &[String]) -> Result<Option<String>> {
+    if warnings.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(warnings)?))
 }
 
 /// The advisory lock that serialises claims of pooled tasks on PostgreSQL (an arbitrary
@@ -677,14 +703,15 @@ impl Store {
         insert_logs(self, conn, logs).await?;
         let mut accepted = std::collections::HashSet::new();
         for chunk in completions.chunks(CHUNK) {
-            let mut sql =
-                String::from("WITH v(id, state, exit_code, error, outputs, ended_at) AS (VALUES ");
-            let mut values = Vec::with_capacity(chunk.len() * 6 + 1);
+            let mut sql = String::from(
+                "WITH v(id, state, exit_code, error, outputs, warnings, summary, ended_at) AS (VALUES ",
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 8 + 1);
             for (i, c) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
                 let outputs = c.outputs.as_ref().map(serde_json::to_string).transpose()?;
                 values.extend([
                     Value::from(c.id),
@@ -692,12 +719,15 @@ impl Store {
                     c.exit_code.into(),
                     c.error.clone().into(),
                     outputs.into(),
+                    warnings_to_column(&c.warnings)?.into(),
+                    c.summary.clone().into(),
                     c.ended_at.into(),
                 ]);
             }
             sql.push_str(
                 ") UPDATE task_instances SET state = v.state, exit_code = v.exit_code, \
-                 error = v.error, outputs = v.outputs, ended_at = v.ended_at, \
+                 error = v.error, outputs = v.outputs, warnings = v.warnings, \
+                 summary = v.summary, ended_at = v.ended_at, \
                  lease_expires_at = NULL FROM v \
                  WHERE task_instances.id = v.id AND task_instances.state = ? \
                  RETURNING task_instances.id",

@@ -427,6 +427,10 @@ struct TaskView {
     symbol: &'static str,
     tries: Vec<TryView>,
     hook: bool,
+    /// The latest try's warnings (masked): an amber mark on the task.
+    warnings: Vec<String>,
+    /// The latest try's one-line summary (masked), beside the task's name.
+    summary: Option<String>,
 }
 
 /// The Gantt chart of a run's tries, one row per task of the workflow it pinned.
@@ -503,12 +507,22 @@ pub async fn run(
                 .last()
                 .map_or("none", |t| t.state.as_str())
                 .to_owned();
+            let latest = task_tries.last();
             TaskView {
                 id: task.id.clone(),
                 operator: task.operator.clone(),
                 symbol: symbol(&state),
                 state,
                 hook: hooks.contains(&task.id.as_str()),
+                warnings: latest.map_or_else(Vec::new, |t| {
+                    t.warnings
+                        .iter()
+                        .map(|w| masker.mask(w).into_owned())
+                        .collect()
+                }),
+                summary: latest
+                    .and_then(|t| t.summary.as_deref())
+                    .map(|s| masker.mask(s).into_owned()),
                 tries: task_tries
                     .into_iter()
                     .map(|t| TryView {
@@ -536,6 +550,7 @@ pub async fn run(
             }
         })
         .collect();
+    let warnings: usize = tasks.iter().map(|t| t.warnings.len()).sum();
     let now = Utc::now();
     let chart = run_gantt(&workflow, &tries, now);
     let params: Vec<(String, String)> = run
@@ -569,6 +584,7 @@ pub async fn run(
                 error => run.error.as_deref().map(|e| masker.mask(e).into_owned()),
                 version => run.version_hash,
                 final => final_state,
+                warnings,
             },
             params => Page::from(Serde(&params)),
             tasks => Page::from(Serde(&tasks)),

@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Named pools and their slot counts (`[pools]` in `sluice.toml`).
     pub pools: std::collections::BTreeMap<String, u32>,
+    /// The largest outputs object (as JSON) a try may return (`[worker] max_output_bytes`).
+    pub max_output_bytes: u64,
     /// The queues this worker takes tasks from; empty takes every queue.
     pub queues: Vec<String>,
     /// Take only this run's tasks (`sluice run`, which must not run other processes' work).
@@ -101,7 +103,7 @@ struct RunContext {
 enum Message {
     Log(NewLogLine),
     /// A try ended; with the artifacts it kept (already in the artifact store) on success.
-    Done(TaskCompletion, Vec<NewArtifact>),
+    Done(Box<TaskCompletion>, Vec<NewArtifact>),
     /// The operator is not done: the same try goes back to `scheduled` until `not_before`.
     Reschedule {
         id: i64,
@@ -111,7 +113,7 @@ enum Message {
 
 impl From<TaskCompletion> for Message {
     fn from(completion: TaskCompletion) -> Self {
-        Message::Done(completion, Vec::new())
+        Message::Done(Box::new(completion), Vec::new())
     }
 }
 
@@ -290,9 +292,12 @@ impl Worker {
         let tx = self.tx.clone();
         let deps = self.deps.clone();
         let store = self.store.clone();
-        let scratch = self.config.scratch_root.join(&claimed.run_id);
+        let place = TryPlace {
+            scratch_dir: self.config.scratch_root.join(&claimed.run_id),
+            max_output_bytes: self.config.max_output_bytes,
+        };
         tokio::spawn(async move {
-            let ended = execute(&store, &deps, &run, &claimed, cancel, scratch, &tx).await;
+            let ended = execute(&store, &deps, &run, &claimed, cancel, place, &tx).await;
             let _ = tx.send(ended);
         });
     }
@@ -360,7 +365,7 @@ impl Worker {
             match message {
                 Message::Log(line) => logs.push(line),
                 Message::Done(completion, kept) => {
-                    completions.push(completion);
+                    completions.push(*completion);
                     artifacts.extend(kept);
                 }
                 Message::Reschedule { id, not_before } => reschedules.push((id, not_before)),
@@ -445,8 +450,48 @@ fn failed(claimed: &ClaimedTask, error: String, exit_code: Option<i32>) -> TaskC
         exit_code,
         error: Some(error),
         outputs: None,
+        warnings: Vec::new(),
+        summary: None,
         ended_at: Utc::now(),
         retry: None,
+    }
+}
+
+/// Where a try runs and what it may hand back, from `WorkerConfig`.
+#[derive(Debug, Clone)]
+struct TryPlace {
+    /// The run's scratch folder.
+    scratch_dir: PathBuf,
+    /// The largest outputs object (as JSON) the try may return.
+    max_output_bytes: u64,
+}
+
+/// Refuses outputs larger than the limit: they are stored with the try and read by every
+/// downstream render and page, so a file's worth of JSON belongs in an artifact instead. No
+/// retry makes the same outputs smaller, so this is a rejection.
+fn within_output_limit(
+    completion: crate::operators::Completion,
+    max_output_bytes: u64,
+) -> std::result::Result<crate::operators::Completion, OperatorError> {
+    let size = serde_json::to_vec(&completion.outputs).map_or(0, |json| json.len() as u64);
+    if size > max_output_bytes {
+        return Err(OperatorError::rejected(format!(
+            "the task's outputs are {size} bytes of JSON, more than the limit of {max_output_bytes} bytes \
+             (`[worker] max_output_bytes`); keep large results as artifacts",
+        )));
+    }
+    Ok(completion)
+}
+
+/// Counts a successful try's warnings for `/metrics`.
+fn count_warnings(workflow: &str, operator: Operator, completion: &TaskCompletion) {
+    if completion.state == TaskState::Success && !completion.warnings.is_empty() {
+        metrics::counter!(
+            metric::TASK_WARNINGS,
+            "workflow" => workflow.to_owned(),
+            "operator" => operator.name()
+        )
+        .increment(completion.warnings.len() as u64);
     }
 }
 
@@ -458,9 +503,13 @@ async fn execute(
     run: &RunContext,
     claimed: &ClaimedTask,
     cancel: CancellationToken,
-    scratch_dir: PathBuf,
+    place: TryPlace,
     tx: &mpsc::UnboundedSender<Message>,
 ) -> Message {
+    let TryPlace {
+        scratch_dir,
+        max_output_bytes,
+    } = place;
     let Some(&index) = run.index.get(&claimed.task_id) else {
         let message = format!(
             "task `{}` is not in the run's workflow version",
@@ -552,6 +601,7 @@ async fn execute(
     metrics::histogram!(metric::TASK_DURATION, "operator" => operator.name())
         .record(elapsed.as_secs_f64());
     debug!(task = %claimed.task_id, elapsed_ms = elapsed.as_millis() as u64, "Try ended.");
+    let result = result.and_then(|completion| within_output_limit(completion, max_output_bytes));
     let outcome = match result {
         Ok(completion)
             if !task.artifacts.is_empty()
@@ -563,10 +613,9 @@ async fn execute(
                         // Stored now; the copies need not wait for the run's scratch cleanup.
                         let _ = tokio::fs::remove_dir_all(outbox.dir()).await;
                     }
-                    return Message::Done(
-                        finish(claimed, task, Ok(completion), &deps.masker),
-                        kept,
-                    );
+                    let completion = finish(claimed, task, Ok(completion), &deps.masker);
+                    count_warnings(&run.workflow.id, operator, &completion);
+                    return Message::Done(Box::new(completion), kept);
                 }
                 Err((message, retryable)) => Err((message, None, retryable)),
             }
@@ -597,7 +646,15 @@ async fn execute(
             return failed(claimed, deps.masker.mask(&message).into_owned(), None).into();
         }
         Err(OperatorError::Failed { message, exit_code }) => Err((message, exit_code, true)),
-        Err(OperatorError::Rejected { message }) => Err((message, None, false)),
+        // No retry can change it: the task fails now, and the reason is its summary.
+        Err(OperatorError::Rejected { message }) => {
+            let message = deps.masker.mask(&message).into_owned();
+            return TaskCompletion {
+                summary: Some(message.clone()),
+                ..failed(claimed, message, None)
+            }
+            .into();
+        }
         Err(OperatorError::Reschedule { after }) => {
             return Message::Reschedule {
                 id: claimed.id,
@@ -605,7 +662,9 @@ async fn execute(
             };
         }
     };
-    finish(claimed, task, outcome, &deps.masker).into()
+    let completion = finish(claimed, task, outcome, &deps.masker);
+    count_warnings(&run.workflow.id, operator, &completion);
+    completion.into()
 }
 
 /// Collects what a successful try kept (its artifacts folder and `artifacts:` globs) and
@@ -679,6 +738,14 @@ fn finish(
                 exit_code: completion.exit_code,
                 error: None,
                 outputs: Some(outputs),
+                warnings: completion
+                    .warnings
+                    .iter()
+                    .map(|warning| masker.mask(warning).into_owned())
+                    .collect(),
+                summary: completion
+                    .summary
+                    .map(|summary| masker.mask(&summary).into_owned()),
                 ..failed(claimed, String::new(), None)
             }
         }
@@ -835,21 +902,18 @@ mod tests {
         }
     }
 
-    /// Regression: a year-long retry delay doubled by backoff overflowed the date of the next
-    /// try, which panicked the try's task: the failure was never reported and the run hung.
-    #[test]
-    fn a_failure_with_the_longest_backoff_schedules_its_retry() {
-        let year = crate::duration::MAX_DURATION;
-        let task = Task {
+    /// A `shell` task `t` without retries.
+    fn shell_task() -> Task {
+        Task {
             id: "t".into(),
             operator: "shell".into(),
             with: Value::Null,
             needs: vec![],
             trigger_rule: crate::lifecycle::TriggerRule::AllSuccess,
             condition: None,
-            retries: 61,
-            retry_delay: year,
-            retry_backoff: crate::dag::Backoff::Exponential,
+            retries: 0,
+            retry_delay: Duration::ZERO,
+            retry_backoff: crate::dag::Backoff::Fixed,
             max_retry_delay: None,
             timeout: None,
             pool: None,
@@ -857,6 +921,19 @@ mod tests {
             priority: 0,
             env: Default::default(),
             artifacts: Vec::new(),
+        }
+    }
+
+    /// Regression: a year-long retry delay doubled by backoff overflowed the date of the next
+    /// try, which panicked the try's task: the failure was never reported and the run hung.
+    #[test]
+    fn a_failure_with_the_longest_backoff_schedules_its_retry() {
+        let year = crate::duration::MAX_DURATION;
+        let task = Task {
+            retries: 61,
+            retry_delay: year,
+            retry_backoff: crate::dag::Backoff::Exponential,
+            ..shell_task()
         };
         let masker = Secrets::from_pairs([]).masker();
         for try_number in 1..=60 {
@@ -888,6 +965,89 @@ mod tests {
         }
     }
 
+    fn claimed_try() -> ClaimedTask {
+        ClaimedTask {
+            id: 1,
+            run_id: "r".into(),
+            task_id: "t".into(),
+            try_number: 1,
+            attempt: 1,
+            started_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn warnings_and_the_summary_are_kept_masked_with_a_success() {
+        let task = shell_task();
+        let masker = Secrets::from_pairs([("KEY".to_owned(), "sk-123".to_owned())]).masker();
+        let completion = crate::operators::Completion {
+            warnings: vec![
+                "cost 0.61 > 0.50 with sk-123".into(),
+                "3 rows skipped".into(),
+            ],
+            summary: Some("score 0.9 (sk-123)".into()),
+            ..crate::operators::Completion::default()
+        };
+        let done = finish(&claimed_try(), &task, Ok(completion), &masker);
+        assert_eq!(done.state, TaskState::Success);
+        assert_eq!(
+            done.warnings,
+            ["cost 0.61 > 0.50 with ***", "3 rows skipped"]
+        );
+        assert_eq!(done.summary.as_deref(), Some("score 0.9 (***)"));
+    }
+
+    #[test]
+    fn outputs_over_the_limit_are_a_rejection_naming_the_size_and_the_limit() {
+        let limits = 20;
+        let mut outputs = crate::operators::Outputs::new();
+        outputs.insert("a".into(), Value::from(1));
+        let small = crate::operators::Completion::from(outputs.clone());
+        assert!(within_output_limit(small, limits).is_ok());
+        outputs.insert("blob".into(), Value::from("x".repeat(40)));
+        let size = serde_json::to_vec(&outputs).expect("json").len();
+        let large = crate::operators::Completion::from(outputs);
+        match within_output_limit(large, limits) {
+            Err(OperatorError::Rejected { message }) => {
+                assert!(
+                    message.contains(&format!("{size} bytes"))
+                        && message.contains("limit of 20 bytes")
+                        && message.contains("max_output_bytes"),
+                    "{message}"
+                );
+            }
+            other => panic!("not a rejection: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn warnings_of_successful_tries_are_counted_by_workflow_and_operator() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let success = TaskCompletion {
+            state: TaskState::Success,
+            error: None,
+            warnings: vec!["one".into(), "two".into()],
+            ..failed(&claimed_try(), String::new(), None)
+        };
+        let failure = TaskCompletion {
+            warnings: vec!["not counted".into()],
+            ..failed(&claimed_try(), "boom".into(), None)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            count_warnings("evals", Operator::Shell, &success);
+            count_warnings("evals", Operator::Shell, &failure);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(&format!(
+                "{}{{workflow=\"evals\",operator=\"shell\"}} 2",
+                metric::TASK_WARNINGS
+            )),
+            "{text}"
+        );
+    }
+
     /// Regression: a worker that had just looked for work ignored shutdown and never returned.
     #[tokio::test]
     async fn shutdown_returns_when_idle_after_looking_for_work() {
@@ -901,6 +1061,7 @@ mod tests {
             scratch_root: std::env::temp_dir(),
             shutdown_grace: Duration::ZERO,
             pools: Default::default(),
+            max_output_bytes: crate::config::DEFAULT_MAX_OUTPUT_BYTES,
             queues: Vec::new(),
             only_run: None,
             poll: None,
