@@ -138,14 +138,6 @@ tasks:
   link_out:
     operator: shell
     with: {{ command: 'ln -s "{}" "$SLUICE_ARTIFACTS/leak"' }}
-  glob_out:
-    operator: shell
-    with: {{ command: "true" }}
-    artifacts: ["../secret.txt"]
-  absolute:
-    operator: shell
-    with: {{ command: "true" }}
-    artifacts: ["/etc/hostname"]
 "#,
             sb.path().join("secret.txt").display()
         ),
@@ -154,15 +146,14 @@ tasks:
     let run_id = server.start_run("escape", json!({})).await;
     let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "failed", "{run}");
-    for (task, says) in [
-        ("link_out", "artifact `leak` is a symbolic link to"),
-        ("glob_out", "`..` would leave the workflow's folder"),
-        ("absolute", "absolute paths are not allowed"),
-    ] {
-        assert_eq!(run["tasks"][task]["state"], "failed", "{task}: {run}");
-        let error = task_error(&run, task);
-        assert!(error.contains(says), "{task}: {error}");
-    }
+    // Globs that leave the folder (`..`, absolute paths) never get this far: the workflow is
+    // refused when it is read (tests/fixtures/invalid/artifact_globs.yaml).
+    assert_eq!(run["tasks"]["link_out"]["state"], "failed", "{run}");
+    let error = task_error(&run, "link_out");
+    assert!(
+        error.contains("artifact `leak` is a symbolic link to"),
+        "{error}"
+    );
     let (_, list) = server
         .get(&format!("/api/v1/runs/{run_id}/artifacts"))
         .await;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 
 use super::{ArtifactError, Limits, Outbox, Result, check_name, media_type};
 
@@ -108,25 +108,12 @@ fn collect_blocking(
     Ok(found)
 }
 
-/// A glob relative to the workflow's folder: `*` stays within a segment, `**` crosses them.
+/// A task's `artifacts:` glob, compiled by the same function `dag::compile` checks it with.
 fn compile(pattern: &str) -> Result<GlobMatcher> {
-    let invalid = |reason: String| ArtifactError::Pattern {
+    crate::dag::globs::artifact_glob(pattern).map_err(|reason| ArtifactError::Pattern {
         pattern: pattern.to_owned(),
         reason,
-    };
-    if pattern.starts_with('/') || Path::new(pattern).is_absolute() {
-        return Err(invalid(
-            "absolute paths are not allowed; write it relative to the workflow's folder".into(),
-        ));
-    }
-    if pattern.split('/').any(|s| s == "..") {
-        return Err(invalid("`..` would leave the workflow's folder".into()));
-    }
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| invalid(e.to_string()))
+    })
 }
 
 /// The leading segments of `pattern` without glob syntax: where to start walking.

@@ -391,6 +391,34 @@ impl Artifacts {
         Ok(())
     }
 
+    /// The digests of the blobs last written before `written_before`, whatever refers to them:
+    /// retention's candidates for orphans (blobs of tries that failed after storing them).
+    pub async fn blobs_written_before(
+        &self,
+        written_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let root = self.prefix.clone().join("sha256");
+        let mut listing = self.store.list(Some(&root));
+        let mut digests = std::collections::BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                // An empty store has no `sha256` folder yet.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(error) => return Err(self.store_error()(error)),
+            };
+            let Some(digest) = meta.location.filename() else {
+                continue;
+            };
+            // Only names that are digests are blobs (a partly written upload is not).
+            let is_digest = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_digest && meta.last_modified < written_before {
+                digests.insert(digest.to_owned());
+            }
+        }
+        Ok(digests)
+    }
+
     /// Deletes the blob if it was last written before `written_before`; returns whether it
     /// did. A missing blob counts as deleted.
     pub async fn delete_blob_older_than(

@@ -252,6 +252,30 @@ impl Compiler<'_> {
         }
     }
 
+    /// A task's `artifacts:` list, each glob checked by the compiler `artifacts::collect`
+    /// uses at run time, so a pattern that could never match (absolute, `..`, not a glob) is
+    /// reported at its own line instead of failing the task after it ran.
+    fn artifact_globs(&mut self, list: &Node) -> Vec<String> {
+        let Some(entries) = list.as_seq() else {
+            return self.typed(list, "artifacts").unwrap_or_default();
+        };
+        let mut globs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some(pattern) = entry.as_str() else {
+                continue;
+            };
+            match crate::dag::globs::artifact_glob(pattern) {
+                Ok(_) => globs.push(pattern.to_owned()),
+                Err(reason) => self.error(
+                    entry.pos,
+                    format!("`artifacts` entry `{pattern}` is not usable: {reason}"),
+                    None,
+                ),
+            }
+        }
+        globs
+    }
+
     fn duration(&mut self, map: &Node, key: &str) -> Option<Duration> {
         let node = map.get(key)?;
         let parsed = match &node.value {
@@ -979,7 +1003,7 @@ impl Compiler<'_> {
                 .unwrap_or_default(),
             artifacts: node
                 .get("artifacts")
-                .and_then(|n| self.typed(n, "artifacts"))
+                .map(|n| self.artifact_globs(n))
                 .unwrap_or_default(),
         }
     }

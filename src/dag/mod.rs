@@ -14,6 +14,7 @@ use crate::params::ParamDecl;
 mod compile;
 
 pub mod deadline;
+pub mod globs;
 pub mod intervals;
 
 pub use compile::{

@@ -241,8 +241,8 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::store::conformance::{new_run, task};
-    use crate::store::{Claim, DecisionBatch, NewLogLine};
+    use crate::store::NewLogLine;
+    use crate::store::conformance::{claim_one, queued_run, success};
 
     on_every_backend! {
         artifacts_are_recorded_with_the_completion_and_a_stale_try_keeps_none => fenced,
@@ -257,55 +257,6 @@ mod tests {
             sha256: sha.into(),
             media_type: "text/plain".into(),
         }
-    }
-
-    async fn claim_one(store: &Store) -> crate::store::ClaimedTask {
-        let claimed = store
-            .claim(&Claim {
-                worker: "w",
-                limit: 1,
-                lease: std::time::Duration::from_secs(30),
-                pools: &Default::default(),
-                queues: &[],
-                run_id: None,
-            })
-            .await
-            .expect("claim");
-        claimed.into_iter().next().expect("a queued try")
-    }
-
-    fn success(claimed: &crate::store::ClaimedTask) -> TaskCompletion {
-        TaskCompletion {
-            id: claimed.id,
-            run_id: claimed.run_id.clone(),
-            task_id: claimed.task_id.clone(),
-            try_number: claimed.try_number,
-            state: TaskState::Success,
-            exit_code: Some(0),
-            error: None,
-            outputs: None,
-            warnings: Vec::new(),
-            summary: None,
-            ended_at: Utc::now(),
-            retry: None,
-        }
-    }
-
-    async fn queued_run(store: &Store, id: &str) {
-        store
-            .create_run(&new_run(id), &[task("a")])
-            .await
-            .expect("run");
-        assert!(
-            store
-                .set_run_state(id, RunState::Queued, RunState::Running, None)
-                .await
-                .expect("start")
-        );
-        let tis = store.task_instances(id).await.expect("read");
-        let mut batch = DecisionBatch::default();
-        batch.push(tis[0].id, "a", 1, TaskState::Pending, TaskState::Queued);
-        store.apply_decisions(id, &batch).await.expect("queue");
     }
 
     async fn fenced(store: Store) {

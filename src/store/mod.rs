@@ -461,7 +461,10 @@ mod tests {
 /// being skipped.
 #[cfg(test)]
 pub(crate) mod conformance {
+    use chrono::Utc;
+
     use super::*;
+    use crate::lifecycle::{RunState, TaskState};
 
     /// A store to test, and what to clean up after the test.
     pub(crate) struct Backend {
@@ -511,6 +514,58 @@ pub(crate) mod conformance {
             queue: "default".into(),
             not_before: None,
         }
+    }
+
+    /// Claims the one queued try there is.
+    pub(crate) async fn claim_one(store: &Store) -> ClaimedTask {
+        let claimed = store
+            .claim(&Claim {
+                worker: "w",
+                limit: 1,
+                lease: std::time::Duration::from_secs(30),
+                pools: &Default::default(),
+                queues: &[],
+                run_id: None,
+            })
+            .await
+            .expect("claim");
+        claimed.into_iter().next().expect("a queued try")
+    }
+
+    /// The successful end of a claimed try, with nothing to say.
+    pub(crate) fn success(claimed: &ClaimedTask) -> TaskCompletion {
+        TaskCompletion {
+            id: claimed.id,
+            run_id: claimed.run_id.clone(),
+            task_id: claimed.task_id.clone(),
+            try_number: claimed.try_number,
+            state: TaskState::Success,
+            exit_code: Some(0),
+            error: None,
+            outputs: None,
+            warnings: Vec::new(),
+            summary: None,
+            ended_at: Utc::now(),
+            retry: None,
+        }
+    }
+
+    /// A run `id` of one task `a`, running, with its try queued.
+    pub(crate) async fn queued_run(store: &Store, id: &str) {
+        store
+            .create_run(&new_run(id), &[task("a")])
+            .await
+            .expect("run");
+        assert!(
+            store
+                .set_run_state(id, RunState::Queued, RunState::Running, None)
+                .await
+                .expect("start")
+        );
+        let tis = store.task_instances(id).await.expect("read");
+        let mut batch = DecisionBatch::default();
+        batch.push(tis[0].id, "a", 1, TaskState::Pending, TaskState::Queued);
+        store.apply_decisions(id, &batch).await.expect("queue");
     }
 
     pub(crate) async fn backends() -> Vec<Backend> {
