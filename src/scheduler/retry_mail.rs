@@ -30,6 +30,9 @@ pub struct RetryNotice {
     pub task_id: String,
     /// The try that failed.
     pub try_number: u32,
+    /// Its number counted from the task's last clear (`Store::attempt_of`): a cleared task
+    /// gets all its tries again, so "try 1 of 3" follows "try 3 of 3" after a clear.
+    pub attempt: u32,
     /// How many tries the task has in all; `None` when its workflow version cannot be read.
     pub total_tries: Option<u32>,
     pub error: String,
@@ -40,9 +43,14 @@ pub struct RetryNotice {
 
 impl RetryNotice {
     fn tries(&self) -> String {
-        match self.total_tries {
-            Some(total) => format!("try {} of {total}", self.try_number),
-            None => format!("try {}", self.try_number),
+        let count = match self.total_tries {
+            Some(total) => format!("try {} of {total}", self.attempt),
+            None => format!("try {}", self.attempt),
+        };
+        if self.attempt == self.try_number {
+            count
+        } else {
+            format!("{count} since the task was cleared")
         }
     }
 
@@ -143,6 +151,7 @@ impl RetryMailService {
         if !self.store.claim_once(&once, Utc::now()).await? {
             return Ok(false);
         }
+        let attempt = self.store.attempt_of(failed.id, try_number).await?;
         let next_try_at = tries
             .iter()
             .find(|ti| ti.task_id == task_id && ti.try_number == try_number + 1)
@@ -162,6 +171,7 @@ impl RetryMailService {
             run_id: run_id.to_owned(),
             task_id: task_id.to_owned(),
             try_number,
+            attempt,
             total_tries,
             error: failed.error.clone().unwrap_or_default(),
             next_try_at,
@@ -268,6 +278,7 @@ mod tests {
             run_id: "r1".into(),
             task_id: "load".into(),
             try_number: 1,
+            attempt: 1,
             total_tries: Some(3),
             error: "the command exited with code 3 <stderr>".into(),
             next_try_at: Some(
@@ -309,5 +320,26 @@ mod tests {
         };
         assert!(notice.subject().contains("failed try 1, retrying"));
         assert!(notice.text().contains("Next try: soon"));
+    }
+
+    /// Regression: after a clear, the notice said "try 5 of 4": it counted tries from the
+    /// first, while the cleared task's retries count from the clear.
+    #[test]
+    fn after_a_clear_the_notice_counts_from_the_clear() {
+        let notice = RetryNotice {
+            try_number: 5,
+            attempt: 1,
+            total_tries: Some(4),
+            ..notice()
+        };
+        assert_eq!(
+            notice.subject(),
+            "[warning] Task etl.load failed try 1 of 4 since the task was cleared, retrying (run r1)"
+        );
+        assert!(
+            notice
+                .text()
+                .contains("Try: try 1 of 4 since the task was cleared")
+        );
     }
 }

@@ -346,6 +346,14 @@ async fn clearing_a_task_of_a_failed_run_runs_it_again_with_all_its_retries_befo
             (claimed.try_number, claimed.attempt),
             (try_number, try_number - 3)
         );
+        // What the retry notice counts ("try 1 of 3", not "try 4 of 3") is the same number.
+        assert_eq!(
+            store
+                .attempt_of(claimed.id, claimed.try_number)
+                .await
+                .expect("attempt"),
+            try_number - 3
+        );
         pump(&mut scheduler, &store, &mut events).await;
         let run = run_state(&store, &run_id).await;
         if try_number < 6 {

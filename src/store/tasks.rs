@@ -599,6 +599,13 @@ impl Store {
         Ok(claimed)
     }
 
+    /// The attempt number of one try (see `ClaimedTask::attempt`): its number counted from
+    /// its task's last clear, which is what "try N of M" means to people (the retry notice).
+    pub async fn attempt_of(&self, id: i64, try_number: u32) -> Result<u32> {
+        let attempts = self.attempts(std::iter::once((id, try_number))).await?;
+        Ok(attempts.get(&id).copied().unwrap_or(try_number))
+    }
+
     /// The attempt number (see `ClaimedTask::attempt`) of the given tries, by row id, for
     /// those whose task was cleared at or before them; the others' attempt is their try
     /// number. Only tries after the first can differ, so most claims skip the query.
