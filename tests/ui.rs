@@ -1302,7 +1302,7 @@ tasks:
     assert!(page.contains("succeeded with 1 warning<"), "{page}");
     assert!(page.contains("⚠ 1 warning<"), "{page}");
     assert!(
-        page.contains("<li>cost_per_1k 0.61 &gt; 0.50 &lt;b&gt;warn&lt;/b&gt;</li>"),
+        page.contains("<li>cost_per_1k 0.61 &gt; 0.50 &lt;b&gt;warn&lt;&#x2f;b&gt;</li>"),
         "the warning is escaped: {page}"
     );
     let (status, page) = visitor.get(&format!("/runs/{oversized}")).await;
