@@ -128,6 +128,8 @@ mod tests {
             exit_code: None,
             error: None,
             outputs: outputs.as_object().cloned(),
+            warnings: Vec::new(),
+            summary: None,
             ended_at: Utc::now(),
             retry: None,
         };
