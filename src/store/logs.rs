@@ -91,4 +91,39 @@ impl Store {
         let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
         rows.iter().map(log_from_row).collect()
     }
+
+    /// The last `per_try` lines of every try of a run, oldest first, each with its number in
+    /// its try's log (from 1) and that log's length: what the run page shows without reading
+    /// every line of a long log.
+    pub async fn log_tails(&self, run_id: &str, per_try: usize) -> Result<Vec<LogTailLine>> {
+        let limit = i64::try_from(per_try).unwrap_or(i64::MAX);
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT id, task_id, try_number, stream, line, logged_at, back, total FROM (                  SELECT id, task_id, try_number, stream, line, logged_at,                  ROW_NUMBER() OVER (PARTITION BY task_id, try_number ORDER BY id DESC) AS back,                  COUNT(*) OVER (PARTITION BY task_id, try_number) AS total                  FROM task_logs WHERE run_id = ?) tail WHERE back <= ? ORDER BY id",
+                vec![run_id.into(), limit.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let back: i64 = get(r, "back")?;
+                let total: i64 = get(r, "total")?;
+                Ok(LogTailLine {
+                    record: log_from_row(r)?,
+                    number: (total - back + 1).max(1) as u64,
+                    total: total.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A line of a log's tail (`Store::log_tails`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogTailLine {
+    pub record: LogRecord,
+    /// The line's number in its try's log, from 1.
+    pub number: u64,
+    /// How many lines its try's log has.
+    pub total: u64,
 }
