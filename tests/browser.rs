@@ -548,7 +548,7 @@ on_failure:
             .await
             .expect("open the task");
         let note = c.find(Locator::Css("[data-log-truncated]")).await.expect("the tail note");
-        assert_eq!(note.text().await.expect("text"), "Showing the last 1000 of 3000 lines. Show all");
+        assert_eq!(note.text().await.expect("text"), "Showing the last 500 of 3000 lines. Show all");
         let search = c.find(Locator::Css("section[data-task=talk] [data-log-search]")).await.expect("search box");
         search.send_keys("number 2999").await.expect("type");
         wait_until(

@@ -11,13 +11,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::pages::find_run;
-use super::{Result, WebError, WebState, auth::Session, iso};
+use super::{Result, WebError, WebState, auth::Session};
 use crate::secrets::Masker;
 use crate::store::LogTailLine;
 
 /// The most lines of one try the run page inlines; a longer log shows its tail and links to
 /// the whole.
-pub(super) const LOG_TAIL: usize = 1000;
+pub(super) const LOG_TAIL: usize = 500;
 
 /// A log line's time as the viewer prints it (the zone is said once, above the log).
 pub(super) fn clock_time(at: DateTime<Utc>) -> String {
@@ -29,7 +29,6 @@ pub(super) struct LineView {
     /// The line's number in its try's log, from 1.
     n: u64,
     at: String,
-    logged_at: String,
     stream: String,
     line: String,
 }
@@ -55,7 +54,6 @@ pub(super) fn views(tails: Vec<LogTailLine>, masker: &Masker) -> HashMap<(String
         view.lines.push(LineView {
             n: tail.number,
             at: clock_time(l.logged_at),
-            logged_at: iso(l.logged_at),
             stream: l.stream,
             line: masker.mask(&l.line).into_owned(),
         });

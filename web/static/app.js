@@ -286,7 +286,6 @@ function liveRun(main, source) {
     line.setAttribute("data-n", last ? Number(last.getAttribute("data-n")) + 1 : 1);
     const ts = document.createElement("span");
     ts.className = "ts";
-    ts.title = d.logged_at || "";
     ts.textContent = d.at || "";
     line.append(ts, d.line + "\n");
     const search = viewer.querySelector("[data-log-search]");
