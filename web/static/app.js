@@ -112,6 +112,15 @@ function setState(el, state, symbol) {
   }
 }
 
+// Colours a task's node in a graph and says its state.
+function setNode(dag, taskId, state, symbol) {
+  const node = dag && dag.querySelector('[data-node="' + CSS.escape(taskId) + '"]');
+  if (!node) return;
+  setState(node, state, symbol);
+  const label = node.querySelector("[data-label]");
+  if (label) label.textContent = state.replace(/_/g, " ");
+}
+
 function tryBlock(section, tryNumber) {
   let details = section.querySelector('details[data-try="' + tryNumber + '"]');
   if (details) return details;
@@ -269,6 +278,7 @@ function liveRun(main, source) {
     const d = JSON.parse(e.data);
     // A try started or ended (or moved on): its bar changed.
     refreshGantt();
+    setNode(main.querySelector("svg.dag"), d.task_id, d.state, d.symbol);
     const section = main.querySelector('section[data-task="' + CSS.escape(d.task_id) + '"]');
     if (!section) return;
     setState(section.querySelector("[data-task-state] [data-badge]"), d.state, d.symbol);
@@ -310,14 +320,7 @@ function liveWorkflow(main, source) {
   let replay = [];
   const applyCell = (d) => {
     setState(main.querySelector('[data-cell="' + CSS.escape(d.run_id + "|" + d.task_id) + '"]'), d.state, d.symbol);
-    if (dag && dag.getAttribute("data-run") === d.run_id) {
-      const node = dag.querySelector('[data-node="' + CSS.escape(d.task_id) + '"]');
-      if (node) {
-        setState(node, d.state, d.symbol);
-        const label = node.querySelector("[data-label]");
-        if (label) label.textContent = d.state.replace(/_/g, " ");
-      }
-    }
+    if (dag && dag.getAttribute("data-run") === d.run_id) setNode(dag, d.task_id, d.state, d.symbol);
   };
   const applyRun = (d) => {
     const head = main.querySelector('[data-run-head="' + CSS.escape(d.run_id) + '"]');
