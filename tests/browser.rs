@@ -106,15 +106,30 @@ async fn start_driver() -> Option<Driver> {
 }
 
 async fn browser(driver: &Driver, profile: &Path) -> Client {
+    browser_with(driver, profile, &[]).await
+}
+
+/// A browser session with extra Chromium switches.
+async fn browser_with(driver: &Driver, profile: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        json!("--headless"),
+        json!("--no-sandbox"),
+        json!("--disable-gpu"),
+        json!("--disable-background-networking"),
+        json!("--disable-component-update"),
+        json!("--disable-sync"),
+        json!("--no-first-run"),
+        json!("--window-size=1280,900"),
+        json!(format!("--user-data-dir={}", profile.display())),
+    ];
+    args.extend(extra.iter().map(|a| json!(a)));
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--window-size=1280,900", format!("--user-data-dir={}", profile.display())],
+            "args": args,
         }),
     );
     // chromedriver speaks plain HTTP on loopback, so no TLS connector is needed.
@@ -586,6 +601,39 @@ on_failure:
         }
         c.goto(&format!("{}/runs/{run_id}", server.base)).await.expect("run page");
         save_screenshot(&c, "run-marked-phone.png").await;
+
+        // The dark scheme, as a browser set to dark shows it.
+        let dark_profile = tempfile::tempdir().expect("a fresh profile folder");
+        let dark = browser_with(&driver, dark_profile.path(), &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+        let shots = AssertUnwindSafe(async {
+            log_in(&dark, &server.base).await;
+            let scheme = dark
+                .execute("return matchMedia('(prefers-color-scheme: dark)').matches;", vec![])
+                .await
+                .expect("scheme");
+            assert_eq!(scheme, json!(true), "the browser asks for the dark scheme");
+            for (path, name) in [
+                ("/".to_owned(), "workflows-dark.png"),
+                ("/workflows/chain".to_owned(), "workflow-dark.png"),
+                (format!("/runs/{run_id}"), "run-dark.png"),
+                (format!("/runs/{chatty}"), "log-viewer-dark.png"),
+            ] {
+                dark.goto(&format!("{}{path}", server.base)).await.expect("open");
+                dark.wait().for_element(Locator::Css("main")).await.expect("a page");
+                if name == "log-viewer-dark.png" {
+                    dark.execute("document.querySelector('details.task-body').open = true; document.getElementById('tasks-title').scrollIntoView(); return true;", vec![])
+                        .await
+                        .expect("open the log");
+                }
+                save_screenshot(&dark, name).await;
+            }
+        })
+        .catch_unwind()
+        .await;
+        dark.close().await.expect("the dark session closes");
+        if let Err(panic) = shots {
+            std::panic::resume_unwind(panic);
+        }
     })
     .catch_unwind()
     .await;

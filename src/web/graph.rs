@@ -198,7 +198,7 @@ const DURATION_BAR: u32 = 18;
 const DURATION_GAP: u32 = 6;
 const DURATION_HEIGHT: u32 = 90;
 
-/// Runs' durations as bars, oldest left, scaled to the longest; runs that never started have
+/// Runs' durations as bars in the order given, scaled to the longest; runs that never started have
 /// no bar (their place stays, so the bars line up with the run grid's columns).
 pub fn duration_chart(runs: &[RunDuration]) -> DurationChart {
     let longest = runs
@@ -305,9 +305,19 @@ fn ticks(total_ms: f64) -> Vec<(u32, String)> {
         .copied()
         .find(|step| total_s / step <= MAX_TICKS)
         .unwrap_or_else(|| (total_s / MAX_TICKS).max(1));
+    if total_ms < 1000.0 {
+        // Under a second: the start and the end, in milliseconds.
+        let end = super::human_duration(chrono::TimeDelta::milliseconds(total_ms as i64));
+        return vec![
+            (GANTT_LABELS, "0s".to_owned()),
+            (GANTT_LABELS + GANTT_WIDTH, end),
+        ];
+    }
+    // Only ticks within the chart: none past the last try's end.
     (0..=total_s / step)
-        .map(|i| {
-            let at = i * step;
+        .map(|i| i * step)
+        .filter(|at| (*at * 1000) as f64 <= total_ms)
+        .map(|at| {
             let x = ((at * 1000) as f64 / total_ms * f64::from(GANTT_WIDTH)).round() as u32;
             (GANTT_LABELS + x.min(GANTT_WIDTH), tick_label(at))
         })
@@ -511,5 +521,18 @@ mod tests {
             ticks(3_600_000.0 * 30.0).len() <= 9,
             "a long run keeps few ticks"
         );
+        let short: Vec<String> = ticks(64.0).into_iter().map(|t| t.1).collect();
+        assert_eq!(
+            short,
+            ["0s", "64ms"],
+            "a run under a second is not drawn as one"
+        );
+        let uneven = ticks(12_500.0);
+        assert_eq!(
+            uneven.last().map(|t| t.1.as_str()),
+            Some("12s"),
+            "none past the end"
+        );
+        assert!(uneven.iter().all(|t| t.0 <= GANTT_LABELS + GANTT_WIDTH));
     }
 }

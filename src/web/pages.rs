@@ -410,11 +410,10 @@ pub async fn workflow(
         .unwrap_or(&empty);
     let layout = dag_layout(w, selected_states);
     let now = Utc::now();
-    // Oldest left, as the grid's columns are read in the chart under it.
+    // In the grid's order (newest left), so each bar sits under its run's column.
     let durations: Vec<RunDuration> = grid
         .runs
         .iter()
-        .rev()
         .map(|r| RunDuration {
             run_id: r.id.clone(),
             state: r.state.clone(),
