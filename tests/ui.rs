@@ -2012,19 +2012,22 @@ async fn a_long_log_shows_its_tail_fast_and_the_whole_as_text() {
     let run_id = server.start_run("chatty", json!({})).await;
     let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "success", "{run}");
-    // The first request warms the server's caches; the figure is the best of five after it.
+    // The first request warms the server's caches; then five timed ones. The median is the
+    // figure in BENCHMARKS.md; the best is held to the budget, so a busy machine cannot fail it.
     visitor.get(&format!("/runs/{run_id}")).await;
-    let mut best = Duration::MAX;
+    let mut times = Vec::new();
     let mut page = String::new();
     for _ in 0..5 {
         let asked = std::time::Instant::now();
         let (status, body) = visitor.get(&format!("/runs/{run_id}")).await;
-        best = best.min(asked.elapsed());
+        times.push(asked.elapsed());
         assert_eq!(status, StatusCode::OK);
         page = body;
     }
+    times.sort();
+    let (best, median) = (times[0], times[2]);
     eprintln!(
-        "run page with a 20,000-line log: {} bytes in {best:?}",
+        "run page with a 20,000-line log: {} bytes, median {median:?}, best {best:?}",
         page.len()
     );
     assert!(page.len() <= 200_000, "the page is {} bytes", page.len());
