@@ -469,6 +469,33 @@ async fn every_page_of_the_shipped_workflows_renders() {
         index.contains("broken.yaml:2:"),
         "import errors carry file:line:col: {index}"
     );
+    // Each problem links to its line in the file as it is now.
+    let link = index
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|href| href.starts_with("/import-errors/source?path=") && href.ends_with("#L2"))
+        .unwrap_or_else(|| panic!("a link to the line: {index}"))
+        // As a browser reads the attribute.
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&");
+    let (path, anchor) = link.split_once('#').expect("an anchor");
+    let (status, source) = visitor.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{source}");
+    assert!(source.contains(&format!("id=\"{anchor}\"")), "{source}");
+    assert!(
+        source.contains("href=\"#L2\""),
+        "the problem links to its line: {source}"
+    );
+    assert_no_inline_script(&source);
+    let (status, _) = visitor
+        .get("/import-errors/source?path=%2Fetc%2Fpasswd")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "only import errors' files are shown"
+    );
 
     for id in &ids {
         let (status, page) = visitor.get(&format!("/workflows/{id}")).await;

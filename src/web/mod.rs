@@ -27,6 +27,7 @@ pub mod auth;
 pub mod control;
 mod deliveries;
 mod graph;
+mod import_errors;
 mod live;
 mod logs;
 mod pages;
@@ -110,6 +111,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/runs/{run_id}/tasks/{task}/log.txt", get(logs::raw))
         .route("/runs/{run_id}/artifacts/{name}", get(artifacts::download))
         .route("/github/deliveries", get(deliveries::list))
+        .route("/import-errors/source", get(import_errors::source))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -172,6 +172,7 @@ pub async fn workflows(State(state): State<WebState>, session: Session) -> Resul
                 "path": e.path.display().to_string(),
                 "problems": e.diagnostics.iter().map(|d| serde_json::json!({
                     "location": format!("{}:{}:{}", d.path.display(), d.line, d.column),
+                    "line": d.line,
                     "message": d.message,
                     "help": d.help,
                 })).collect::<Vec<_>>(),
