@@ -1604,13 +1604,16 @@ async fn the_pause_button_says_what_it_does() {
     write_workflow(
         &sb,
         "nightly",
-        "schedule: \"0 3 * * *\"\ntasks:\n  a: { operator: noop }\n",
+        "schedule: \"0 3 * * *\"\ntimezone: Europe/Paris\ntasks:\n  a: { operator: noop }\n",
     );
     let server = start(&sb, &[], &[]);
     let visitor = login(&server, "admin", ADMIN_PASSWORD).await;
     for path in ["/", "/workflows/nightly"] {
         let (_, page) = visitor.get(path).await;
         assert!(page.contains(">Pause schedule</button>"), "{path}: {page}");
+        // The next run: relative, in UTC on hover, and in the workflow's own zone.
+        assert!(page.contains("03:00 Europe&#x2f;Paris"), "{path}: {page}");
+        assert!(page.contains(" UTC\">in "), "{path}: {page}");
         assert!(page.contains("Active</span>"), "{path}");
         assert!(!page.contains('⏸'), "{path}: a glyph Debian's fonts lack");
     }

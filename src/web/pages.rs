@@ -94,6 +94,8 @@ struct WorkflowRow {
     schedule: Option<String>,
     timezone: String,
     next_run: Option<String>,
+    /// The next run in the workflow's own zone.
+    next_run_local: Option<String>,
     paused: bool,
     stale: bool,
     path: String,
@@ -157,6 +159,7 @@ pub async fn workflows(State(state): State<WebState>, session: Session) -> Resul
             schedule: w.schedule.as_ref().map(|s| s.expression.clone()),
             timezone: w.timezone.name().to_owned(),
             next_run: next_run(w, is_paused, now),
+            next_run_local: next_run_local(w, is_paused, now),
             paused: is_paused,
             stale: entry.stale,
             path: entry.path.display().to_string(),
