@@ -106,15 +106,30 @@ async fn start_driver() -> Option<Driver> {
 }
 
 async fn browser(driver: &Driver, profile: &Path) -> Client {
+    browser_with(driver, profile, &[]).await
+}
+
+/// A browser session with extra Chromium switches.
+async fn browser_with(driver: &Driver, profile: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        json!("--headless"),
+        json!("--no-sandbox"),
+        json!("--disable-gpu"),
+        json!("--disable-background-networking"),
+        json!("--disable-component-update"),
+        json!("--disable-sync"),
+        json!("--no-first-run"),
+        json!("--window-size=1280,900"),
+        json!(format!("--user-data-dir={}", profile.display())),
+    ];
+    args.extend(extra.iter().map(|a| json!(a)));
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--window-size=1280,900", format!("--user-data-dir={}", profile.display())],
+            "args": args,
         }),
     );
     // chromedriver speaks plain HTTP on loopback, so no TLS connector is needed.
@@ -406,6 +421,222 @@ tasks:
     .catch_unwind()
     .await;
     // Always end the session, so chromium exits whatever happened above.
+    let closed = c.close().await;
+    drop(driver);
+    if let Err(panic) = flow {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser session closes");
+}
+
+/// Logs in through the form as `admin`.
+async fn log_in(c: &Client, base: &str) {
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("admin")
+        .await
+        .expect("type");
+    c.find(Locator::Id("password"))
+        .await
+        .expect("password")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("log in");
+    c.wait()
+        .for_element(Locator::Css("a[href='/runs']"))
+        .await
+        .expect("logged in");
+}
+
+/// Opens `path` and checks that nothing scrolls sideways at the window's width.
+async fn no_sideways_scroll(c: &Client, base: &str, path: &str) {
+    c.goto(&format!("{base}{path}"))
+        .await
+        .expect("open the page");
+    c.wait()
+        .for_element(Locator::Css("main"))
+        .await
+        .expect("a page");
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    let scroll = widths[0].as_u64().expect("a number");
+    assert!(scroll <= 390, "{path} scrolls sideways at 390 px: {widths}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_success_from_the_page_read_a_long_log_and_every_page_fits_a_phone() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let sb = Sandbox::new();
+    write_workflow(
+        &sb,
+        "chain",
+        r#"description: Prepare, check and publish; the check fails until someone looks at it.
+params:
+  model: { type: string, default: small, description: Model under test }
+  samples: { type: integer, default: 10, minimum: 1, maximum: 500 }
+tasks:
+  prepare: { operator: shell, with: { command: "echo preparing" } }
+  check:
+    operator: shell
+    needs: [prepare]
+    with: { command: "echo the check needs a person; exit 1" }
+  publish: { operator: shell, needs: [check], with: { command: "echo published" } }
+on_failure:
+  tell: { operator: noop }
+"#,
+    );
+    write_workflow(
+        &sb,
+        "chatty",
+        "description: Writes a long log.\ntasks:\n  talk: { operator: shell, with: { command: \"seq 1 3000 | sed 's/^/line number /'\" } }\n",
+    );
+    let server = Server::start_with(&sb, &[], &[("SLUICE_ADMIN_PASSWORD", PASSWORD)]);
+    let profile = tempfile::tempdir().expect("a fresh profile folder");
+    let c = browser(&driver, profile.path()).await;
+
+    let flow = AssertUnwindSafe(async {
+        log_in(&c, &server.base).await;
+        let run_id = server.start_run("chain", json!({"model": "large"})).await;
+        let failed = server.wait_run(&run_id, Duration::from_secs(60)).await;
+        assert_eq!(failed["state"], "failed", "{failed}");
+
+        // Mark the failed check success: a confirmation lists what it lets run, then the run
+        // page says what was done and follows the run to its success.
+        c.goto(&format!("{}/runs/{run_id}", server.base)).await.expect("run page");
+        let heading = c.find(Locator::Css("main h1")).await.expect("heading").text().await.expect("text");
+        assert!(heading.starts_with("Run started through the API"), "{heading}");
+        save_screenshot(&c, "run-failed.png").await;
+        c.find(Locator::Css("section[data-task=check] [data-action=mark-success]"))
+            .await
+            .expect("mark success is offered")
+            .click()
+            .await
+            .expect("open the confirmation");
+        c.wait().for_element(Locator::Id("affected")).await.expect("the affected tasks");
+        let affected = c
+            .execute("return [...document.querySelectorAll('[data-affected]')].map(r => r.dataset.affected);", vec![])
+            .await
+            .expect("rows");
+        assert_eq!(affected, json!(["check", "publish"]));
+        save_screenshot(&c, "confirm-mark.png").await;
+        c.find(Locator::Id("confirm")).await.expect("confirm").click().await.expect("mark");
+        let flash = c.wait().for_element(Locator::Id("flash")).await.expect("the message");
+        assert_eq!(
+            flash.text().await.expect("text"),
+            "Marked check success. Decided again downstream: publish. The run is queued again."
+        );
+        wait_until(&c, "the run to succeed", "document.querySelector('#run-state .badge.s-success')", Duration::from_secs(60)).await;
+        wait_until(
+            &c,
+            "publish to turn green",
+            "document.querySelector('section[data-task=publish] [data-task-state] .badge.s-success')",
+            Duration::from_secs(30),
+        )
+        .await;
+        // The graph colours the run's tasks and links to them.
+        let node = c
+            .execute("return document.querySelector('svg.dag a[href=\"#task-publish\"] g.node').classList.contains('s-success');", vec![])
+            .await
+            .expect("node");
+        assert_eq!(node, json!(true));
+
+        // A long log: its tail, numbered; search narrows it to the matching lines.
+        let chatty = server.start_run("chatty", json!({})).await;
+        server.wait_run(&chatty, Duration::from_secs(60)).await;
+        c.goto(&format!("{}/runs/{chatty}", server.base)).await.expect("chatty's page");
+        c.execute("document.querySelector('section[data-task=talk] details.task-body').open = true; return true;", vec![])
+            .await
+            .expect("open the task");
+        let note = c.find(Locator::Css("[data-log-truncated]")).await.expect("the tail note");
+        assert_eq!(note.text().await.expect("text"), "Showing the last 500 of 3001 lines. Show all");
+        let search = c.find(Locator::Css("section[data-task=talk] [data-log-search]")).await.expect("search box");
+        search.send_keys("number 2999").await.expect("type");
+        wait_until(
+            &c,
+            "one matching line",
+            "[...document.querySelectorAll('section[data-task=talk] pre.log > span')].filter(s => !s.hidden).length === 1",
+            Duration::from_secs(10),
+        )
+        .await;
+        let shown = c
+            .execute("return [...document.querySelectorAll('section[data-task=talk] pre.log > span')].find(s => !s.hidden).dataset.n;", vec![])
+            .await
+            .expect("line");
+        // Line 1 of the log says what runs, so output line 2999 is log line 3000.
+        assert_eq!(shown, json!("3000"));
+        save_screenshot(&c, "log-viewer.png").await;
+
+        // Every page at a phone's width: nothing scrolls sideways.
+        c.set_window_size(390, 844).await.expect("phone width");
+        for path in [
+            "/".to_owned(),
+            "/runs".to_owned(),
+            "/workflows/chain".to_owned(),
+            "/workflows/chatty".to_owned(),
+            "/workflows/chain/trigger".to_owned(),
+            format!("/runs/{run_id}"),
+            format!("/runs/{chatty}"),
+            format!("/runs/{run_id}/tasks/check/clear"),
+            format!("/runs/{run_id}/tasks/check/mark?state=failed"),
+            format!("/runs/{run_id}/rerun"),
+            "/github/deliveries".to_owned(),
+            "/no/such/page".to_owned(),
+        ] {
+            no_sideways_scroll(&c, &server.base, &path).await;
+        }
+        c.goto(&format!("{}/runs/{run_id}", server.base)).await.expect("run page");
+        save_screenshot(&c, "run-marked-phone.png").await;
+
+        // The dark scheme, as a browser set to dark shows it.
+        let dark_profile = tempfile::tempdir().expect("a fresh profile folder");
+        let dark = browser_with(&driver, dark_profile.path(), &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+        let shots = AssertUnwindSafe(async {
+            log_in(&dark, &server.base).await;
+            let scheme = dark
+                .execute("return matchMedia('(prefers-color-scheme: dark)').matches;", vec![])
+                .await
+                .expect("scheme");
+            assert_eq!(scheme, json!(true), "the browser asks for the dark scheme");
+            for (path, name) in [
+                ("/".to_owned(), "workflows-dark.png"),
+                ("/workflows/chain".to_owned(), "workflow-dark.png"),
+                (format!("/runs/{run_id}"), "run-dark.png"),
+                (format!("/runs/{chatty}"), "log-viewer-dark.png"),
+            ] {
+                dark.goto(&format!("{}{path}", server.base)).await.expect("open");
+                dark.wait().for_element(Locator::Css("main")).await.expect("a page");
+                if name == "log-viewer-dark.png" {
+                    dark.execute("document.querySelector('details.task-body').open = true; document.getElementById('tasks-title').scrollIntoView(); return true;", vec![])
+                        .await
+                        .expect("open the log");
+                }
+                save_screenshot(&dark, name).await;
+            }
+        })
+        .catch_unwind()
+        .await;
+        dark.close().await.expect("the dark session closes");
+        if let Err(panic) = shots {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .catch_unwind()
+    .await;
     let closed = c.close().await;
     drop(driver);
     if let Err(panic) = flow {

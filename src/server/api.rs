@@ -25,9 +25,10 @@ use crate::dag::intervals::{backfill_intervals, manual_interval};
 use crate::lifecycle::{RunState, TaskState};
 use crate::params::{ParamDecl, ParamProblem};
 use crate::store::{
-    ClearOutcome, LogRecord, RunFilter, RunRecord, Store, StoreEvent, TaskInstanceRecord,
+    LogRecord, MarkedState, RunFilter, RunRecord, Store, StoreEvent, TaskInstanceRecord,
 };
 use crate::web::artifacts;
+use crate::web::control::{self, ClearScope, ControlError, TaskAction};
 
 /// Runs per page when the caller does not say, and the most a caller may ask for.
 const DEFAULT_PAGE: u32 = 50;
@@ -641,10 +642,50 @@ pub(super) async fn cancel_run(
     Ok(Json(find_run(&state.store, &id).await?.into()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Run control: clear, mark, run again (the same `web::control` calls as the run page's actions)
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRequest {
+    /// Clear the tasks downstream of this one too (default true).
+    #[serde(default = "yes")]
+    pub downstream: bool,
+    /// Clear only the tasks that failed, were cancelled or never ran because of a failure.
+    #[serde(default)]
+    pub only_failed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A JSON body that may be left out (or empty): then the defaults.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the request body is not what this endpoint takes: {e}"
+        ))
+    })
+}
+
+impl Default for ClearRequest {
+    fn default() -> Self {
+        ClearRequest {
+            downstream: true,
+            only_failed: false,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClearResponse {
     pub run_id: String,
-    /// The task and everything downstream of it, each with a new pending try.
+    /// The tasks that got a new pending try: the task and, as asked, those downstream of it
+    /// that had ended (tasks still waiting to be decided need nothing).
     pub cleared: Vec<String>,
     /// The run had ended and is queued again: it runs again as its workflow's
     /// `max_active_runs` allows (keeping its first `started_at`, with the new start in
@@ -652,50 +693,179 @@ pub struct ClearResponse {
     pub run_requeued: bool,
 }
 
-/// Runs a task again, and every task downstream of it, each with all its retries; an ended
-/// run is queued again and ends with the state its tasks then earn.
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(m) => Error::NotFound(m),
+            ControlError::Refused(m) => Error::Conflict(m),
+            ControlError::Store(e) => Error::Store(e),
+        }
+    }
+}
+
+/// The workflow version a run pinned: what decides which tasks are downstream.
+async fn pinned_workflow(store: &Store, run: &RunRecord) -> Result<crate::dag::Workflow> {
+    let (path, source) = store
+        .workflow_version(&run.version_hash)
+        .await?
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "run `{}` pins workflow version `{}`, which is not stored",
+                run.id, run.version_hash
+            ))
+        })?;
+    crate::catalog::compile_source(std::path::Path::new(&path), &source).map_err(|_| {
+        Error::Internal(format!(
+            "the stored workflow version `{}` of run `{}` no longer compiles",
+            run.version_hash, run.id
+        ))
+    })
+}
+
+/// Runs a task again, by default with every task downstream of it that had ended, each with
+/// all its retries; an ended run is queued again and ends with the state its tasks then earn.
+/// Refused (409) while the task has not ended.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/tasks/{task}/clear", tag = "runs",
     params(("id" = String, Path, description = "Run id"), ("task" = String, Path, description = "Task id")),
+    request_body(content = Option<ClearRequest>, description = "Which tasks; without a body, the task and everything downstream"),
     responses((status = 200, body = ClearResponse), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn clear_task(
     State(state): State<AppState>,
     Path((id, task)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Json<ClearResponse>> {
+    let request: ClearRequest = optional_json(&body)?;
     let run = find_run(&state.store, &id).await?;
-    // The run's own version decides what is downstream, not the file as it is today.
-    let (path, source) = state
-        .store
-        .workflow_version(&run.version_hash)
-        .await?
-        .ok_or_else(|| {
-            Error::Internal(format!(
-                "run `{id}` pins workflow version `{}`, which is not stored",
-                run.version_hash
-            ))
-        })?;
-    let workflow =
-        crate::catalog::compile_source(std::path::Path::new(&path), &source).map_err(|_| {
-            Error::Internal(format!(
-                "the stored workflow version `{}` of run `{id}` no longer compiles",
-                run.version_hash
-            ))
-        })?;
-    let index = workflow
-        .task_index(&task)
-        .ok_or_else(|| Error::NotFound(format!("run `{id}` has no task `{task}`")))?;
-    let tasks = workflow.with_downstream(index);
-    match state.store.clear_tasks(&id, &tasks).await? {
-        ClearOutcome::Cleared { run_requeued, .. } => {
-            info!(run_id = %id, task = %task, cleared = tasks.len(), run_requeued, "Tasks cleared through the API.");
-            Ok(Json(ClearResponse {
-                run_id: id,
-                cleared: tasks,
-                run_requeued,
-            }))
-        }
-        ClearOutcome::Refused(reason) => Err(Error::Conflict(reason)),
-    }
+    let workflow = pinned_workflow(&state.store, &run).await?;
+    let scope = ClearScope {
+        downstream: request.downstream,
+        only_failed: request.only_failed,
+    };
+    let done = control::apply(
+        &state.store,
+        &workflow,
+        &id,
+        &task,
+        TaskAction::Clear(scope),
+        "the API",
+    )
+    .await?;
+    info!(run_id = %id, task = %task, cleared = done.tasks.len(), run_requeued = done.run_requeued, "Tasks cleared through the API.");
+    Ok(Json(ClearResponse {
+        run_id: id,
+        cleared: done.tasks,
+        run_requeued: done.run_requeued,
+    }))
+}
+
+/// The state a task is marked with.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkState {
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRequest {
+    pub state: MarkState,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MarkResponse {
+    pub run_id: String,
+    /// The marked task, then the downstream tasks given a pending try to be decided again by
+    /// their trigger rules.
+    pub tasks: Vec<String>,
+    /// The run had ended and is queued again (tasks downstream are decided again).
+    pub run_requeued: bool,
+    /// What was done, as a sentence.
+    pub message: String,
+}
+
+/// Marks a task that has ended success or failed, as Airflow does: it gets a new try in that
+/// state (its log says who marked it). Marking success lets what its failure held back run
+/// (failed and upstream-failed tasks downstream are decided again); marking failed decides
+/// every task downstream that had ended again by its trigger rule (`upstream_failed` under
+/// `all_success`). An ended run is queued again when tasks are decided again, and otherwise
+/// takes the state its tasks now give it. Refused (409) while the task or a task downstream
+/// is still at work, or when the task already has that state.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/tasks/{task}/mark", tag = "runs",
+    params(("id" = String, Path, description = "Run id"), ("task" = String, Path, description = "Task id")),
+    request_body = MarkRequest,
+    responses((status = 200, body = MarkResponse), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn mark_task(
+    State(state): State<AppState>,
+    Path((id, task)): Path<(String, String)>,
+    Json(request): Json<MarkRequest>,
+) -> Result<Json<MarkResponse>> {
+    let run = find_run(&state.store, &id).await?;
+    let workflow = pinned_workflow(&state.store, &run).await?;
+    let to = match request.state {
+        MarkState::Success => MarkedState::Success,
+        MarkState::Failed => MarkedState::Failed,
+    };
+    let done = control::apply(
+        &state.store,
+        &workflow,
+        &id,
+        &task,
+        TaskAction::Mark(to),
+        "the API",
+    )
+    .await?;
+    info!(run_id = %id, task = %task, state = %to.task_state(), "Task marked through the API.");
+    Ok(Json(MarkResponse {
+        run_id: id,
+        tasks: done.tasks,
+        run_requeued: done.run_requeued,
+        message: done.message,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// Param values that replace the run's own; the others are the run's.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+}
+
+/// Starts a new run of the run's workflow (as it is now) with the run's params, or with some
+/// of them replaced.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rerun", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    request_body(content = Option<RerunRequest>, description = "Params to replace; without a body, the same params"),
+    responses((status = 201, body = TriggerResponse), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn rerun(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TriggerResponse>)> {
+    let request: RerunRequest = optional_json(&body)?;
+    let run = find_run(&state.store, &id).await?;
+    let entry = find_workflow(&state, &run.workflow_id)?;
+    let mut params = run.params.clone();
+    // Params the workflow no longer declares are dropped rather than refused.
+    params.retain(|name, _| entry.workflow.params.contains_key(name));
+    params.extend(request.params);
+    let interval = manual_interval(&entry.workflow, Utc::now());
+    let run_request = RunRequest {
+        params,
+        trigger: "api".into(),
+        triggered_by: None,
+        logical_date: interval.logical_date(),
+        data_interval: (interval.start, interval.end),
+    };
+    let path = entry.path.display().to_string();
+    let run_id = launch(&state.store, &entry.workflow, &path, run_request).await?;
+    info!(workflow = %run.workflow_id, from = %id, run_id = %run_id, "Run started again through the API.");
+    Ok((StatusCode::CREATED, Json(TriggerResponse { run_id })))
 }
 
 // ---------------------------------------------------------------------------------------------

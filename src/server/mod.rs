@@ -142,6 +142,8 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/runs/{id}"),
     (Method::POST, "/api/v1/runs/{id}/cancel"),
     (Method::POST, "/api/v1/runs/{id}/tasks/{task}/clear"),
+    (Method::POST, "/api/v1/runs/{id}/tasks/{task}/mark"),
+    (Method::POST, "/api/v1/runs/{id}/rerun"),
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/logs"),
     (Method::GET, "/api/v1/runs/{id}/artifacts"),
     (Method::GET, "/api/v1/runs/{id}/artifacts/{name}"),

@@ -55,6 +55,8 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::get_run))
         .routes(routes!(api::cancel_run))
         .routes(routes!(api::clear_task))
+        .routes(routes!(api::mark_task))
+        .routes(routes!(api::rerun))
         .routes(routes!(api::task_logs))
         .routes(routes!(api::list_artifacts))
         .routes(routes!(api::download_artifact))

@@ -91,4 +91,58 @@ impl Store {
         let rows = self.db().query_all_raw(self.stmt(sql, values)).await?;
         rows.iter().map(log_from_row).collect()
     }
+
+    /// The last `per_try` lines of every try of a run, oldest first, each with its number in
+    /// its try's log (from 1) and that log's length: what the run page shows without reading
+    /// every line of a long log. Both steps walk the `task_logs_by_try` index: the lengths
+    /// without reading a line, then each try's tail from its end.
+    pub async fn log_tails(&self, run_id: &str, per_try: usize) -> Result<Vec<LogTailLine>> {
+        let limit = i64::try_from(per_try).unwrap_or(i64::MAX);
+        let counts = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT task_id, try_number, COUNT(*) AS total FROM task_logs \
+                 WHERE run_id = ? GROUP BY task_id, try_number",
+                vec![run_id.into()],
+            ))
+            .await?;
+        let mut tails = Vec::new();
+        for count in &counts {
+            let task_id: String = get(count, "task_id")?;
+            let try_number: i32 = get(count, "try_number")?;
+            let total = get::<i64>(count, "total")?.max(0) as u64;
+            let rows = self
+                .db()
+                .query_all_raw(self.stmt(
+                    "SELECT id, task_id, try_number, stream, line, logged_at FROM task_logs \
+                     WHERE run_id = ? AND task_id = ? AND try_number = ? ORDER BY id DESC LIMIT ?",
+                    vec![
+                        run_id.into(),
+                        task_id.as_str().into(),
+                        try_number.into(),
+                        limit.into(),
+                    ],
+                ))
+                .await?;
+            for (back, row) in rows.iter().enumerate() {
+                tails.push(LogTailLine {
+                    record: log_from_row(row)?,
+                    number: total.saturating_sub(back as u64).max(1),
+                    total,
+                });
+            }
+        }
+        tails.sort_by_key(|t| t.record.id);
+        Ok(tails)
+    }
+}
+
+/// A line of a log's tail (`Store::log_tails`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogTailLine {
+    pub record: LogRecord,
+    /// The line's number in its try's log, from 1.
+    pub number: u64,
+    /// How many lines its try's log has.
+    pub total: u64,
 }

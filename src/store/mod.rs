@@ -32,8 +32,9 @@ pub use deliveries::{
 pub use history::PastOutputs;
 pub use leader::Leadership;
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
-pub use logs::{LogRecord, NewLogLine};
+pub use logs::{LogRecord, LogTailLine, NewLogLine};
 pub use runs::{NewRun, RunOrigin, RunRecord};
+pub use task_marks::{MarkOutcome, MarkedState, RunAfterMark, TaskMark};
 pub use tasks::{
     Claim, ClaimedTask, DecisionBatch, NewTaskInstance, OrphanedTry, TaskCompletion,
     TaskInstanceRecord, TaskSlotRecord, TaskStateChange,
@@ -634,6 +635,7 @@ mod artifacts;
 mod deliveries;
 mod history;
 mod logins;
+mod task_marks;
 
 #[cfg(test)]
 mod store_tests {

@@ -21,6 +21,8 @@ static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     // Undefined values are template bugs: fail loudly instead of printing nothing.
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("relative", |at: &str| super::times::relative_filter(at));
+    env.add_filter("absolute", |at: &str| super::times::absolute_filter(at));
     for name in Templates::iter() {
         let Some(file) = Templates::get(&name) else {
             continue;

@@ -72,7 +72,7 @@ pub(super) fn same(expected: &str, given: &str) -> bool {
 }
 
 /// The value of the cookie `wanted`, unless it is missing or empty.
-fn cookie<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -28,6 +28,8 @@ pub struct Node {
     /// The state of the task in the selected run (`none` without one).
     pub state: String,
     pub layer: usize,
+    /// The hook group a hook task belongs to (`on failure`, …); `None` for a main task.
+    pub hook: Option<&'static str>,
 }
 
 /// An arrow from one task to another, as an SVG path.
@@ -68,6 +70,15 @@ fn layers(workflow: &Workflow) -> Vec<usize> {
     layer
 }
 
+/// A hook group as a node's tag says it.
+fn hook_label(hook: crate::dag::Hook) -> &'static str {
+    match hook {
+        crate::dag::Hook::Failure => "on failure",
+        crate::dag::Hook::Success => "on success",
+        crate::dag::Hook::Deadline => "on deadline",
+    }
+}
+
 /// Lays the workflow's tasks out in layers, coloured by `states` (task id → state).
 pub fn dag_layout(workflow: &Workflow, states: &HashMap<String, TaskState>) -> Layout {
     let layer = layers(workflow);
@@ -92,10 +103,35 @@ pub fn dag_layout(workflow: &Workflow, states: &HashMap<String, TaskState>) -> L
                 .map_or("none", |s| s.as_str())
                 .to_owned(),
             layer: column,
+            hook: None,
         });
     }
+    let main_rows = rows_used.iter().copied().max().unwrap_or(1).max(1);
+    // Hooks are not in the graph: they run after the main tasks, so they sit in a row of their
+    // own under it, one group after the other, drawn as hooks.
+    let hook_y = MARGIN + main_rows * (NODE_HEIGHT + GAP_Y) + GAP_Y;
+    let mut hook_column = 0u32;
+    for hook in crate::dag::Hook::ALL {
+        for task in workflow.hooks(hook) {
+            nodes.push(Node {
+                id: task.id.clone(),
+                operator: task.operator.clone(),
+                x: MARGIN + hook_column * (NODE_WIDTH + GAP_X / 2),
+                y: hook_y,
+                width: NODE_WIDTH,
+                height: NODE_HEIGHT,
+                state: states
+                    .get(&task.id)
+                    .map_or("none", |s| s.as_str())
+                    .to_owned(),
+                layer: 0,
+                hook: Some(hook_label(hook)),
+            });
+            hook_column += 1;
+        }
+    }
     let mut edges = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
+    for (index, node) in nodes.iter().enumerate().take(workflow.tasks.len()) {
         for up in workflow.upstream(index) {
             let Some(from) = nodes.get(up) else { continue };
             let (x1, y1) = (from.x + from.width, from.y + from.height / 2);
@@ -113,12 +149,87 @@ pub fn dag_layout(workflow: &Workflow, states: &HashMap<String, TaskState>) -> L
         }
     }
     let columns = rows_used.len().max(1) as u32;
-    let rows = rows_used.iter().copied().max().unwrap_or(1).max(1);
+    let main_width = 2 * MARGIN + columns * NODE_WIDTH + (columns - 1) * GAP_X;
+    let hooks_width = 2 * MARGIN + hook_column * (NODE_WIDTH + GAP_X / 2);
+    let main_height = 2 * MARGIN + main_rows * NODE_HEIGHT + (main_rows - 1) * GAP_Y;
     Layout {
-        width: 2 * MARGIN + columns * NODE_WIDTH + (columns - 1) * GAP_X,
-        height: 2 * MARGIN + rows * NODE_HEIGHT + (rows - 1) * GAP_Y,
+        width: main_width.max(hooks_width),
+        height: if hook_column > 0 {
+            hook_y + NODE_HEIGHT + MARGIN
+        } else {
+            main_height
+        },
         nodes,
         edges,
+    }
+}
+
+/// A run for the chart of run durations.
+#[derive(Debug, Clone)]
+pub struct RunDuration {
+    pub run_id: String,
+    pub state: String,
+    /// `None` for a run that has not started.
+    pub millis: Option<i64>,
+    pub label: String,
+}
+
+/// A bar of the run durations chart.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DurationBar {
+    pub run_id: String,
+    pub state: String,
+    pub x: u32,
+    pub y: u32,
+    pub height: u32,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DurationChart {
+    pub width: u32,
+    pub height: u32,
+    pub bars: Vec<DurationBar>,
+    /// The longest duration, the top of the scale, in words.
+    pub longest: String,
+}
+
+const DURATION_BAR: u32 = 18;
+const DURATION_GAP: u32 = 6;
+const DURATION_HEIGHT: u32 = 90;
+
+/// Runs' durations as bars in the order given, scaled to the longest; runs that never started have
+/// no bar (their place stays, so the bars line up with the run grid's columns).
+pub fn duration_chart(runs: &[RunDuration]) -> DurationChart {
+    let longest = runs
+        .iter()
+        .filter_map(|r| r.millis)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bars = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let ms = r.millis?;
+            let height = ((ms.max(0) as f64 / longest as f64) * f64::from(DURATION_HEIGHT))
+                .round()
+                .max(2.0) as u32;
+            Some(DurationBar {
+                run_id: r.run_id.clone(),
+                state: r.state.clone(),
+                x: i as u32 * (DURATION_BAR + DURATION_GAP),
+                y: DURATION_HEIGHT - height,
+                height,
+                label: r.label.clone(),
+            })
+        })
+        .collect();
+    DurationChart {
+        width: (runs.len().max(1) as u32) * (DURATION_BAR + DURATION_GAP),
+        height: DURATION_HEIGHT,
+        bars,
+        longest: super::human_duration(chrono::TimeDelta::milliseconds(longest)),
     }
 }
 
@@ -154,13 +265,64 @@ pub struct Gantt {
     pub offset: u32,
     pub rows: Vec<(String, u32)>,
     pub bars: Vec<Bar>,
-    /// The time the chart spans, in words.
-    pub span: String,
+    /// The time axis: each tick's x and its offset from the first start, in words.
+    pub ticks: Vec<(u32, String)>,
+    /// Where the axis is drawn (its labels sit above it).
+    pub axis: u32,
+    /// When the first try started (ISO), the axis's zero.
+    pub start: Option<String>,
 }
 
-const GANTT_WIDTH: u32 = 640;
+/// The chart's bar area: with the labels, the width of the page's column, so the chart fills
+/// it (the template scales the SVG to the column on narrower screens).
+const GANTT_WIDTH: u32 = 1040;
 const GANTT_LABELS: u32 = 170;
 const GANTT_ROW: u32 = 24;
+const GANTT_AXIS: u32 = 22;
+/// Tick steps, in seconds: the smallest that gives at most `MAX_TICKS` ticks is used.
+const TICK_STEPS: [i64; 17] = [
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+];
+const MAX_TICKS: i64 = 8;
+
+/// An offset on the time axis as people read it: `0s`, `45s`, `2m`, `1m 30s`, `1h`, `2h 30m`.
+fn tick_label(seconds: i64) -> String {
+    let (h, m, s) = (seconds / 3600, (seconds / 60) % 60, seconds % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+/// Ticks every round step across `total_ms`, as x positions in the bar area.
+fn ticks(total_ms: f64) -> Vec<(u32, String)> {
+    let total_s = (total_ms / 1000.0).ceil() as i64;
+    let step = TICK_STEPS
+        .iter()
+        .copied()
+        .find(|step| total_s / step <= MAX_TICKS)
+        .unwrap_or_else(|| (total_s / MAX_TICKS).max(1));
+    if total_ms < 1000.0 {
+        // Under a second: the start and the end, in milliseconds.
+        let end = super::human_duration(chrono::TimeDelta::milliseconds(total_ms as i64));
+        return vec![
+            (GANTT_LABELS, "0s".to_owned()),
+            (GANTT_LABELS + GANTT_WIDTH, end),
+        ];
+    }
+    // Only ticks within the chart: none past the last try's end.
+    (0..=total_s / step)
+        .map(|i| i * step)
+        .filter(|at| (*at * 1000) as f64 <= total_ms)
+        .map(|at| {
+            let x = ((at * 1000) as f64 / total_ms * f64::from(GANTT_WIDTH)).round() as u32;
+            (GANTT_LABELS + x.min(GANTT_WIDTH), tick_label(at))
+        })
+        .collect()
+}
 
 /// Bars for every try that started, one row per task in `order`; a try still running ends at
 /// `now`. Bars are at least 2 px wide so instant tries stay visible.
@@ -171,9 +333,9 @@ pub fn gantt(order: &[String], spans: &[Span], now: DateTime<Utc>) -> Gantt {
     let rows: Vec<(String, u32)> = order
         .iter()
         .enumerate()
-        .map(|(i, id)| (id.clone(), i as u32 * GANTT_ROW))
+        .map(|(i, id)| (id.clone(), GANTT_AXIS + i as u32 * GANTT_ROW))
         .collect();
-    let height = (order.len().max(1) as u32) * GANTT_ROW;
+    let height = GANTT_AXIS + (order.len().max(1) as u32) * GANTT_ROW;
     let (Some(start), Some(end)) = (start, end) else {
         return Gantt {
             width: GANTT_LABELS + GANTT_WIDTH,
@@ -181,7 +343,9 @@ pub fn gantt(order: &[String], spans: &[Span], now: DateTime<Utc>) -> Gantt {
             offset: GANTT_LABELS,
             rows,
             bars: Vec::new(),
-            span: "nothing has started yet".into(),
+            ticks: Vec::new(),
+            axis: GANTT_AXIS,
+            start: None,
         };
     };
     let total = (end - start).num_milliseconds().max(1) as f64;
@@ -201,7 +365,7 @@ pub fn gantt(order: &[String], spans: &[Span], now: DateTime<Utc>) -> Gantt {
                 try_number: s.try_number,
                 state: s.state.as_str().to_owned(),
                 row,
-                y: row as u32 * GANTT_ROW + 4,
+                y: GANTT_AXIS + row as u32 * GANTT_ROW + 4,
                 x: GANTT_LABELS + x,
                 width: scale(to).saturating_sub(x).max(2),
                 label: format!(
@@ -220,7 +384,9 @@ pub fn gantt(order: &[String], spans: &[Span], now: DateTime<Utc>) -> Gantt {
         offset: GANTT_LABELS,
         rows,
         bars,
-        span: super::human_duration(end - start),
+        ticks: ticks(total),
+        axis: GANTT_AXIS,
+        start: Some(super::iso(start)),
     }
 }
 
@@ -268,6 +434,45 @@ mod tests {
     }
 
     #[test]
+    fn hooks_sit_under_the_graph_and_durations_scale_to_the_longest() {
+        let w = workflow(
+            "tasks:\n  a: { operator: noop }\n  b: { operator: noop, needs: [a] }\n\
+             on_failure:\n  page: { operator: noop }\n",
+        );
+        let layout = dag_layout(&w, &HashMap::new());
+        let page = layout
+            .nodes
+            .iter()
+            .find(|n| n.id == "page")
+            .expect("the hook");
+        assert_eq!(page.hook, Some("on failure"));
+        assert!(
+            layout
+                .nodes
+                .iter()
+                .all(|n| n.hook.is_some() || n.y < page.y)
+        );
+        assert!(page.y + page.height <= layout.height);
+        assert_eq!(layout.edges.len(), 1, "hooks have no edges from the graph");
+        let run = |ms: Option<i64>| RunDuration {
+            run_id: "r".into(),
+            state: "success".into(),
+            millis: ms,
+            label: String::new(),
+        };
+        let chart = duration_chart(&[run(Some(1000)), run(None), run(Some(4000))]);
+        assert_eq!(chart.bars.len(), 2);
+        assert_eq!(chart.bars[1].height, DURATION_HEIGHT);
+        assert_eq!(chart.bars[0].height, DURATION_HEIGHT / 4 + 1);
+        assert_eq!(
+            chart.bars[1].x,
+            2 * (DURATION_BAR + DURATION_GAP),
+            "the gap stays"
+        );
+        assert_eq!(chart.longest, "4.0s");
+    }
+
+    #[test]
     fn gantt_scales_tries_to_the_run() {
         let t0 = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
             .expect("time")
@@ -297,15 +502,37 @@ mod tests {
         assert_eq!(chart.bars.len(), 2, "c never started");
         assert_eq!(
             (chart.bars[0].x - chart.offset, chart.bars[0].width),
-            (0, 320)
+            (0, 520)
         );
         assert_eq!(
             (chart.bars[1].x - chart.offset, chart.bars[1].width),
-            (320, 320)
+            (520, 520)
         );
         assert_eq!(chart.bars[1].row, 1);
-        assert_eq!(chart.span, "20.0s");
+        // 20 s: a tick every 5 s, the last at the right edge.
+        let labels: Vec<&str> = chart.ticks.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(labels, ["0s", "5s", "10s", "15s", "20s"]);
+        assert_eq!(chart.ticks[4].0, chart.width);
         let empty = gantt(&order, &[], at(0));
-        assert!(empty.bars.is_empty());
+        assert!(empty.bars.is_empty() && empty.ticks.is_empty());
+        assert_eq!(tick_label(90), "1m 30s");
+        assert_eq!(tick_label(9000), "2h 30m");
+        assert!(
+            ticks(3_600_000.0 * 30.0).len() <= 9,
+            "a long run keeps few ticks"
+        );
+        let short: Vec<String> = ticks(64.0).into_iter().map(|t| t.1).collect();
+        assert_eq!(
+            short,
+            ["0s", "64ms"],
+            "a run under a second is not drawn as one"
+        );
+        let uneven = ticks(12_500.0);
+        assert_eq!(
+            uneven.last().map(|t| t.1.as_str()),
+            Some("12s"),
+            "none past the end"
+        );
+        assert!(uneven.iter().all(|t| t.0 <= GANTT_LABELS + GANTT_WIDTH));
     }
 }

@@ -181,7 +181,9 @@ impl RunFeed {
             batch.push(event(
                 "log",
                 json!({ "id": line.id, "task_id": line.task_id, "try_number": line.try_number,
-                        "stream": line.stream, "line": masker.mask(&line.line) }),
+                        "stream": line.stream, "line": masker.mask(&line.line),
+                        "at": super::logs::clock_time(line.logged_at),
+                        "logged_at": super::iso(line.logged_at) }),
             ));
         }
         let facts = RunFacts {

@@ -24,13 +24,18 @@ mod actions;
 pub mod artifacts;
 mod assets;
 pub mod auth;
+pub mod control;
 mod deliveries;
 pub mod drift;
 mod graph;
+mod import_errors;
 mod live;
+mod logs;
 mod pages;
+mod run_view;
 mod runs;
 pub mod throttle;
+mod times;
 mod trigger;
 
 /// The name of the session cookie.
@@ -89,13 +94,26 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/workflows/{id}/runs", get(pages::workflow_runs))
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(pages::run))
-        .route("/runs/{run_id}/cancel", post(actions::cancel))
-        .route("/runs/{run_id}/tasks/{task}/clear", post(actions::clear))
+        .route(
+            "/runs/{run_id}/cancel",
+            get(actions::cancel_page).post(actions::cancel),
+        )
+        .route("/runs/{run_id}/rerun", get(actions::rerun_page))
+        .route(
+            "/runs/{run_id}/tasks/{task}/clear",
+            get(actions::clear_page).post(actions::clear),
+        )
+        .route(
+            "/runs/{run_id}/tasks/{task}/mark",
+            get(actions::mark_page).post(actions::mark),
+        )
         .route("/runs/{run_id}/events", get(live::run_events))
         .route("/runs/{run_id}/gantt", get(pages::run_gantt_section))
+        .route("/runs/{run_id}/tasks/{task}/log.txt", get(logs::raw))
         .route("/runs/{run_id}/artifacts/{name}", get(artifacts::download))
         .route("/runs/{run_id}/tasks/{task}/drift", get(drift::report))
         .route("/github/deliveries", get(deliveries::list))
+        .route("/import-errors/source", get(import_errors::source))
         .route("/static/{*path}", get(assets::serve))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

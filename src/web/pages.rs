@@ -15,7 +15,7 @@ use serde_json::Value;
 use minijinja::Value as Page;
 use minijinja::value::Serde;
 
-use super::graph::{Gantt, Span, dag_layout, gantt};
+use super::graph::{Gantt, RunDuration, Span, dag_layout, duration_chart, gantt};
 use super::{Result, WebError, WebState, auth::Session, human_duration, iso, render};
 use crate::catalog::live::Entry;
 use crate::dag::Workflow;
@@ -52,6 +52,11 @@ struct RunCell {
     state: String,
     symbol: &'static str,
     created_at: String,
+    /// The run's creation day (`12-06`), set on the grid's first column of each day.
+    day: Option<String>,
+    /// How long the run took (so far), in milliseconds; `None` before it starts.
+    #[serde(skip)]
+    millis: Option<i64>,
 }
 
 impl RunCell {
@@ -61,7 +66,23 @@ impl RunCell {
             state: run.state.as_str().to_owned(),
             symbol: symbol(run.state.as_str()),
             created_at: iso(run.created_at),
+            day: None,
+            millis: run
+                .started_at
+                .map(|s| (run.ended_at.unwrap_or_else(Utc::now) - s).num_milliseconds()),
         }
+    }
+}
+
+/// Labels the first column of each day, so the grid's columns read as dates.
+fn label_days(cells: &mut [RunCell], runs: &[RunRecord]) {
+    let mut previous = None;
+    for (cell, run) in cells.iter_mut().zip(runs) {
+        let day = run.created_at.format("%m-%d").to_string();
+        if previous.as_ref() != Some(&day) {
+            cell.day = Some(day.clone());
+        }
+        previous = Some(day);
     }
 }
 
@@ -73,10 +94,14 @@ struct WorkflowRow {
     schedule: Option<String>,
     timezone: String,
     next_run: Option<String>,
+    /// The next run in the workflow's own zone.
+    next_run_local: Option<String>,
     paused: bool,
     stale: bool,
     path: String,
     recent: Vec<RunCell>,
+    /// Started by `github` or `workflow` triggers (with or without a schedule).
+    triggered: bool,
 }
 
 /// The next time the workflow's schedule fires after `now`, unless it is paused.
@@ -88,6 +113,22 @@ fn next_run(workflow: &Workflow, paused: bool, now: chrono::DateTime<Utc>) -> Op
     schedule
         .next_after(now.with_timezone(&workflow.timezone))
         .map(|at| iso(at.with_timezone(&Utc)))
+}
+
+/// The next fire time in the workflow's own zone, named: `2026-12-07 02:00 Europe/Paris`.
+fn next_run_local(workflow: &Workflow, paused: bool, now: DateTime<Utc>) -> Option<String> {
+    if paused {
+        return None;
+    }
+    let at = workflow
+        .schedule
+        .as_ref()?
+        .next_after(now.with_timezone(&workflow.timezone))?;
+    Some(format!(
+        "{} {}",
+        at.format("%Y-%m-%d %H:%M"),
+        workflow.timezone.name()
+    ))
 }
 
 /// `GET /`: every workflow with its schedule and recent runs, import errors first.
@@ -118,10 +159,12 @@ pub async fn workflows(State(state): State<WebState>, session: Session) -> Resul
             schedule: w.schedule.as_ref().map(|s| s.expression.clone()),
             timezone: w.timezone.name().to_owned(),
             next_run: next_run(w, is_paused, now),
+            next_run_local: next_run_local(w, is_paused, now),
             paused: is_paused,
             stale: entry.stale,
             path: entry.path.display().to_string(),
             recent,
+            triggered: !triggers_of(w).is_empty(),
         });
     }
     let import_errors: Vec<Value> = snapshot
@@ -132,6 +175,7 @@ pub async fn workflows(State(state): State<WebState>, session: Session) -> Resul
                 "path": e.path.display().to_string(),
                 "problems": e.diagnostics.iter().map(|d| serde_json::json!({
                     "location": format!("{}:{}:{}", d.path.display(), d.line, d.column),
+                    "line": d.line,
                     "message": d.message,
                     "help": d.help,
                 })).collect::<Vec<_>>(),
@@ -148,6 +192,79 @@ pub async fn workflows(State(state): State<WebState>, session: Session) -> Resul
         },
     )?
     .into_response())
+}
+
+/// A trigger of a workflow, or a workflow another one triggers, as the workflow page lists it.
+#[derive(Debug, Serialize)]
+struct TriggerLink {
+    label: String,
+    /// The other workflow's page, for `workflow` triggers.
+    workflow: Option<String>,
+}
+
+/// What starts a workflow besides its schedule: its `github` and `workflow` triggers.
+fn triggers_of(w: &Workflow) -> Vec<TriggerLink> {
+    let words = |v: Option<&Value>| -> String {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    w.triggers
+        .iter()
+        .filter_map(|t| {
+            if let Some(g) = t.get("github") {
+                let events = words(g.get("events"));
+                Some(TriggerLink {
+                    label: if events.is_empty() {
+                        "GitHub events".to_owned()
+                    } else {
+                        format!("GitHub {events}")
+                    },
+                    workflow: None,
+                })
+            } else if let Some(up) = t.get("workflow") {
+                let id = up.get("id").and_then(Value::as_str)?.to_owned();
+                let states = words(up.get("states"));
+                Some(TriggerLink {
+                    label: if states.is_empty() {
+                        format!("a run of {id} ends")
+                    } else {
+                        format!("a run of {id} ends ({states})")
+                    },
+                    workflow: Some(id),
+                })
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The loaded workflows that a run of `id` starts (their `workflow` triggers name it).
+fn triggered_by_this(state: &WebState, id: &str) -> Vec<TriggerLink> {
+    state
+        .catalog
+        .snapshot()
+        .workflows
+        .values()
+        .filter(|entry| {
+            entry.workflow.triggers.iter().any(|t| {
+                t.get("workflow")
+                    .and_then(|up| up.get("id"))
+                    .and_then(Value::as_str)
+                    == Some(id)
+            })
+        })
+        .map(|entry| TriggerLink {
+            label: entry.workflow.id.clone(),
+            workflow: Some(entry.workflow.id.clone()),
+        })
+        .collect()
 }
 
 pub(super) fn find_workflow(state: &WebState, id: &str) -> Result<Entry> {
@@ -248,8 +365,10 @@ async fn runs_grid(state: &WebState, w: &Workflow, cursor: Option<&str>) -> Resu
                 .collect(),
         })
         .collect();
+    let mut runs: Vec<RunCell> = page.runs.iter().map(RunCell::of).collect();
+    label_days(&mut runs, &page.runs);
     Ok(RunsGrid {
-        runs: page.runs.iter().map(RunCell::of).collect(),
+        runs,
         rows,
         next_cursor: page.next_cursor,
         states,
@@ -295,6 +414,28 @@ pub async fn workflow(
         .unwrap_or(&empty);
     let layout = dag_layout(w, selected_states);
     let now = Utc::now();
+    // In the grid's order (newest left), so each bar sits under its run's column.
+    let durations: Vec<RunDuration> = grid
+        .runs
+        .iter()
+        .map(|r| RunDuration {
+            run_id: r.id.clone(),
+            state: r.state.clone(),
+            millis: r.millis,
+            label: format!(
+                "{} · {} · {}",
+                r.created_at,
+                r.state,
+                r.millis.map_or_else(
+                    || "not started".to_owned(),
+                    |ms| human_duration(chrono::TimeDelta::milliseconds(ms))
+                )
+            ),
+        })
+        .collect();
+    let chart = duration_chart(&durations);
+    let triggers_in = triggers_of(w);
+    let triggers_out = triggered_by_this(&state, &w.id);
     Ok(render(
         "workflow.html",
         minijinja::context! {
@@ -307,12 +448,16 @@ pub async fn workflow(
                 schedule => w.schedule.as_ref().map(|s| s.expression.clone()),
                 timezone => w.timezone.name(),
                 next_run => next_run(w, paused, now),
+                next_run_local => next_run_local(w, paused, now),
                 paused,
                 stale => entry.stale,
                 path => entry.path.display().to_string(),
-                source => w.source.clone(),
+                source_lines => w.source.lines().map(str::to_owned).collect::<Vec<_>>(),
                 on_failure => w.on_failure.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+                triggers_in => Page::from(Serde(&triggers_in)),
+                triggers_out => Page::from(Serde(&triggers_out)),
             },
+            durations => Page::from(Serde(&chart)),
             params => Page::from(Serde(param_rows(w))),
             layout => Page::from(Serde(&layout)),
             selected => selected_id,
@@ -410,13 +555,9 @@ struct TryView {
     exit_code: Option<i32>,
     error: Option<String>,
     outputs: Option<String>,
-    logs: Vec<LogView>,
-}
-
-#[derive(Debug, Serialize)]
-struct LogView {
-    stream: String,
-    line: String,
+    log: super::logs::LogView,
+    /// The try may still write to its log (the viewer follows it).
+    live: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -431,6 +572,31 @@ struct TaskView {
     warnings: Vec<String>,
     /// The latest try's one-line summary (masked), beside the task's name.
     summary: Option<String>,
+    /// Shown open: the task failed or is at work; the others start collapsed.
+    open: bool,
+    /// The run-control actions that can apply to the task now.
+    actions: TaskActions,
+}
+
+/// Which run-control actions the run page offers for a task: only those that can apply.
+#[derive(Debug, Serialize)]
+struct TaskActions {
+    clear: bool,
+    mark_success: bool,
+    mark_failed: bool,
+}
+
+impl TaskActions {
+    fn of(is_main: bool, latest: Option<TaskState>) -> TaskActions {
+        use super::control::{TaskAction, applies};
+        use crate::store::MarkedState;
+        let may = |action| is_main && applies(action, latest);
+        TaskActions {
+            clear: may(TaskAction::Clear(super::control::ClearScope::default())),
+            mark_success: may(TaskAction::Mark(MarkedState::Success)),
+            mark_failed: may(TaskAction::Mark(MarkedState::Failed)),
+        }
+    }
 }
 
 /// The Gantt chart of a run's tries, one row per task of the workflow it pinned.
@@ -459,37 +625,45 @@ pub async fn run_gantt_section(
     let run = find_run(&state, &run_id).await?;
     let workflow = pinned_workflow(&state, &run).await?;
     let tries = state.store.task_instances(&run_id).await?;
-    let chart = run_gantt(&workflow, &tries, Utc::now());
+    let now = Utc::now();
+    let chart = run_gantt(&workflow, &tries, now);
     Ok(render(
         "gantt.html",
-        minijinja::context! { gantt => Page::from(Serde(&chart)) },
+        minijinja::context! {
+            gantt => Page::from(Serde(&chart)),
+            run => minijinja::context! { duration => run_duration(&run, now) },
+        },
     )?
     .into_response())
 }
 
-/// `GET /runs/{run_id}`: the run, a Gantt of its tries, and each task's tries with outputs
-/// and logs.
+/// The run's duration as the header and the Gantt chart both show it: from its first start to
+/// its end (or now).
+fn run_duration(run: &RunRecord, now: DateTime<Utc>) -> Option<String> {
+    run.started_at
+        .map(|s| human_duration(run.ended_at.unwrap_or(now) - s))
+}
+
+/// `GET /runs/{run_id}`: the run, its graph and Gantt chart, and each task's tries with
+/// outputs and logs (long logs by their tail).
 pub async fn run(
     State(state): State<WebState>,
     session: Session,
     Path(run_id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response> {
+    use super::run_view;
+    let flash = super::actions::take_flash(&headers);
     let run = find_run(&state, &run_id).await?;
     let workflow = pinned_workflow(&state, &run).await?;
     let tries = state.store.task_instances(&run_id).await?;
-    let logs = state.store.logs(&run_id, None).await?;
+    let tails = state
+        .store
+        .log_tails(&run_id, super::logs::LOG_TAIL)
+        .await?;
     let masker = &state.settings.masker;
-    let last_log_id = logs.last().map_or(0, |l| l.id);
-    let mut logs_by_try: HashMap<(String, u32), Vec<LogView>> = HashMap::new();
-    for l in logs {
-        logs_by_try
-            .entry((l.task_id, l.try_number))
-            .or_default()
-            .push(LogView {
-                stream: l.stream,
-                line: masker.mask(&l.line).into_owned(),
-            });
-    }
+    let last_log_id = tails.iter().map(|t| t.record.id).max().unwrap_or(0);
+    let mut logs_by_try = super::logs::views(tails, masker);
     let mut by_task: BTreeMap<String, Vec<TaskInstanceRecord>> = BTreeMap::new();
     for t in &tries {
         by_task
@@ -498,29 +672,41 @@ pub async fn run(
             .push(t.clone());
     }
     let hooks: Vec<&str> = workflow.on_failure.iter().map(|t| t.id.as_str()).collect();
+    let mut latest_states: HashMap<String, TaskState> = HashMap::new();
     let tasks: Vec<TaskView> = workflow
         .all_tasks()
         .map(|task| {
             let mut task_tries = by_task.remove(&task.id).unwrap_or_default();
             task_tries.sort_by_key(|t| t.try_number);
-            let state = task_tries
-                .last()
-                .map_or("none", |t| t.state.as_str())
-                .to_owned();
-            let latest = task_tries.last();
+            let latest = task_tries.last().map(|t| t.state);
+            if let Some(s) = latest {
+                latest_states.insert(task.id.clone(), s);
+            }
+            let state = latest.map_or("none", |s| s.as_str()).to_owned();
+            let latest_try = task_tries.last();
             TaskView {
+                actions: TaskActions::of(workflow.task_index(&task.id).is_some(), latest),
+                open: latest.is_some_and(|s| {
+                    matches!(
+                        s,
+                        TaskState::Failed
+                            | TaskState::Running
+                            | TaskState::UpForRetry
+                            | TaskState::Queued
+                    )
+                }),
                 id: task.id.clone(),
                 operator: task.operator.clone(),
                 symbol: symbol(&state),
                 state,
                 hook: hooks.contains(&task.id.as_str()),
-                warnings: latest.map_or_else(Vec::new, |t| {
+                warnings: latest_try.map_or_else(Vec::new, |t| {
                     t.warnings
                         .iter()
                         .map(|w| masker.mask(w).into_owned())
                         .collect()
                 }),
-                summary: latest
+                summary: latest_try
                     .and_then(|t| t.summary.as_deref())
                     .map(|s| masker.mask(s).into_owned()),
                 tries: task_tries
@@ -542,9 +728,10 @@ pub async fn run(
                             .outputs
                             .as_ref()
                             .map(|o| masked_json(masker, &Value::Object(o.clone()))),
-                        logs: logs_by_try
+                        log: logs_by_try
                             .remove(&(t.task_id.clone(), t.try_number))
                             .unwrap_or_default(),
+                        live: !t.state.is_final(),
                     })
                     .collect(),
             }
@@ -553,36 +740,55 @@ pub async fn run(
     let warnings: usize = tasks.iter().map(|t| t.warnings.len()).sum();
     let now = Utc::now();
     let chart = run_gantt(&workflow, &tries, now);
+    let layout = dag_layout(&workflow, &latest_states);
+    // Params as people read them: strings bare, everything else as compact JSON.
     let params: Vec<(String, String)> = run
         .params
         .iter()
-        .map(|(k, v)| (k.clone(), masked_json(masker, v)))
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            masker.mask_json(&mut v);
+            let shown = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k.clone(), shown)
+        })
         .collect();
-    let duration = run
-        .started_at
-        .map(|s| human_duration(run.ended_at.unwrap_or(now) - s));
+    let duration = run_duration(&run, now);
     let final_state = run.state.is_final();
     let artifacts = super::artifacts::views(&state, &run_id).await?;
-    Ok(render(
+    let started = run_view::started_runs(
+        &run,
+        state
+            .store
+            .runs_by_triggered_by(&run_view::started_prefix(&run))
+            .await?,
+    );
+    let heading = run_view::heading(&run);
+    let mut response = render(
         "run.html",
         minijinja::context! {
-            title => format!("{} · run {}", run.workflow_id, run.id),
+            title => format!("{} · {} · {}", run.workflow_id, heading, run.state),
             user => session.view(),
             run => minijinja::context! {
-                id => run.id,
-                workflow => run.workflow_id,
+                id => run.id.clone(),
+                heading,
+                workflow => run.workflow_id.clone(),
                 state => run.state.as_str(),
                 symbol => symbol(run.state.as_str()),
-                trigger => run.trigger,
-                triggered_by => run.triggered_by,
-                logical_date => iso(run.logical_date),
+                trigger => run.trigger.clone(),
+                origin => run_view::origin(&run).map(|o| Page::from(Serde(o))),
+                github => Page::from(Serde(run_view::github_facts(&run))),
+                started_runs => Page::from(Serde(&started)),
+                logical_date => run_view::has_logical_date(&run.trigger).then(|| iso(run.logical_date)),
                 created_at => iso(run.created_at),
                 started_at => run.started_at.map(iso),
                 rerun_started_at => run.rerun_started_at.map(iso),
                 ended_at => run.ended_at.map(iso),
                 duration,
                 error => run.error.as_deref().map(|e| masker.mask(e).into_owned()),
-                version => run.version_hash,
+                version => run.version_hash.clone(),
                 final => final_state,
                 warnings,
             },
@@ -590,10 +796,18 @@ pub async fn run(
             tasks => Page::from(Serde(&tasks)),
             artifacts => Page::from(Serde(&artifacts)),
             gantt => Page::from(Serde(&chart)),
+            layout => Page::from(Serde(&layout)),
             last_log_id,
+            flash => flash.as_ref().map(|(message, _)| message.clone()),
         },
     )?
-    .into_response())
+    .into_response();
+    if let Some((_, forget)) = flash {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, forget);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

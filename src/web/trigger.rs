@@ -1,24 +1,25 @@
 //! The trigger form: one field per declared param (enums as selects, booleans as checkboxes,
 //! lists and maps as JSON), turned back into typed values and started with `catalog::launch`.
-//! Problems are shown beside the fields they concern.
+//! Every problem is found in one pass and shown beside the field it concerns, with a summary
+//! at the top. `?from=RUN` fills the form with a run's params, to run it again edited.
 
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::info;
 
 use super::pages::find_workflow;
-use super::{Result, WebState, auth::Session, render};
+use super::{Result, WebError, WebState, auth::Session, render};
 use crate::catalog::launch::{LaunchError, RunRequest, launch};
 use crate::dag::Workflow;
 use crate::dag::intervals::manual_interval;
-use crate::params::{ParamDecl, ParamType};
+use crate::params::{ParamDecl, ParamType, check_value};
 
 /// Form fields are `param.<name>`, so no param can collide with `csrf`.
 const PREFIX: &str = "param.";
@@ -30,6 +31,8 @@ struct Field {
     kind: &'static str,
     description: Option<String>,
     required: bool,
+    /// The bounds of a number, as the label shows them (`1 to 500`, `at least 1`).
+    bounds: Option<String>,
     /// The text in the box (or the chosen option's value).
     value: String,
     checked: bool,
@@ -45,7 +48,7 @@ struct FieldOption {
 }
 
 /// The text a value shows as in a text box: strings bare, everything else as JSON.
-fn as_text(value: &Value) -> String {
+pub(super) fn as_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -91,6 +94,7 @@ fn fields(
                 })
                 .collect();
             Field {
+                bounds: bounds(decl),
                 name: name.clone(),
                 input,
                 kind: decl.kind.name(),
@@ -103,6 +107,38 @@ fn fields(
             }
         })
         .collect()
+}
+
+/// A number's bounds as a label shows them.
+fn bounds(decl: &ParamDecl) -> Option<String> {
+    match (decl.minimum, decl.maximum) {
+        (Some(min), Some(max)) => Some(format!("{min} to {max}")),
+        (Some(min), None) => Some(format!("at least {min}")),
+        (None, Some(max)) => Some(format!("at most {max}")),
+        (None, None) => None,
+    }
+}
+
+/// A run's params as the form's fields hold them (`param.<name>` → text), with the defaults
+/// of params the run did not have; what `fields` shows and `submit` reads back.
+pub(super) fn given_from_params(
+    workflow: &Workflow,
+    params: &Map<String, Value>,
+) -> HashMap<String, String> {
+    let mut given = HashMap::new();
+    for (name, decl) in &workflow.params {
+        let Some(value) = params.get(name).or(decl.default.as_ref()) else {
+            continue;
+        };
+        let text = match (decl.kind, &decl.allowed) {
+            (_, Some(_)) => value.to_string(),
+            (ParamType::Boolean, None) if value == &Value::Bool(true) => "on".to_owned(),
+            (ParamType::Boolean, None) => continue,
+            _ => as_text(value),
+        };
+        given.insert(format!("{PREFIX}{name}"), text);
+    }
+    given
 }
 
 /// The typed value of one field, `None` when left empty (the default then applies), or a
@@ -139,17 +175,37 @@ fn parse_field(decl: &ParamDecl, raw: Option<&str>) -> Result<Option<Value>, Str
     }
 }
 
-/// `GET /workflows/{id}/trigger`.
+#[derive(Debug, Deserialize)]
+pub struct FormQuery {
+    /// A run of this workflow whose params fill the form.
+    from: Option<String>,
+}
+
+/// `GET /workflows/{id}/trigger`, or `?from=RUN` to start from a run's params.
 pub async fn form(
     State(state): State<WebState>,
     session: Session,
     Path(id): Path<String>,
+    Query(query): Query<FormQuery>,
 ) -> Result<Response> {
     let entry = find_workflow(&state, &id)?;
+    let given = match query.from.as_deref().filter(|f| !f.is_empty()) {
+        Some(run_id) => {
+            let run = super::pages::find_run(&state, run_id).await?;
+            if run.workflow_id != id {
+                return Err(WebError::NotFound(format!(
+                    "run `{run_id}` is a run of `{}`, not of `{id}`",
+                    run.workflow_id
+                )));
+            }
+            Some(given_from_params(&entry.workflow, &run.params))
+        }
+        None => None,
+    };
     page(
         &session,
         &entry.workflow,
-        None,
+        given.as_ref(),
         &HashMap::new(),
         None,
         StatusCode::OK,
@@ -164,6 +220,12 @@ fn page(
     general: Option<String>,
     status: StatusCode,
 ) -> Result<Response> {
+    // The summary at the top, in the form's order, each linking to its field.
+    let summary: Vec<(String, String)> = workflow
+        .params
+        .keys()
+        .filter_map(|name| errors.get(name).map(|e| (name.clone(), e.clone())))
+        .collect();
     let body = render(
         "trigger.html",
         minijinja::context! {
@@ -172,6 +234,7 @@ fn page(
             workflow => minijinja::context! { id => workflow.id.clone(), description => workflow.description.clone() },
             fields => minijinja::Value::from(minijinja::value::Serde(fields(workflow, given, errors))),
             general,
+            summary,
         },
     )?;
     Ok((status, body).into_response())
@@ -194,8 +257,20 @@ pub async fn submit(
     for (name, decl) in &workflow.params {
         let raw = given.get(&format!("{PREFIX}{name}")).map(String::as_str);
         match parse_field(decl, raw) {
-            Ok(Some(value)) => {
-                params.insert(name.clone(), value);
+            // Checked here too, so that every field's problem shows at once.
+            Ok(Some(value)) => match check_value(decl, &value) {
+                Ok(()) => {
+                    params.insert(name.clone(), value);
+                }
+                Err(message) => {
+                    errors.insert(name.clone(), message);
+                }
+            },
+            Ok(None) if decl.default.is_none() => {
+                errors.insert(
+                    name.clone(),
+                    "fill this in: it has no default value".to_owned(),
+                );
             }
             Ok(None) => {}
             Err(message) => {
