@@ -576,6 +576,7 @@ macro_rules! on_every_backend {
 mod alerts;
 mod artifacts;
 mod deliveries;
+mod eval_cache;
 mod logins;
 
 #[cfg(test)]
