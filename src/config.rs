@@ -123,6 +123,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     /// `[retention]`: how long `serve` keeps ended runs.
     pub retention: RetentionConfig,
+    /// `[eval]`: model prices for the `eval` operator's cost metrics.
+    pub eval: EvalConfig,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -258,6 +260,7 @@ impl Default for Config {
             run_as: None,
             artifacts: ArtifactsConfig::default(),
             retention: RetentionConfig::default(),
+            eval: EvalConfig::default(),
         }
     }
 }
@@ -302,6 +305,7 @@ struct FileConfig {
     run_as: Option<String>,
     artifacts: Option<ArtifactsSection>,
     retention: Option<RetentionSection>,
+    eval: Option<EvalConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +519,10 @@ impl Config {
                 self.retention.every = every.0;
             }
         }
+        if let Some(eval) = file.eval {
+            eval.check().map_err(invalid)?;
+            self.eval = eval;
+        }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
             plain_datetimes(value);
@@ -723,6 +731,42 @@ impl Default for RetentionConfig {
             older_than: None,
             every: std::time::Duration::from_secs(3600),
         }
+    }
+}
+
+/// `[eval]`: what the `eval` operator's cost metrics charge, per model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// `[eval.prices."<model>"]`: dollars per 1,000 input and output tokens, by the model name
+    /// the target sends (or a `predictions` target's `model`).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+/// The price of one model, in dollars per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+}
+
+impl EvalConfig {
+    fn check(&self) -> Result<(), String> {
+        for (model, price) in &self.prices {
+            for (name, value) in [
+                ("input_per_1k", price.input_per_1k),
+                ("output_per_1k", price.output_per_1k),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(format!(
+                        "`eval.prices.\"{model}\".{name}` must be a price of 0 or more, not {value}"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1420,5 +1464,35 @@ since = 2026-11-01
                 .to_string();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn eval_prices_are_read_per_model_and_checked() {
+        let config = from_toml(
+            "[eval.prices.\"gpt-4o-mini\"]\ninput_per_1k = 0.00015\noutput_per_1k = 0.0006\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.eval.prices.get("gpt-4o-mini"),
+            Some(&ModelPrice {
+                input_per_1k: 0.00015,
+                output_per_1k: 0.0006
+            })
+        );
+        let negative = from_toml(
+            "[eval.prices.m]\ninput_per_1k = -1\noutput_per_1k = 0\n",
+            Overrides::default(),
+        )
+        .expect_err("a negative price")
+        .to_string();
+        assert!(
+            negative.contains("`eval.prices.\"m\".input_per_1k`"),
+            "{negative}"
+        );
+        let missing = from_toml("[eval.prices.m]\ninput_per_1k = 1\n", Overrides::default())
+            .expect_err("both prices are needed")
+            .to_string();
+        assert!(missing.contains("output_per_1k"), "{missing}");
     }
 }

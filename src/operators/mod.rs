@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Masker;
 
 pub mod alert;
+pub mod eval;
+pub mod gate;
 pub mod http;
 pub mod noop;
 pub mod services;
@@ -394,6 +396,8 @@ registry! {
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
+    Eval => eval::EvalConfig,
+    Gate => gate::GateConfig,
 }
 
 impl std::fmt::Display for Operator {
