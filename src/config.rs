@@ -125,6 +125,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[worker]`: limits on what a try may return.
     pub worker: WorkerLimits,
+    /// `[eval]`: model prices for the `eval` operator's cost metrics.
+    pub eval: EvalConfig,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -261,6 +263,7 @@ impl Default for Config {
             artifacts: ArtifactsConfig::default(),
             retention: RetentionConfig::default(),
             worker: WorkerLimits::default(),
+            eval: EvalConfig::default(),
         }
     }
 }
@@ -306,6 +309,7 @@ struct FileConfig {
     artifacts: Option<ArtifactsSection>,
     retention: Option<RetentionSection>,
     worker: Option<WorkerSection>,
+    eval: Option<EvalConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -532,6 +536,10 @@ impl Config {
                 ));
             }
             self.worker.max_output_bytes = max_output_bytes.0;
+        }
+        if let Some(eval) = file.eval {
+            eval.check().map_err(invalid)?;
+            self.eval = eval;
         }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
@@ -760,6 +768,42 @@ impl Default for WorkerLimits {
         WorkerLimits {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
+    }
+}
+
+/// `[eval]`: what the `eval` operator's cost metrics charge, per model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// `[eval.prices."<model>"]`: dollars per 1,000 input and output tokens, by the model name
+    /// the target sends (or a `predictions` target's `model`).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+/// The price of one model, in dollars per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+}
+
+impl EvalConfig {
+    fn check(&self) -> Result<(), String> {
+        for (model, price) in &self.prices {
+            for (name, value) in [
+                ("input_per_1k", price.input_per_1k),
+                ("output_per_1k", price.output_per_1k),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(format!(
+                        "`eval.prices.\"{model}\".{name}` must be a price of 0 or more, not {value}"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1470,5 +1514,35 @@ since = 2026-11-01
         )
         .expect("valid");
         assert_eq!(config.worker.max_output_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn eval_prices_are_read_per_model_and_checked() {
+        let config = from_toml(
+            "[eval.prices.\"gpt-4o-mini\"]\ninput_per_1k = 0.00015\noutput_per_1k = 0.0006\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.eval.prices.get("gpt-4o-mini"),
+            Some(&ModelPrice {
+                input_per_1k: 0.00015,
+                output_per_1k: 0.0006
+            })
+        );
+        let negative = from_toml(
+            "[eval.prices.m]\ninput_per_1k = -1\noutput_per_1k = 0\n",
+            Overrides::default(),
+        )
+        .expect_err("a negative price")
+        .to_string();
+        assert!(
+            negative.contains("`eval.prices.\"m\".input_per_1k`"),
+            "{negative}"
+        );
+        let missing = from_toml("[eval.prices.m]\ninput_per_1k = 1\n", Overrides::default())
+            .expect_err("both prices are needed")
+            .to_string();
+        assert!(missing.contains("output_per_1k"), "{missing}");
     }
 }

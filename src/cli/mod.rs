@@ -145,6 +145,8 @@ pub struct Shared {
     pub base_url: String,
     /// The artifact store (`[artifacts]`).
     pub artifacts: crate::artifacts::Artifacts,
+    /// `[eval]`, for the `eval` operator.
+    pub eval: crate::config::EvalConfig,
 }
 
 impl Shared {
@@ -164,6 +166,7 @@ impl Shared {
             mailer,
             base_url: config.base_url(),
             artifacts,
+            eval: config.eval.clone(),
         })
     }
 
@@ -219,6 +222,7 @@ impl Shared {
             artifacts: Some(self.artifacts.clone()),
             runs,
             base_url: self.base_url.clone(),
+            eval: self.eval.clone(),
         })
     }
 

@@ -21,6 +21,8 @@ use crate::secrets::Masker;
 
 pub mod alert;
 pub mod drift;
+pub mod eval;
+pub mod gate;
 pub mod http;
 pub mod noop;
 pub mod services;
@@ -381,6 +383,8 @@ registry! {
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
     Drift => drift::DriftConfig,
+    Eval => eval::EvalConfig,
+    Gate => gate::GateConfig,
 }
 
 impl std::fmt::Display for Operator {

@@ -26,6 +26,8 @@ pub struct Services {
     pub runs: Option<Arc<dyn RunLauncher>>,
     /// The base of links to run pages (`Config::base_url`).
     pub base_url: String,
+    /// `[eval]`: model prices for `eval`'s cost metrics.
+    pub eval: crate::config::EvalConfig,
 }
 
 impl Services {

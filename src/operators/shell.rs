@@ -24,7 +24,7 @@ use super::{Completion, LogSink, LogStream, OpContext, OperatorError, Outputs, R
 use crate::secrets;
 
 /// How long processes get to exit after SIGTERM when the task is cancelled, before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long to keep reading output after the process group is gone. Only a process that left
 /// the group (`setsid`) can still hold the pipes open by then; we do not wait for it.
 const DRAIN_DEADLINE: Duration = Duration::from_millis(500);
@@ -140,7 +140,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     } else {
         resolve(&config.shell)
     };
-    let mut command = Command::new(program);
+    let mut command = try_command(program);
     match &config.program {
         Program::Command(line) => {
             ctx.log
@@ -163,25 +163,6 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
             command.arg(path);
         }
     }
-    // Sealed processes (`serve`, `worker`, `run`) no longer hold secrets or credentials in
-    // their environment; this also keeps them from tasks where the process was not sealed. A
-    // task gets only the secrets its `env` passes explicitly.
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(secrets::is_credential) {
-            command.env_remove(name);
-        }
-    }
-    if let Some(task_user) = user::task_user() {
-        command
-            .env("HOME", &task_user.home)
-            .env("USER", &task_user.name)
-            .env("LOGNAME", &task_user.name);
-        // SAFETY: `switch` makes only async-signal-safe syscalls (setgroups, setgid, setuid)
-        // on data prepared before the fork.
-        unsafe {
-            command.pre_exec(move || task_user.switch());
-        }
-    }
     command
         .envs(ctx.env.iter().map(|(k, v)| (k, v)))
         .envs(&config.env)
@@ -194,10 +175,7 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
         .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so cancelling reaches everything the command started.
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
 
     // A retry must never run beside an earlier try of its task: one whose process died
     // without a word (a `kill -9`, a lost lease) may have left processes on this machine.
@@ -302,13 +280,43 @@ pub async fn run(ctx: &OpContext, config: ShellConfig) -> Result<Completion> {
     })
 }
 
+/// A command for a process a try starts (`shell`, and `eval`'s `command` target): in a process
+/// group of its own, so cancelling reaches everything it starts; killed if dropped; without
+/// the process's secrets and credentials in its environment; as the task user (`run_as`)
+/// when one is set. Callers add the environment, folder and pipes, and watch the group with
+/// [`ProcessGroup`].
+pub(crate) fn try_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    // Sealed processes (`serve`, `worker`, `run`) no longer hold secrets or credentials in
+    // their environment; this also keeps them from tasks where the process was not sealed. A
+    // task gets only the secrets its `env` passes explicitly.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(secrets::is_credential) {
+            command.env_remove(name);
+        }
+    }
+    if let Some(task_user) = user::task_user() {
+        command
+            .env("HOME", &task_user.home)
+            .env("USER", &task_user.name)
+            .env("LOGNAME", &task_user.name);
+        // SAFETY: `switch` makes only async-signal-safe syscalls (setgroups, setgid, setuid)
+        // on data prepared before the fork.
+        unsafe {
+            command.pre_exec(move || task_user.switch());
+        }
+    }
+    command.process_group(0).kill_on_drop(true);
+    command
+}
+
 /// The shell's absolute path, looked up on `PATH` once per name.
 ///
 /// With a bare name and a changed environment, the standard library cannot use `posix_spawn`
 /// and falls back to fork + exec, trying every `PATH` entry in the child; forking a large
 /// multi-threaded process costs far more than the spawn itself. An absolute path keeps the
 /// fast path.
-fn resolve(shell: &str) -> PathBuf {
+pub(crate) fn resolve(shell: &str) -> PathBuf {
     static RESOLVED: std::sync::OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> =
         std::sync::OnceLock::new();
     if shell.contains('/') {
@@ -582,7 +590,7 @@ pub fn parse_outputs(text: &str) -> std::result::Result<Outputs, String> {
 
 /// Reads one output stream into the log line by line until end of file, and returns its last
 /// `keep` lines (for failure messages).
-async fn pump(
+pub(crate) async fn pump(
     reader: impl AsyncRead + Unpin,
     stream: LogStream,
     log: LogSink,
@@ -642,19 +650,19 @@ async fn pump(
 /// The process group of a running task. Dropping it while armed kills the group, so a task
 /// future that is dropped midway (the worker gave up on it) leaves nothing running; while it
 /// is armed the reaper knows it, so it dies with this process too.
-struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Option<i32>,
 }
 
 impl ProcessGroup {
-    fn watch(pgid: Option<i32>) -> ProcessGroup {
+    pub(crate) fn watch(pgid: Option<i32>) -> ProcessGroup {
         if let Some(pgid) = pgid {
             reaper::watch(pgid);
         }
         ProcessGroup { pgid }
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         if let Some(pgid) = self.pgid {
             // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the
             // process group. ESRCH (nothing left) is the expected, harmless failure.
@@ -665,7 +673,7 @@ impl ProcessGroup {
     }
 
     /// Forgets the group, which the caller has killed already.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             reaper::release(pgid);
         }

@@ -634,6 +634,7 @@ mod alerts;
 mod artifacts;
 mod deliveries;
 mod history;
+mod eval_cache;
 mod logins;
 mod task_marks;
 
