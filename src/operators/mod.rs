@@ -24,6 +24,7 @@ pub mod http;
 pub mod noop;
 pub mod services;
 pub mod shell;
+pub mod track;
 pub mod trigger;
 pub mod wait;
 
@@ -394,6 +395,7 @@ registry! {
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
+    Track => track::TrackConfig,
 }
 
 impl std::fmt::Display for Operator {
