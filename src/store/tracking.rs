@@ -12,8 +12,37 @@ use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, get, marks};
 
-/// Metric rows per insert statement: 5 values each, well under SQLite's 32,766 bound values.
-const METRIC_ROWS: usize = 2_000;
+/// Metric points per insert statement. They travel as one JSON document (a bound value), which
+/// the database unpacks: binding five values per point costs more than the whole insert.
+const METRIC_ROWS: usize = 5_000;
+
+/// `[["key",value,step,timestamp_ms],…]`. Non-finite values have no JSON form: they are refused.
+fn metric_rows(points: &[MetricPoint]) -> Result<String> {
+    use std::fmt::Write;
+    let mut rows = String::with_capacity(points.len() * 48 + 2);
+    rows.push('[');
+    for (i, point) in points.iter().enumerate() {
+        if !point.value.is_finite() {
+            return Err(StoreError::Corrupt(format!(
+                "metric `{}` has the value {}, which cannot be stored",
+                point.key, point.value
+            )));
+        }
+        if i > 0 {
+            rows.push(',');
+        }
+        let key = serde_json::to_string(&point.key)
+            .map_err(|e| StoreError::Corrupt(format!("metric name: {e}")))?;
+        // `{:?}` keeps a float a float (`1.0`, not `1`) and round-trips every value.
+        let _ = write!(
+            rows,
+            "[{key},{:?},{},{}]",
+            point.value, point.step, point.timestamp_ms
+        );
+    }
+    rows.push(']');
+    Ok(rows)
+}
 
 /// An experiment: a named group of tracking runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +252,24 @@ fn version_number(version: i32) -> u32 {
 }
 
 impl Store {
+    /// Inserts the metric points of a JSON document of rows (`metric_rows`) for one run: the
+    /// two databases unpack JSON arrays with different functions.
+    fn metric_insert(&self) -> String {
+        const COLUMNS: &str =
+            "INSERT INTO tracking_metrics (tracking_run_id, key, value, step, timestamp_ms)";
+        if self.backend() == sea_orm::DbBackend::Postgres {
+            format!(
+                "{COLUMNS} SELECT ?, e->>0, (e->>1)::double precision, (e->>2)::bigint, \
+                 (e->>3)::bigint FROM json_array_elements(CAST(? AS json)) AS e"
+            )
+        } else {
+            format!(
+                "{COLUMNS} SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
+            )
+        }
+    }
+
     /// The experiment called `name`, created when there is none.
     pub async fn tracking_experiment(&self, name: &str) -> Result<ExperimentRecord> {
         self.db()
@@ -355,25 +402,11 @@ impl Store {
             }
         }
         for chunk in batch.metrics.chunks(METRIC_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO tracking_metrics (tracking_run_id, key, value, step, timestamp_ms) \
-                 VALUES ",
-            );
-            let mut values = Vec::with_capacity(chunk.len() * 5);
-            for (i, point) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("(?, ?, ?, ?, ?)");
-                values.extend([
-                    Value::from(run_id),
-                    point.key.as_str().into(),
-                    point.value.into(),
-                    point.step.into(),
-                    point.timestamp_ms.into(),
-                ]);
-            }
-            txn.execute_raw(self.stmt(&sql, values)).await?;
+            txn.execute_raw(self.stmt(
+                &self.metric_insert(),
+                vec![run_id.into(), metric_rows(chunk)?.into()],
+            ))
+            .await?;
         }
         txn.commit().await?;
         Ok(())

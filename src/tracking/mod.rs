@@ -118,6 +118,13 @@ impl Tracking {
 
     /// Logs params, metric points and tags.
     pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<()> {
+        // Neither backend can keep NaN or infinity (JSON has no form for them).
+        if let Some(bad) = batch.metrics.iter().find(|p| !p.value.is_finite()) {
+            return Err(TrackingError::Invalid(format!(
+                "metric `{}` has the value {}; only finite numbers can be logged",
+                bad.key, bad.value
+            )));
+        }
         each!(self.log_batch(run_id, batch))
     }
 
