@@ -62,13 +62,34 @@ pub struct TrackConfig {
 }
 
 /// Metrics as a map or as a list with steps.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum Metrics {
     /// Points with their steps: `[{key: loss, value: 0.3, step: 1}, …]`.
     Points(Vec<MetricEntry>),
     /// Names to values, at step 0.
     Map(IndexMap<String, Value>),
+}
+
+/// By the JSON type, not serde's `untagged` (which buffers the whole value and, refusing a
+/// template's text, would not quote it for `sluice validate`).
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected};
+        match Value::deserialize(deserializer)? {
+            Value::Array(items) => serde_json::from_value(Value::Array(items))
+                .map(Metrics::Points)
+                .map_err(D::Error::custom),
+            Value::Object(map) => Ok(Metrics::Map(map.into_iter().collect())),
+            Value::String(text) => Err(D::Error::invalid_type(
+                Unexpected::Str(&text),
+                &"a map of metrics or a list of {key, value, step}",
+            )),
+            _ => Err(D::Error::custom(
+                "`metrics` must be a map of metrics or a list of {key, value, step}",
+            )),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -482,6 +503,15 @@ mod tests {
         assert_eq!((points[0].step, warnings.len()), (3, 0));
         let bad = serde_json::from_value::<TrackConfig>(json!({"experiment": "e", "colour": 1}));
         assert!(bad.is_err(), "unknown keys are refused");
+        // `sluice validate` leaves metrics from a template to run time.
+        let templated = json!({"experiment": "e", "metrics": "{{ tasks.a.outputs.metrics }}"});
+        assert!(
+            super::super::Operator::Track
+                .check_static(&templated)
+                .is_ok()
+        );
+        let scalar = json!({"experiment": "e", "metrics": 3});
+        assert!(super::super::Operator::Track.check_static(&scalar).is_err());
     }
 
     #[tokio::test]

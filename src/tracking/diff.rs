@@ -253,18 +253,19 @@ fn lcs(a: &[&str], b: &[&str]) -> Vec<Line> {
             });
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lengths[i * width + j + 1] >= lengths[(i + 1) * width + j]) {
-            out.push(Line {
-                kind: LineKind::Added,
-                text: b[j].to_owned(),
-            });
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lengths[(i + 1) * width + j] >= lengths[i * width + j + 1]) {
+            // Removals first, as diff(1) shows a replaced line.
             out.push(Line {
                 kind: LineKind::Removed,
                 text: a[i].to_owned(),
             });
             i += 1;
+        } else {
+            out.push(Line {
+                kind: LineKind::Added,
+                text: b[j].to_owned(),
+            });
+            j += 1;
         }
     }
     out
@@ -342,9 +343,9 @@ mod tests {
     #[test]
     fn line_diff_keeps_what_both_share() {
         let lines = diff_lines("a\nb\nc\nd\n", "a\nx\nc\nd\ne\n");
-        assert_eq!(kinds(&lines), "=+-==+");
-        assert_eq!(lines[1].text, "x");
-        assert_eq!(lines[2].text, "b");
+        assert_eq!(kinds(&lines), "=-+==+");
+        assert_eq!(lines[1].text, "b");
+        assert_eq!(lines[2].text, "x");
         assert!(
             diff_lines("same\n", "same\n")
                 .iter()
