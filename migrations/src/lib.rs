@@ -14,6 +14,7 @@ mod m20261127_000008_alert_throttle_expiry;
 mod m20261206_000001_artifacts;
 mod m20261206_000001_rerun_start;
 mod m20261206_000002_outcomes;
+mod m20261206_000003_tracking;
 mod m20261206_000004_eval_cache;
 
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_rerun_start::Migration),
             Box::new(m20261206_000001_artifacts::Migration),
             Box::new(m20261206_000002_outcomes::Migration),
+            Box::new(m20261206_000003_tracking::Migration),
             Box::new(m20261206_000004_eval_cache::Migration),
         ]
     }

@@ -146,18 +146,38 @@ pub enum BaselineMetrics {
     NoChampion { model: String, alias: String },
 }
 
-/// The metrics of the version of `model` that holds `alias`; `Ok(None)` when no version
-/// holds it. Tracking (the registry) is what knows them; until it is connected here, a gate
-/// that names a model fails with a sentence saying so.
+/// The metrics of the version of `model` that holds `alias`: the latest value of each metric
+/// of the tracking run that registered it. `Ok(None)` when no version holds the alias (a first
+/// deployment) or the version has no tracking run to read metrics from.
 async fn champion_metrics(
-    _ctx: &OpContext,
+    ctx: &OpContext,
     model: &str,
     alias: &str,
 ) -> std::result::Result<Option<Map<String, Value>>, String> {
-    Err(format!(
-        "tracking is not configured, so the metrics of `{model}@{alias}` cannot be read; give \
-         the baseline's metrics as `baseline: {{ metrics: {{…}} }}`"
-    ))
+    let Some(tracking) = ctx.services.tracking.as_deref() else {
+        return Err(format!(
+            "tracking is not configured, so the metrics of `{model}@{alias}` cannot be read; give \
+             the baseline's metrics as `baseline: {{ metrics: {{…}} }}`"
+        ));
+    };
+    let version = tracking
+        .get_alias(model, alias)
+        .await
+        .map_err(|e| format!("cannot read `{model}@{alias}` from tracking: {e}"))?;
+    let Some(run_id) = version.and_then(|v| v.tracking_run_id) else {
+        return Ok(None);
+    };
+    let run = tracking
+        .run(&run_id)
+        .await
+        .map_err(|e| format!("cannot read the tracking run of `{model}@{alias}`: {e}"))?;
+    Ok(run.map(|detail| {
+        detail
+            .metrics
+            .into_iter()
+            .map(|(key, point)| (key, json!(point.value)))
+            .collect()
+    }))
 }
 
 /// One row of the gate's table.
@@ -619,7 +639,7 @@ mod tests {
     #[tokio::test]
     async fn a_fail_breach_is_rejected_so_no_retry_runs() {
         let dir = tempfile::tempdir().expect("dir");
-        let (ctx, _rx) = crate::operators::shell::test_support::context(dir.path());
+        let (ctx, _rx) = crate::operators::support::test_support::context(dir.path());
         let gate = config(json!({
             "metrics": metrics(),
             "thresholds": {"faithfulness": {"min": 0.90}},
@@ -643,7 +663,7 @@ mod tests {
     #[tokio::test]
     async fn a_named_model_without_tracking_says_so() {
         let dir = tempfile::tempdir().expect("dir");
-        let (ctx, _rx) = crate::operators::shell::test_support::context(dir.path());
+        let (ctx, _rx) = crate::operators::support::test_support::context(dir.path());
         let gate = config(json!({
             "metrics": metrics(),
             "baseline": {"model": "assistant", "max_regression": {"exact_match": 0.02}},

@@ -28,6 +28,7 @@ pub mod noop;
 pub mod services;
 pub mod shell;
 pub mod support;
+pub mod track;
 pub mod trigger;
 pub mod wait;
 
@@ -385,6 +386,7 @@ registry! {
     Drift => drift::DriftConfig,
     Eval => eval::EvalConfig,
     Gate => gate::GateConfig,
+    Track => track::TrackConfig,
 }
 
 impl std::fmt::Display for Operator {

@@ -281,7 +281,7 @@ fn describe_request_error(error: &reqwest::Error, target: &OpenAiTarget) -> Stri
     } else {
         format!(
             "the request failed: {}",
-            crate::operators::error_chain(error)
+            crate::operators::support::error_chain(error)
         )
     }
 }
