@@ -577,6 +577,7 @@ mod alerts;
 mod artifacts;
 mod deliveries;
 mod logins;
+pub mod rollouts;
 
 #[cfg(test)]
 mod store_tests {
