@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Masker;
 
 pub mod alert;
+pub mod deploy;
 pub mod http;
 pub mod noop;
 pub mod services;
@@ -394,6 +395,7 @@ registry! {
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
+    Deploy => deploy::DeployConfig,
 }
 
 impl std::fmt::Display for Operator {
