@@ -32,6 +32,7 @@ mod hooks;
 pub mod metrics;
 mod openapi;
 mod ops;
+mod routing;
 
 pub use ops::{OpsState, ops_only_router};
 
@@ -146,6 +147,7 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/runs/{id}/artifacts/{name}"),
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
+    (Method::GET, "/api/v1/models/{name}/routing"),
 ];
 
 /// The whole HTTP surface: API routes behind the token check, operations routes open, and the

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, ops};
+use super::{AppState, api, deliveries, ops, routing};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{AppState, api, deliveries, ops};
         (name = "workflows", description = "Workflow files in the catalog"),
         (name = "runs", description = "Runs, their tasks and logs"),
         (name = "github", description = "GitHub webhook deliveries"),
+        (name = "models", description = "How a model's traffic is routed across its versions"),
         (name = "operations", description = "Health and metrics, open without a token"),
     )
 )]
@@ -60,6 +61,7 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::download_artifact))
         .routes(routes!(api::import_errors))
         .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(routing::model_routing))
 }
 
 /// The operations routes, open to everyone.
