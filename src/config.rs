@@ -123,6 +123,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     /// `[retention]`: how long `serve` keeps ended runs.
     pub retention: RetentionConfig,
+    /// `[tracking]`: where experiments and the model registry live.
+    pub tracking: TrackingConfig,
 }
 
 /// `[github]`: the webhook secret deliveries are signed with, and the API statuses go to.
@@ -258,6 +260,7 @@ impl Default for Config {
             run_as: None,
             artifacts: ArtifactsConfig::default(),
             retention: RetentionConfig::default(),
+            tracking: TrackingConfig::default(),
         }
     }
 }
@@ -302,6 +305,15 @@ struct FileConfig {
     run_as: Option<String>,
     artifacts: Option<ArtifactsSection>,
     retention: Option<RetentionSection>,
+    tracking: Option<TrackingSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackingSection {
+    backend: Option<TrackingBackend>,
+    uri: Option<String>,
+    token_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +527,9 @@ impl Config {
                 self.retention.every = every.0;
             }
         }
+        if let Some(tracking) = file.tracking {
+            self.tracking.apply(tracking).map_err(invalid)?;
+        }
         self.variables = file.vars;
         for value in self.variables.values_mut() {
             plain_datetimes(value);
@@ -722,6 +737,56 @@ impl Default for RetentionConfig {
         RetentionConfig {
             older_than: None,
             every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Which tracking backend keeps experiments and the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackingBackend {
+    /// Tables in Sluice's own database, files in the artifact store.
+    #[default]
+    Builtin,
+    /// An MLflow tracking server, over its REST API.
+    Mlflow,
+}
+
+/// `[tracking]`: the backend of experiment tracking and the model registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackingConfig {
+    pub backend: TrackingBackend,
+    /// The MLflow server (`http://127.0.0.1:5000`); only with `backend = "mlflow"`.
+    pub uri: Option<String>,
+    /// The secret (`SLUICE_SECRET_<NAME>`) holding the MLflow bearer token, if it needs one.
+    pub token_secret: Option<String>,
+}
+
+impl TrackingConfig {
+    fn apply(&mut self, section: TrackingSection) -> Result<(), String> {
+        if let Some(backend) = section.backend {
+            self.backend = backend;
+        }
+        self.token_secret = section.token_secret;
+        if let Some(uri) = section.uri {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                return Err(format!(
+                    "`tracking.uri` must start with http:// or https://, got `{uri}`"
+                ));
+            }
+            self.uri = Some(uri.trim_end_matches('/').to_owned());
+        }
+        match self.backend {
+            TrackingBackend::Mlflow if self.uri.is_none() => Err(
+                "`tracking.backend = \"mlflow\"` needs `tracking.uri`, the MLflow server's URL"
+                    .to_owned(),
+            ),
+            TrackingBackend::Builtin if self.uri.is_some() || self.token_secret.is_some() => Err(
+                "`tracking.uri` and `tracking.token_secret` apply to `backend = \"mlflow\"` \
+                     only"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -1414,6 +1479,42 @@ since = 2026-11-01
                 "set both or neither",
             ),
             ("[retention]\nolder_than = \"0s\"\n", "longer than zero"),
+        ] {
+            let error = Config::from_toml(text, Path::new("sluice.toml"), Overrides::default())
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn tracking_defaults_to_builtin_and_mlflow_needs_a_uri() {
+        let config =
+            Config::from_toml("", Path::new("sluice.toml"), Overrides::default()).expect("valid");
+        assert_eq!(config.tracking.backend, TrackingBackend::Builtin);
+        let config = Config::from_toml(
+            "[tracking]\nbackend = \"mlflow\"\nuri = \"http://127.0.0.1:5000/\"\n\
+             token_secret = \"MLFLOW_TOKEN\"\n",
+            Path::new("sluice.toml"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.tracking.uri.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            config.tracking.token_secret.as_deref(),
+            Some("MLFLOW_TOKEN")
+        );
+        for (text, says) in [
+            ("[tracking]\nbackend = \"mlflow\"\n", "needs `tracking.uri`"),
+            ("[tracking]\nuri = \"http://x\"\n", "only"),
+            (
+                "[tracking]\nbackend = \"mlflow\"\nuri = \"x:5000\"\n",
+                "must start with http",
+            ),
+            ("[tracking]\nbackend = \"wandb\"\n", "unknown variant"),
         ] {
             let error = Config::from_toml(text, Path::new("sluice.toml"), Overrides::default())
                 .expect_err(text)

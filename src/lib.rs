@@ -20,6 +20,8 @@ pub mod dag;
 // Layer 3: persistence (the database, and artifact blobs beside it).
 pub mod artifacts;
 pub mod store;
+// Layer 4: experiment tracking and the model registry.
+pub mod tracking;
 // Layer 5: operators.
 pub mod operators;
 // Layer 6: matching triggers to runs (pure).

@@ -13,6 +13,7 @@ mod m20261127_000007_delivery_refs;
 mod m20261127_000008_alert_throttle_expiry;
 mod m20261206_000001_artifacts;
 mod m20261206_000001_rerun_start;
+mod m20261206_000003_tracking;
 mod m20261206_000006_rollouts;
 
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000008_alert_throttle_expiry::Migration),
             Box::new(m20261206_000001_rerun_start::Migration),
             Box::new(m20261206_000001_artifacts::Migration),
+            Box::new(m20261206_000003_tracking::Migration),
             Box::new(m20261206_000006_rollouts::Migration),
         ]
     }

@@ -27,6 +27,7 @@ pub mod db;
 pub mod doctor;
 pub mod logs;
 pub mod migrate;
+pub mod registry;
 pub mod run;
 pub mod runs;
 pub mod schema;
@@ -82,6 +83,8 @@ enum Command {
     Man(completions::ManArgs),
     /// Maintain the database: `db clean --older-than 90d` deletes old runs.
     Db(db::DbArgs),
+    /// The model registry: diff two versions, list versions, move and trace aliases.
+    Registry(registry::RegistryArgs),
 }
 
 /// Where the database is.
@@ -145,6 +148,9 @@ pub struct Shared {
     pub base_url: String,
     /// The artifact store (`[artifacts]`).
     pub artifacts: crate::artifacts::Artifacts,
+    /// The MLflow client of `[tracking] backend = "mlflow"`, built once; `None` for the
+    /// built-in backend, which is made over each store (`Shared::tracking`).
+    pub mlflow: Option<Arc<crate::tracking::Tracking>>,
 }
 
 impl Shared {
@@ -155,7 +161,9 @@ impl Shared {
             Some(smtp) => Some(Mailer::new(&SmtpSettings::from_config(smtp, &secrets)?)?),
             None => None,
         };
+        let mlflow = open_mlflow(config, &secrets)?.map(Arc::new);
         Ok(Shared {
+            mlflow,
             versions: Arc::new(Versions::new()),
             templates: Arc::new(Templates::new()),
             masker: Arc::new(secrets.masker()),
@@ -219,7 +227,18 @@ impl Shared {
             artifacts: Some(self.artifacts.clone()),
             runs,
             base_url: self.base_url.clone(),
+            tracking: Some(self.tracking(store)),
         })
+    }
+
+    /// The tracking backend `[tracking]` names: MLflow, or the built-in one over `store`.
+    pub fn tracking(&self, store: &Store) -> Arc<crate::tracking::Tracking> {
+        match &self.mlflow {
+            Some(mlflow) => mlflow.clone(),
+            None => Arc::new(crate::tracking::Tracking::Builtin(
+                crate::tracking::Builtin::new(store.clone(), self.artifacts.clone()),
+            )),
+        }
     }
 
     pub fn scheduler_deps(&self) -> SchedulerDeps {
@@ -291,6 +310,33 @@ pub fn open_artifacts(
     Ok(Artifacts::open(&location, limits)?)
 }
 
+/// The MLflow client `[tracking]` describes (its token read from a secret); `None` for the
+/// built-in backend.
+pub fn open_mlflow(
+    config: &Config,
+    secrets: &Secrets,
+) -> anyhow::Result<Option<crate::tracking::Tracking>> {
+    use crate::config::TrackingBackend;
+    let settings = &config.tracking;
+    let (TrackingBackend::Mlflow, Some(uri)) = (settings.backend, &settings.uri) else {
+        return Ok(None);
+    };
+    let token = match &settings.token_secret {
+        None => None,
+        Some(name) => match secrets.get(name) {
+            Some(value) => Some(value.to_owned()),
+            None => anyhow::bail!(
+                "`[tracking] token_secret` names the secret `{name}`, which is not set; set \
+                 {}{name}",
+                crate::secrets::ENV_PREFIX
+            ),
+        },
+    };
+    Ok(Some(crate::tracking::Tracking::Mlflow(
+        crate::tracking::Mlflow::new(http_client()?, uri, token),
+    )))
+}
+
 /// The HTTP client operators share.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
@@ -360,6 +406,7 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Human);
             one_thread(db::execute(config, args))
         }
+        Command::Registry(args) => one_thread(registry::execute(config, args)),
     };
     match result {
         Ok(code) => code,

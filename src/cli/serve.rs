@@ -291,7 +291,8 @@ async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<Exit
         options.admin_password_hash.clone(),
         shared.masker.clone(),
     ))
-    .with_artifacts(shared.artifacts.clone());
+    .with_artifacts(shared.artifacts.clone())
+    .with_tracking(shared.tracking(&store));
     // Deleting is idempotent, so every process on a shared database may run it.
     let retention_task = config.retention.older_than.map(|older_than| {
         tokio::spawn(crate::artifacts::retention::run(

@@ -25,6 +25,7 @@ pub mod http;
 pub mod noop;
 pub mod services;
 pub mod shell;
+pub mod track;
 pub mod trigger;
 pub mod wait;
 
@@ -395,6 +396,7 @@ registry! {
     Trigger => trigger::TriggerConfig,
     Wait => wait::WaitConfig,
     Alert => alert::AlertConfig,
+    Track => track::TrackConfig,
     Deploy => deploy::DeployConfig,
 }
 

@@ -1,5 +1,6 @@
 //! What operators use beyond their own try, built once per process and shared by every try:
-//! the database, the mailer, the artifact store, run links and the launcher of other runs.
+//! the database, the mailer, the artifact store, tracking, run links and the launcher of other
+//! runs.
 //! Operators sit below the catalog and the runtime, so what lives above them (starting runs)
 //! reaches them as a trait object ([`RunLauncher`]), and everything else as a handle of a layer
 //! below. A service a process does not have is `None`, and the operator that needs it says so.
@@ -26,6 +27,9 @@ pub struct Services {
     pub runs: Option<Arc<dyn RunLauncher>>,
     /// The base of links to run pages (`Config::base_url`).
     pub base_url: String,
+    /// Experiment tracking and the model registry (`[tracking]`: built in or MLflow), for
+    /// `track` and `deploy`. `None` outside a runtime.
+    pub tracking: Option<Arc<crate::tracking::Tracking>>,
 }
 
 impl Services {

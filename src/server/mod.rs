@@ -33,6 +33,7 @@ pub mod metrics;
 mod openapi;
 mod ops;
 mod routing;
+mod tracking;
 
 pub use ops::{OpsState, ops_only_router};
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub ui: Arc<crate::web::UiSettings>,
     /// Where artifact downloads are read from; `None` serves their list only.
     pub artifacts: Option<crate::artifacts::Artifacts>,
+    /// Experiments and the model registry; `None` answers their routes with 503.
+    pub tracking: Option<Arc<crate::tracking::Tracking>>,
 }
 
 impl AppState {
@@ -81,6 +84,15 @@ impl AppState {
             templates: Arc::new(Templates::new()),
             ui: Arc::default(),
             artifacts: None,
+            tracking: None,
+        }
+    }
+
+    /// The same state, serving experiments and the registry from `tracking`.
+    pub fn with_tracking(self, tracking: Arc<crate::tracking::Tracking>) -> AppState {
+        AppState {
+            tracking: Some(tracking),
+            ..self
         }
     }
 
@@ -148,6 +160,15 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
     (Method::GET, "/api/v1/models/{name}/routing"),
+    (Method::GET, "/api/v1/tracking/experiments"),
+    (Method::GET, "/api/v1/tracking/experiments/{id}/runs"),
+    (Method::GET, "/api/v1/tracking/runs/{id}"),
+    (Method::GET, "/api/v1/tracking/runs/{id}/metrics/{key}"),
+    (Method::GET, "/api/v1/models"),
+    (Method::GET, "/api/v1/models/{name}"),
+    (Method::GET, "/api/v1/models/{name}/versions/{version}"),
+    (Method::GET, "/api/v1/models/{name}/aliases/{alias}"),
+    (Method::GET, "/api/v1/models/{name}/diff"),
 ];
 
 /// The whole HTTP surface: API routes behind the token check, operations routes open, and the

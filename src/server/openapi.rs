@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, ops, routing};
+use super::{AppState, api, deliveries, ops, routing, tracking};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -24,7 +24,8 @@ use super::{AppState, api, deliveries, ops, routing};
         (name = "workflows", description = "Workflow files in the catalog"),
         (name = "runs", description = "Runs, their tasks and logs"),
         (name = "github", description = "GitHub webhook deliveries"),
-        (name = "models", description = "How a model's traffic is routed across its versions"),
+        (name = "tracking", description = "Experiments and their tracking runs"),
+        (name = "registry", description = "Registered models, versions, aliases and diffs"),
         (name = "operations", description = "Health and metrics, open without a token"),
     )
 )]
@@ -61,6 +62,15 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::download_artifact))
         .routes(routes!(api::import_errors))
         .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(tracking::list_experiments))
+        .routes(routes!(tracking::experiment_runs))
+        .routes(routes!(tracking::get_tracking_run))
+        .routes(routes!(tracking::metric_history))
+        .routes(routes!(tracking::list_models))
+        .routes(routes!(tracking::get_model))
+        .routes(routes!(tracking::get_model_version))
+        .routes(routes!(tracking::get_alias))
+        .routes(routes!(tracking::diff_versions))
         .routes(routes!(routing::model_routing))
 }
 

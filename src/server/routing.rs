@@ -40,7 +40,7 @@ pub struct RoutingQuery {
 }
 
 /// The current routing of a model's traffic.
-#[utoipa::path(get, path = "/api/v1/models/{name}/routing", tag = "models",
+#[utoipa::path(get, path = "/api/v1/models/{name}/routing", tag = "registry",
     params(("name" = String, Path, description = "Registered model name"), RoutingQuery),
     responses((status = 200, body = ModelRouting, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),

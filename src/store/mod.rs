@@ -578,6 +578,7 @@ mod artifacts;
 mod deliveries;
 mod logins;
 pub mod rollouts;
+pub mod tracking;
 
 #[cfg(test)]
 mod store_tests {
