@@ -63,6 +63,8 @@ async fn run(sb: &Arc<Sandbox>, name: &str, workflow: String) -> (i32, Value, St
     let sb = sb.clone();
     let name = name.to_owned();
     tokio::task::spawn_blocking(move || {
+        // Each run registers a version from this file.
+        sb.write("model.txt", &format!("the model as of {name}\n"));
         let file = sb.write(&format!("{name}.yaml"), &workflow);
         let out = sb.run_json(&file, &[]);
         (out.code, out.json(), out.stderr)
@@ -71,7 +73,16 @@ async fn run(sb: &Arc<Sandbox>, name: &str, workflow: String) -> (i32, Value, St
     .expect("run")
 }
 
-fn deploy(version: u32, with: &str) -> String {
+/// A workflow that registers a new version of `assistant` (from `model.txt` beside it) and
+/// deploys it.
+fn deploy(with: &str) -> String {
+    format!(
+        "tasks:\n  register:\n    operator: track\n    with: {{ experiment: assistant, register: {{ model: assistant, source: model.txt }} }}\n  promote:\n    operator: deploy\n    needs: [register]\n    retries: 2\n    with:\n      model: assistant\n      version: \"{{{{ tasks.register.outputs.model_version }}}}\"\n{with}"
+    )
+}
+
+/// A workflow that deploys `version`, registered earlier.
+fn deploy_version(version: u32, with: &str) -> String {
     format!(
         "tasks:\n  promote:\n    operator: deploy\n    retries: 2\n    with:\n      model: assistant\n      version: \"{version}\"\n{with}"
     )
@@ -86,7 +97,7 @@ fn hook(address: SocketAddr) -> String {
 
 /// Deploys version 1 directly, so later rollouts have a champion to share traffic with.
 async fn first_champion(sb: &Arc<Sandbox>, address: SocketAddr) {
-    let (code, json, stderr) = run(sb, "first", deploy(1, &hook(address))).await;
+    let (code, json, stderr) = run(sb, "first", deploy(&hook(address))).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
 }
 
@@ -96,7 +107,7 @@ async fn direct_deploy_takes_all_traffic_and_the_alias() {
     let fake = Fake::default();
     let address = fake.start().await;
     first_champion(&sb, address).await;
-    let (code, json, stderr) = run(&sb, "second", deploy(2, &hook(address))).await;
+    let (code, json, stderr) = run(&sb, "second", deploy(&hook(address))).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
     let outputs = &json["tasks"]["promote"]["outputs"];
     assert_eq!(outputs["alias"], "champion");
@@ -125,7 +136,7 @@ async fn canary_walks_its_steps_while_the_check_passes() {
         "      strategy: canary\n      steps: [10, 50, 100]\n      bake: 1s\n{}      check: {{ http: {{ url: \"http://{address}/metrics.json\", pointer: /error_rate, max: 0.02 }} }}\n",
         hook(address)
     );
-    let (code, json, stderr) = run(&sb, "canary", deploy(2, &with)).await;
+    let (code, json, stderr) = run(&sb, "canary", deploy(&with)).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
     assert_eq!(
         fake.calls()[1..],
@@ -154,7 +165,7 @@ async fn canary_rolls_back_on_a_failed_check_without_retrying() {
         "      strategy: canary\n      steps: [25, 100]\n      bake: 1s\n{}      check: {{ http: {{ url: \"http://{address}/metrics.json\", pointer: /error_rate, max: 0.02 }} }}\n",
         hook(address)
     );
-    let (code, json, stderr) = run(&sb, "canary", deploy(2, &with)).await;
+    let (code, json, stderr) = run(&sb, "canary", deploy(&with)).await;
     assert_eq!(code, 1, "{json}\n{stderr}");
     let task = &json["tasks"]["promote"];
     assert_eq!(task["state"], "failed");
@@ -173,7 +184,7 @@ async fn canary_rolls_back_on_a_failed_check_without_retrying() {
         "the step, then the old weights"
     );
     // The champion is still version 1: the next deploy starts from it.
-    let (code, json, stderr) = run(&sb, "again", deploy(3, &hook(address))).await;
+    let (code, json, stderr) = run(&sb, "again", deploy(&hook(address))).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["tasks"]["promote"]["outputs"]["previous_version"], "1");
 }
@@ -184,7 +195,7 @@ async fn a_deploy_that_requires_staging_is_refused_without_it() {
     let fake = Fake::default();
     let address = fake.start().await;
     let with = "      alias: production\n      requires: { alias: staging }\n";
-    let (code, json, _) = run(&sb, "prod", deploy(4, with)).await;
+    let (code, json, _) = run(&sb, "prod", deploy(with)).await;
     assert_eq!(code, 1);
     let task = &json["tasks"]["promote"];
     assert_eq!(task["try_number"], 1, "a refusal is not retried");
@@ -194,10 +205,14 @@ async fn a_deploy_that_requires_staging_is_refused_without_it() {
             .is_some_and(|e| e.contains("never held `staging`")),
         "{task}"
     );
+    let (code, json, _) = run(&sb, "unknown", deploy_version(9, "")).await;
+    assert_eq!(code, 1);
+    let error = json["tasks"]["promote"]["error"].to_string();
+    assert!(error.contains("no registered version 9"), "{error}");
     let staging = format!("      alias: staging\n{}", hook(address));
-    let (code, _, stderr) = run(&sb, "staging", deploy(4, &staging)).await;
+    let (code, _, stderr) = run(&sb, "staging", deploy_version(1, &staging)).await;
     assert_eq!(code, 0, "{stderr}");
-    let (code, json, stderr) = run(&sb, "prod2", deploy(4, with)).await;
+    let (code, json, stderr) = run(&sb, "prod2", deploy_version(1, with)).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
 }
 
@@ -225,9 +240,7 @@ async fn significance_waits_for_samples_then_passes_or_fails() {
     fake.set(arms((52, 100), (4, 10)));
     let (runner, updater) = (sb.clone(), fake.clone());
     let rollout =
-        tokio::spawn(
-            async move { run(&runner, "shadow", deploy(2, &significance(address))).await },
-        );
+        tokio::spawn(async move { run(&runner, "shadow", deploy(&significance(address))).await });
     // The first check reads both arms, then the counts grow.
     let reads = fake.reads.clone();
     tokio::task::spawn_blocking(move || {
@@ -257,7 +270,7 @@ async fn significance_waits_for_samples_then_passes_or_fails() {
 
     // 64% against 70%: significantly worse, rolled back.
     fake.set(arms((700, 1000), (640, 1000)));
-    let (code, json, _) = run(&sb, "worse", deploy(3, &significance(address))).await;
+    let (code, json, _) = run(&sb, "worse", deploy(&significance(address))).await;
     assert_eq!(code, 1);
     let error = json["tasks"]["promote"]["error"]
         .as_str()
@@ -385,11 +398,11 @@ async fn a_check_reads_a_real_prometheus() {
             prometheus.base
         )
     };
-    let (code, json, stderr) = run(&sb, "pass", deploy(1, &check(0.02))).await;
+    let (code, json, stderr) = run(&sb, "pass", deploy(&check(0.02))).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
     let details = json["tasks"]["promote"]["outputs"]["checks"][0]["details"].to_string();
     assert!(details.contains("0.007"), "{details}");
-    let (code, json, _) = run(&sb, "fail", deploy(2, &check(0.005))).await;
+    let (code, json, _) = run(&sb, "fail", deploy(&check(0.005))).await;
     assert_eq!(code, 1);
     let error = json["tasks"]["promote"]["error"]
         .as_str()
@@ -401,7 +414,7 @@ async fn a_check_reads_a_real_prometheus() {
         "      check: {{ prometheus: {{ url: \"{}\", query: \"no_such_metric\", max: 1 }} }}\n",
         prometheus.base
     );
-    let with_no_retry = deploy(3, &missing).replace("retries: 2", "retries: 0");
+    let with_no_retry = deploy(&missing).replace("retries: 2", "retries: 0");
     let (code, json, _) = run(&sb, "missing", with_no_retry).await;
     assert_eq!(code, 1);
     let error = json["tasks"]["promote"]["error"]
@@ -421,8 +434,9 @@ async fn a_canary_resumes_at_its_step_after_kill_9_and_serves_its_routing() {
         "      strategy: canary\n      steps: [30, 100]\n      bake: 4s\n{}      check: {{ http: {{ url: \"http://{address}/metrics.json\", pointer: /error_rate, max: 0.02 }} }}\n",
         hook(address)
     );
-    write_workflow(&sb, "first", &deploy(1, &hook(address)));
-    write_workflow(&sb, "canary", &deploy(2, &with));
+    sb.write("workflows/model.txt", "the model\n");
+    write_workflow(&sb, "first", &deploy(&hook(address)));
+    write_workflow(&sb, "canary", &deploy(&with));
     let server = Server::start(&sb);
     let first = server.start_run("first", json!({})).await;
     let run = server.wait_run(&first, Duration::from_secs(60)).await;
@@ -489,4 +503,10 @@ async fn a_canary_resumes_at_its_step_after_kill_9_and_serves_its_routing() {
     assert_eq!(again.status(), 304);
     let (status, _) = server.get("/api/v1/models/nobody/routing").await;
     assert_eq!(status, 404);
+    // The registry holds the alias, moved by the rollout's task.
+    let (status, champion) = server
+        .get("/api/v1/models/assistant/aliases/champion")
+        .await;
+    assert_eq!(status, 200, "{champion}");
+    assert_eq!(champion["version"], 2, "{champion}");
 }

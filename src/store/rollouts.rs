@@ -1,7 +1,8 @@
 //! Rollouts of the `deploy` operator (`rollouts`): one row per deploy task of a run, written
 //! after every move of the rollout, so a later try of the task — rescheduled, retried after a
 //! failure, or recovered after a crash — resumes at its step. The rows are also the model's
-//! deployment history and the routing a serving layer reads. Writes are fenced on the try:
+//! deployment history and the routing a serving layer reads (aliases live in the registry,
+//! `tracking`). Writes are fenced on the try:
 //! an older try never overwrites a newer one's row.
 
 use chrono::{DateTime, Utc};
@@ -171,37 +172,6 @@ impl Store {
             .await?;
         rows.iter().map(record).collect()
     }
-
-    /// The version that holds `alias` of `model` after its last successful rollout.
-    pub async fn alias_holder(&self, model: &str, alias: &str) -> Result<Option<String>> {
-        let row = self
-            .db()
-            .query_one_raw(self.stmt(
-                "SELECT version FROM rollouts WHERE model = ? AND alias = ? AND \
-                 state = 'succeeded' ORDER BY updated_at DESC, id DESC LIMIT 1",
-                vec![model.into(), alias.into()],
-            ))
-            .await?;
-        row.as_ref().map(|row| get(row, "version")).transpose()
-    }
-
-    /// Whether `version` of `model` ever held `alias` (a rollout to it succeeded).
-    pub async fn has_held_alias(&self, model: &str, version: &str, alias: &str) -> Result<bool> {
-        let row = self
-            .db()
-            .query_one_raw(self.stmt(
-                "SELECT COUNT(*) AS n FROM rollouts WHERE model = ? AND version = ? AND \
-                 alias = ? AND state = 'succeeded'",
-                vec![model.into(), version.into(), alias.into()],
-            ))
-            .await?;
-        let count: i64 = row
-            .as_ref()
-            .map(|row| get(row, "n"))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(count > 0)
-    }
 }
 
 #[cfg(test)]
@@ -211,7 +181,7 @@ mod tests {
 
     on_every_backend! {
         a_rollout_is_saved_resumed_and_fenced_on_its_try => saved_and_fenced,
-        aliases_follow_successful_rollouts => aliases_follow_success,
+        a_models_rollouts_are_listed_newest_first => listed_newest_first,
     }
 
     fn rollout(run: &str, version: &str, state: &str, at: DateTime<Utc>) -> RolloutRecord {
@@ -279,7 +249,7 @@ mod tests {
         );
     }
 
-    async fn aliases_follow_success(store: Store) {
+    async fn listed_newest_first(store: Store) {
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
         let later = now + chrono::Duration::seconds(1);
         store
@@ -290,33 +260,6 @@ mod tests {
             .save_rollout(&rollout("r2", "2", "rolled_back", later))
             .await
             .expect("save");
-        assert_eq!(
-            store
-                .alias_holder("assistant", "champion")
-                .await
-                .expect("read")
-                .as_deref(),
-            Some("1"),
-            "a rolled-back version never holds the alias"
-        );
-        assert!(
-            store
-                .has_held_alias("assistant", "1", "champion")
-                .await
-                .expect("read")
-        );
-        assert!(
-            !store
-                .has_held_alias("assistant", "2", "champion")
-                .await
-                .expect("read")
-        );
-        assert!(
-            !store
-                .has_held_alias("assistant", "1", "staging")
-                .await
-                .expect("read")
-        );
         let history = store
             .rollouts_of_model("assistant", 10)
             .await

@@ -4,7 +4,7 @@
 //! so waiting is a reschedule (no worker slot held) and any later try resumes at its step.
 //!
 //! `strategy` is the pure state machine, `significance` the statistics, `checks` the metric
-//! sources, `hook` the router call and `alias` the one place aliases move.
+//! sources, `hook` the router call and `alias` the one place aliases move (in the registry).
 
 pub mod alias;
 pub mod checks;
@@ -307,8 +307,9 @@ pub async fn run(ctx: &OpContext, config: DeployConfig) -> Result<Completion> {
 
 /// A new rollout: the guards, then its first row.
 async fn begin(ctx: &OpContext, store: &Store, config: &DeployConfig) -> Result<(Plan, Rollout)> {
+    alias::ensure_registered(ctx, &config.model, &config.version).await?;
     if let Some(requires) = &config.requires
-        && !alias::has_held(store, &config.model, &config.version, &requires.alias).await?
+        && !alias::has_held(ctx, &config.model, &config.version, &requires.alias).await?
     {
         let refusal = format!(
             "version {} of {} has never held `{}`, which `requires` asks for",
@@ -322,7 +323,7 @@ async fn begin(ctx: &OpContext, store: &Store, config: &DeployConfig) -> Result<
         ctx.log
             .system(format!("force: true: deploying although {refusal}."));
     }
-    let previous = alias::holder(store, &config.model, &config.alias).await?;
+    let previous = alias::holder(ctx, &config.model, &config.alias).await?;
     let plan = config.plan(previous);
     let rollout = Rollout::start(Utc::now());
     save(ctx, store, config, &plan, &rollout).await?;
