@@ -16,6 +16,7 @@ mod m20261206_000001_rerun_start;
 mod m20261206_000002_outcomes;
 mod m20261206_000003_tracking;
 mod m20261206_000004_eval_cache;
+mod m20261206_000006_rollouts;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_outcomes::Migration),
             Box::new(m20261206_000003_tracking::Migration),
             Box::new(m20261206_000004_eval_cache::Migration),
+            Box::new(m20261206_000006_rollouts::Migration),
         ]
     }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Masker;
 
 pub mod alert;
+pub mod deploy;
 pub mod drift;
 pub mod eval;
 pub mod gate;
@@ -387,6 +388,7 @@ registry! {
     Eval => eval::EvalConfig,
     Gate => gate::GateConfig,
     Track => track::TrackConfig,
+    Deploy => deploy::DeployConfig,
 }
 
 impl std::fmt::Display for Operator {

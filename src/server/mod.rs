@@ -33,6 +33,7 @@ mod hooks;
 pub mod metrics;
 mod openapi;
 mod ops;
+mod routing;
 mod tracking;
 
 pub use ops::{OpsState, ops_only_router};
@@ -162,6 +163,7 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/drift"),
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
+    (Method::GET, "/api/v1/models/{name}/routing"),
     (Method::GET, "/api/v1/tracking/experiments"),
     (Method::GET, "/api/v1/tracking/experiments/{id}/runs"),
     (Method::GET, "/api/v1/tracking/runs/{id}"),

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, drift, ops, tracking};
+use super::{AppState, api, deliveries, drift, ops, routing, tracking};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -74,6 +74,7 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tracking::get_model_version))
         .routes(routes!(tracking::get_alias))
         .routes(routes!(tracking::diff_versions))
+        .routes(routes!(routing::model_routing))
 }
 
 /// The operations routes, open to everyone.

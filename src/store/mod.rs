@@ -637,6 +637,7 @@ mod history;
 mod eval_cache;
 mod logins;
 mod task_marks;
+pub mod rollouts;
 pub mod tracking;
 
 #[cfg(test)]
