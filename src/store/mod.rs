@@ -633,11 +633,11 @@ macro_rules! on_every_backend {
 mod alerts;
 mod artifacts;
 mod deliveries;
-mod history;
 mod eval_cache;
+mod history;
 mod logins;
-mod task_marks;
 pub mod rollouts;
+mod task_marks;
 pub mod tracking;
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::significance::{self, Mean, Proportion};
 use super::strategy::Verdict;
-use crate::operators::{OpContext, OperatorError, Result, error_chain};
+use crate::operators::support::error_chain;
+use crate::operators::{OpContext, OperatorError, Result};
 use crate::retry::{Failure, Jitter, RetryError, RetryPolicy, Retrying, SystemClock};
 
 /// How long one metric request may take.

@@ -15,8 +15,9 @@ use serde_json::{Map, Value, json};
 use super::strategy::{Mode, Route};
 use crate::duration::HumanDuration;
 use crate::operators::http::Method;
-use crate::operators::shell::Text;
-use crate::operators::{OpContext, OperatorError, Result, error_chain};
+use crate::operators::support::Text;
+use crate::operators::support::error_chain;
+use crate::operators::{OpContext, OperatorError, Result};
 use crate::retry::{Failure, Jitter, RetryAfter, RetryError, RetryPolicy, Retrying, SystemClock};
 use crate::template::Templates;
 

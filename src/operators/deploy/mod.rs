@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use self::checks::CheckConfig;
 use self::hook::{HookConfig, StepCall};
 use self::strategy::{Effect, Phase, Plan, Rollout, Route, Strategy};
-use super::shell::Text;
+use super::support::Text;
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
 use crate::duration::HumanDuration;
 use crate::store::Store;
