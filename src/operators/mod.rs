@@ -274,19 +274,56 @@ fn check_unrendered(with: &Value, check: impl Fn(Value) -> Result<()>) -> Result
             return Ok(());
         };
         let message = error.to_string();
+        // serde lists every field it knows after "expected": only what comes before names one.
+        let about = message.split(", expected").next().unwrap_or(&message);
         if left_out
             .iter()
-            .any(|key| message.contains(&format!("`{key}`")))
+            .any(|key| about.contains(&format!("`{key}`")))
         {
             return Ok(());
         }
-        match remove_templated(&mut known, &message) {
+        let removed = remove_templated(&mut known, &message)
+            .or_else(|| remove_unmatched_templated(&mut known, &message, &check));
+        match removed {
             Some(key) => left_out.push(key),
             None => return Err(error),
         }
     }
 }
 
+/// For serde's error of an untagged enum ("did not match any variant"), which quotes no value:
+/// removes the first top-level field a template fills whose removal changes the error, and
+/// returns its key.
+fn remove_unmatched_templated(
+    value: &mut Value,
+    message: &str,
+    check: &impl Fn(Value) -> Result<()>,
+) -> Option<String> {
+    if !message.contains("did not match any variant") {
+        return None;
+    }
+    let Value::Object(map) = value else {
+        return None;
+    };
+    let templated: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(crate::template::contains_template))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in templated {
+        let mut without = map.clone();
+        without.shift_remove(&key);
+        let changed = match check(Value::Object(without)) {
+            Ok(()) => true,
+            Err(other) => other.to_string() != message,
+        };
+        if changed {
+            map.shift_remove(&key);
+            return Some(key);
+        }
+    }
+    None
+}
 /// Removes the first templated string in `value` whose text `message` quotes; returns the
 /// key of the map it was in.
 fn remove_templated(value: &mut Value, message: &str) -> Option<String> {
@@ -440,5 +477,13 @@ mod tests {
             static_error(Operator::Http, json!("{{ params.request }}")),
             None
         );
+        // An untagged enum's error quotes nothing: the templated field is still left out,
+        // and what is written beside it is still checked.
+        let columns =
+            json!({"reference": "r.csv", "current": "c.csv", "columns": "{{ params.cols }}"});
+        assert_eq!(static_error(Operator::Drift, columns), None);
+        let beside = json!({"reference": "r.csv", "current": "c.csv",
+                            "columns": "{{ params.cols }}", "sharee": 0.5});
+        assert!(static_error(Operator::Drift, beside).is_some_and(|e| e.contains("sharee")));
     }
 }
