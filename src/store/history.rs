@@ -75,9 +75,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::lifecycle::{RunState, TaskState};
-    use crate::store::conformance::{new_run, task};
-    use crate::store::{Claim, DecisionBatch, TaskCompletion};
+    use crate::lifecycle::TaskState;
+    use crate::store::TaskCompletion;
+    use crate::store::conformance::{claim_one, new_run, queued, success};
 
     on_every_backend! {
         a_tasks_outputs_over_past_runs_come_oldest_first_one_per_run => outputs_history,
@@ -94,44 +94,13 @@ mod tests {
     ) {
         let mut run = new_run(id);
         run.logical_date = logical_date;
-        store.create_run(&run, &[task("a")]).await.expect("run");
-        assert!(
-            store
-                .set_run_state(id, RunState::Queued, RunState::Running, None)
-                .await
-                .expect("start")
-        );
-        let tis = store.task_instances(id).await.expect("read");
-        let mut batch = DecisionBatch::default();
-        batch.push(tis[0].id, "a", 1, TaskState::Pending, TaskState::Queued);
-        store.apply_decisions(id, &batch).await.expect("queue");
-        let claimed = store
-            .claim(&Claim {
-                worker: "w",
-                limit: 1,
-                lease: std::time::Duration::from_secs(30),
-                pools: &Default::default(),
-                queues: &[],
-                run_id: Some(id),
-            })
-            .await
-            .expect("claim")
-            .into_iter()
-            .next()
-            .expect("a queued try");
+        queued(store, &run).await;
+        let claimed = claim_one(store).await;
         let done = TaskCompletion {
-            id: claimed.id,
-            run_id: claimed.run_id.clone(),
-            task_id: claimed.task_id.clone(),
-            try_number: claimed.try_number,
             state,
             exit_code: None,
-            error: None,
             outputs: outputs.as_object().cloned(),
-            warnings: Vec::new(),
-            summary: None,
-            ended_at: Utc::now(),
-            retry: None,
+            ..success(&claimed)
         };
         let accepted = store
             .complete_with_artifacts(&[], &[done], &[])

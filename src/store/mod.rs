@@ -554,10 +554,13 @@ pub(crate) mod conformance {
 
     /// A run `id` of one task `a`, running, with its try queued.
     pub(crate) async fn queued_run(store: &Store, id: &str) {
-        store
-            .create_run(&new_run(id), &[task("a")])
-            .await
-            .expect("run");
+        queued(store, &new_run(id)).await;
+    }
+
+    /// `run` with one task `a`, running, with its try queued.
+    pub(crate) async fn queued(store: &Store, run: &NewRun) {
+        let id = run.id.as_str();
+        store.create_run(run, &[task("a")]).await.expect("run");
         assert!(
             store
                 .set_run_state(id, RunState::Queued, RunState::Running, None)
