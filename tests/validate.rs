@@ -93,8 +93,8 @@ fn a_broken_file_does_not_stop_the_others() {
     assert!(text.contains("2 files, 1 with errors"), "{text}");
 }
 
-/// A shell command that pastes in a free-text param or the webhook payload gets a warning at
-/// the command; quoted, enum-bound or numeric values do not, and the exit code stays 0.
+/// A shell command (or an `eval` command target) that pastes in a free-text param or the
+/// webhook payload gets a warning at the command; quoted, enum-bound or numeric values do not, and the exit code stays 0.
 #[test]
 fn unquoted_free_text_in_a_shell_command_is_a_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,6 +115,12 @@ tasks:
     env: { P: "{{ params.p }}", REF: "{{ event.pull_request.head.ref }}" }
     with:
       command: echo {{ params.p | shell_quote }} {{ params.size }} {{ params.n }} "$P" "$REF"
+  scored:
+    operator: eval
+    with:
+      dataset: golden.jsonl
+      target: { command: "python3 answer.py --tag {{ params.p }}" }
+      metrics: [exact_match]
 "#,
     )
     .unwrap();
@@ -133,6 +139,8 @@ tasks:
             "  help: pass it through `env` (`env: { VALUE: \"{{ params.p }}\" }`, then \"$VALUE\" in the command) or write `{{ params.p | shell_quote }}`",
             "9:16: warning: `with.command` puts `event.pull_request.head.ref` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code",
             "  help: pass it through `env` (`env: { VALUE: \"{{ event.pull_request.head.ref }}\" }`, then \"$VALUE\" in the command) or write `{{ event.pull_request.head.ref | shell_quote }}`",
+            "19:26: warning: `with.target.command` puts `params.p` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code",
+            "  help: pass it through `env` (`env: { VALUE: \"{{ params.p }}\" }`, then \"$VALUE\" in the command) or write `{{ params.p | shell_quote }}`",
             "1 file, all valid",
         ],
         "{text}"

@@ -1064,10 +1064,21 @@ impl Compiler<'_> {
                         self.references(node, key, &scope);
                     }
                 }
-                if task.operator == "shell"
-                    && let Some(command) = entry.value.get("with").and_then(|w| w.get("command"))
-                {
-                    self.unquoted_in_shell(command, params);
+                // Every place whose rendered text `sh -c` runs: shell's `command`, and the
+                // `command` target of `eval` when it is one string.
+                let with = entry.value.get("with");
+                let shell_command = match task.operator.as_str() {
+                    "shell" => with
+                        .and_then(|w| w.get("command"))
+                        .map(|c| (c, "with.command")),
+                    "eval" => with
+                        .and_then(|w| w.get("target"))
+                        .and_then(|t| t.get("command"))
+                        .map(|c| (c, "with.target.command")),
+                    _ => None,
+                };
+                if let Some((command, field)) = shell_command {
+                    self.unquoted_in_shell(command, field, params);
                 }
             }
         }
@@ -1117,7 +1128,12 @@ impl Compiler<'_> {
 
     /// Warns about each free-text value a shell `command` interpolates without `shell_quote`:
     /// the rendered text is run by `sh -c`, so a value holding `'; …` runs as code.
-    fn unquoted_in_shell(&mut self, command: &Node, params: &IndexMap<String, ParamDecl>) {
+    fn unquoted_in_shell(
+        &mut self,
+        command: &Node,
+        field: &str,
+        params: &IndexMap<String, ParamDecl>,
+    ) {
         let Some(Ok(analysis)) = command.as_str().map(template::analyze) else {
             return;
         };
@@ -1131,7 +1147,7 @@ impl Compiler<'_> {
                             command.pos.line,
                             command.pos.column,
                             format!(
-                                "`with.command` puts `{path}` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code"
+                                "`{field}` puts `{path}` into a shell command unquoted; a value holding `'`, `;` or `$(…)` would run as shell code"
                             ),
                         )
                         .with_help(Some(format!(
