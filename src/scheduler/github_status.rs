@@ -743,6 +743,23 @@ mod tests {
         StatusCode::NOT_FOUND
     }
 
+    /// Serves `fake` as GitHub's status API on a free port; returns its address.
+    async fn serve(fake: &Fake) -> std::net::SocketAddr {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let app = Router::new()
+            .route("/repos/acme/evals/statuses/{sha}", post(record))
+            .fallback(unknown)
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
     async fn record(
         State(fake): State<Fake>,
         headers: HeaderMap,
@@ -764,20 +781,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_post_is_retried_and_a_refused_one_is_not() {
-        rustls::crypto::ring::default_provider()
-            .install_default()
-            .ok();
         let fake = Fake::default();
         *fake.failures_left.lock().expect("lock") = 2;
-        let app = Router::new()
-            .route("/repos/acme/evals/statuses/{sha}", post(record))
-            .fallback(unknown)
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let address = serve(&fake).await;
         let mut config = StatusConfig::new(
             &format!("http://{address}"),
             "http://sluice",
@@ -842,19 +848,9 @@ mod tests {
     /// Regression: a newer status waited out the whole backoff of the one it replaced.
     #[tokio::test]
     async fn a_newer_status_replaces_one_waiting_to_be_retried_at_once() {
-        rustls::crypto::ring::default_provider()
-            .install_default()
-            .ok();
         let fake = Fake::default();
         *fake.failures_left.lock().expect("lock") = 1;
-        let app = Router::new()
-            .route("/repos/acme/evals/statuses/{sha}", post(record))
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let address = serve(&fake).await;
         let mut config = StatusConfig::new(
             &format!("http://{address}"),
             "http://sluice",
@@ -902,19 +898,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cleared_run_reports_its_rerun_after_its_first_end() {
-        rustls::crypto::ring::default_provider()
-            .install_default()
-            .ok();
         let fake = Fake::default();
-        let app = Router::new()
-            .route("/repos/acme/evals/statuses/{sha}", post(record))
-            .fallback(unknown)
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let address = serve(&fake).await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("evals.yaml"),
