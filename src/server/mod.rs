@@ -184,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         settings: state.ui.clone(),
         login_limiter: Arc::default(),
         artifacts: state.artifacts.clone(),
+        tracking: state.tracking.clone(),
     };
     let web = crate::web::router(web_state.clone());
     let (api, doc) = openapi::api_router().split_for_parts();

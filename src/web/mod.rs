@@ -26,7 +26,9 @@ mod assets;
 pub mod auth;
 pub mod control;
 mod deliveries;
+mod deployments;
 pub mod drift;
+mod eval_report;
 mod graph;
 mod import_errors;
 mod live;
@@ -36,6 +38,7 @@ mod run_view;
 mod runs;
 pub mod throttle;
 mod times;
+mod tracking;
 mod trigger;
 
 /// The name of the session cookie.
@@ -75,6 +78,8 @@ pub struct WebState {
     pub login_limiter: Arc<throttle::AddressLimiter>,
     /// Where artifact downloads and previews are read from; `None` lists them only.
     pub artifacts: Option<crate::artifacts::Artifacts>,
+    /// Experiments and the model registry; `None` shows their pages as unavailable.
+    pub tracking: Option<Arc<crate::tracking::Tracking>>,
 }
 
 /// The UI's routes, with their state already applied so they merge into any router.
@@ -115,6 +120,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/github/deliveries", get(deliveries::list))
         .route("/import-errors/source", get(import_errors::source))
         .route("/static/{*path}", get(assets::serve))
+        .merge(tracking::routes())
+        .merge(eval_report::routes())
+        .merge(deployments::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             error_pages_with_navigation,
