@@ -143,7 +143,7 @@ impl WorkerProcess {
             name: name.to_owned(),
             stderr: lines,
         };
-        wait_for("the worker to start", Duration::from_secs(30), || {
+        wait_for("the worker to start", Duration::from_secs(120), || {
             worker.logs().contains("Worker started")
         });
         worker

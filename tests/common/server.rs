@@ -54,7 +54,7 @@ impl Server {
                 }
             });
         }
-        let Ok(address) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok(address) = rx.recv_timeout(Duration::from_secs(120)) else {
             let _ = child.kill();
             let logs = lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
             panic!("serve did not start:\n{logs}");
@@ -84,7 +84,7 @@ impl Server {
     pub fn terminate(mut self) -> Option<i32> {
         // SAFETY: kill(2) on a child we spawned, with a valid signal number.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
