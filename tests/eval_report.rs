@@ -17,15 +17,17 @@ const GOLDEN: &str = r#"{"id": "q1", "input": "Capital of France?", "expected": 
 {"id": "q4", "input": "Is water wet?", "expected": "yes"}
 {"id": "q5", "input": "Is fire cold?", "expected": "no"}
 {"id": "q6", "input": "The answer?", "expected": "42"}
+{"id": "q7", "input": "Say ok after this long preamble. LONG", "expected": "ok"}
 "#;
 
-/// The champion: q1–q4 pass, q5 is wrong, q6 got no answer.
+/// The champion: q1–q4 and q7 pass, q5 is wrong, q6 got no answer.
 const V1: &str = r#"{"id": "q1", "output": "Paris"}
 {"id": "q2", "output": "4"}
 {"id": "q3", "output": "blue"}
 {"id": "q4", "output": "yes"}
 {"id": "q5", "output": "maybe"}
 {"id": "q6", "error": "timed out"}
+{"id": "q7", "output": "ok"}
 "#;
 
 /// The challenger: q2 and q3 regress (q2 answers with markup), q5 is fixed, q6 still fails.
@@ -35,6 +37,7 @@ const V2: &str = r#"{"id": "q1", "output": "Paris"}
 {"id": "q4", "output": "yes"}
 {"id": "q5", "output": "no"}
 {"id": "q6", "error": "timed out"}
+{"id": "q7", "output": "ok"}
 "#;
 
 /// Nothing answered: the gate's fail-severity `error_rate` bound fails the run.
@@ -44,6 +47,7 @@ const V3: &str = r#"{"id": "q1", "error": "down"}
 {"id": "q4", "error": "down"}
 {"id": "q5", "error": "down"}
 {"id": "q6", "error": "down"}
+{"id": "q7", "error": "down"}
 "#;
 
 const WORKFLOW: &str = r#"
@@ -102,7 +106,10 @@ fn metric<'r>(report: &'r Value, name: &str) -> &'r Value {
 #[tokio::test]
 async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_the_champion() {
     let sb = Sandbox::new();
-    sb.write("workflows/data/golden.jsonl", GOLDEN);
+    sb.write(
+        "workflows/data/golden.jsonl",
+        &GOLDEN.replace("LONG", &"blah ".repeat(100)),
+    );
     sb.write("workflows/data/v1.jsonl", V1);
     sb.write("workflows/data/v2.jsonl", V2);
     sb.write("workflows/data/v3.jsonl", V3);
@@ -145,12 +152,12 @@ async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_th
     assert_eq!(report["champion"]["version"], 1);
     assert_eq!(report["champion"]["run_id"], first.as_str());
     assert_eq!(report["champion"]["problem"], Value::Null, "{report}");
-    assert_eq!(report["count"], 6);
-    assert_eq!(report["examples_total"], 6);
+    assert_eq!(report["count"], 7);
+    assert_eq!(report["examples_total"], 7);
     assert_eq!(report["examples_failed"], 3);
     assert_eq!(
         ids(&report["examples"]),
-        ["q2", "q3", "q6", "q1", "q4", "q5"],
+        ["q2", "q3", "q6", "q1", "q4", "q5", "q7"],
         "failures first, each group in file order"
     );
     assert_eq!(ids(&report["regressions"]), ["q2", "q3"]);
@@ -158,13 +165,14 @@ async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_th
     assert_eq!(report["gate"]["task"], "gate");
     assert_eq!(report["gate"]["recomputed"], false);
     let exact = metric(&report, "exact_match");
-    assert_eq!(exact["value"], 0.5);
+    let value = exact["value"].as_f64().expect("a value");
+    assert!((value - 4.0 / 7.0).abs() < 1e-9, "{exact}");
     assert_eq!(exact["threshold"], ">= 0.60");
     assert_eq!(exact["status"], "warn");
     let champion = exact["champion"].as_f64().expect("the champion's value");
-    assert!((champion - 4.0 / 6.0).abs() < 1e-9, "{exact}");
+    assert!((champion - 5.0 / 7.0).abs() < 1e-9, "{exact}");
     let delta = exact["delta"].as_f64().expect("a delta");
-    assert!((delta - (0.5 - 4.0 / 6.0)).abs() < 1e-9, "{exact}");
+    assert!((delta - (4.0 / 7.0 - 5.0 / 7.0)).abs() < 1e-9, "{exact}");
     let errors = metric(&report, "error_rate");
     assert_eq!(errors["threshold"], "<= 0.50");
     assert_eq!(errors["status"], "pass");
@@ -186,6 +194,8 @@ async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_th
         "{page}"
     );
     assert!(!page.contains("<script>alert(1)"), "{page}");
+    // Long text is cut, the whole of it one click away.
+    assert!(page.contains("show all (533 characters)"), "{page}");
     let examples = page.split("id=\"examples\"").nth(1).expect("the examples");
     let at = |id: &str| {
         examples
@@ -206,7 +216,7 @@ async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_th
         .and_then(|rest| rest.split("</tr>").next())
         .expect("the exact_match row");
     assert!(
-        row.contains("&gt;= 0.60") && row.contains("warn") && row.contains("-0.17"),
+        row.contains("&gt;= 0.60") && row.contains("warn") && row.contains("-0.14"),
         "{row}"
     );
     // The run page links to the report.
@@ -223,7 +233,7 @@ async fn the_report_shows_verdicts_failures_first_and_the_regressions_against_th
     assert_eq!(report["gate"]["recomputed"], true, "{report}");
     assert_eq!(report["gate"]["state"], "failed");
     assert_eq!(metric(&report, "error_rate")["status"], "fail");
-    assert_eq!(ids(&report["regressions"]), ["q1", "q2", "q3", "q4"]);
+    assert_eq!(ids(&report["regressions"]), ["q1", "q2", "q3", "q4", "q7"]);
 
     // Another champion by name; a name that cannot be one is refused.
     let (status, report) = server

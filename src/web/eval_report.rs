@@ -25,7 +25,7 @@ use super::pages::{find_run, pinned_workflow};
 use super::{Result, WebError, WebState, auth::Session, render};
 use crate::dag::Workflow;
 use crate::operators::eval::{RESULTS_ARTIFACT, format_value};
-use crate::operators::gate::{BaselineMetrics, GateConfig, decide};
+use crate::operators::gate::{BaselineMetrics, GateConfig, decide, number};
 use crate::secrets::Masker;
 
 /// How many examples (and regressions) a report lists; the counts cover them all.
@@ -320,14 +320,6 @@ async fn read_champion(
             Ok((found(Some(run_id), Some(eval_task), None), data))
         }
         Err(problem) => Ok((found(Some(run_id), Some(eval_task), Some(problem)), data)),
-    }
-}
-
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
     }
 }
 
@@ -633,6 +625,33 @@ mod tests {
         assert_eq!(rows[1].expected.as_deref(), Some("{\"a\":1}"));
         assert_eq!(rows[1].output, None);
         assert_eq!(rows[1].error.as_deref(), Some("no answer"));
+    }
+
+    #[tokio::test]
+    async fn a_champion_needs_a_name_and_tracking_to_be_read() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let store = crate::store::Store::open(&crate::store::StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("a store");
+        let state = WebState {
+            store,
+            catalog: std::sync::Arc::new(crate::catalog::live::Catalog::open(dir.path())),
+            settings: std::sync::Arc::default(),
+            login_limiter: std::sync::Arc::default(),
+            artifacts: None,
+            tracking: None,
+        };
+        let (champion, data) = read_champion(&state, None, "evaluate").await.expect("read");
+        assert!(matches!(champion, Champion::NotNamed));
+        assert!(data.metrics.is_none() && data.passed.is_none());
+        let named = Some(("assistant".to_owned(), "champion".to_owned()));
+        let (champion, _) = read_champion(&state, named, "evaluate")
+            .await
+            .expect("read");
+        assert_eq!(
+            serde_json::to_value(&champion).expect("json"),
+            json!({"status": "tracking_not_configured", "model": "assistant", "alias": "champion"})
+        );
     }
 
     #[test]
