@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::Sandbox;
-use common::server::{Server, TOKEN, client, write_workflow};
+use common::server::{Server, get_text, ui_cookie, write_workflow};
 use serde_json::{Value, json};
 use sluice_drift::rng::SeededRng;
 
@@ -98,40 +98,6 @@ async fn backfill(server: &Server, day: &str) -> Value {
     let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "success", "{run}\n{}", server.logs());
     run
-}
-
-async fn get_text(server: &Server, path: &str, cookie: Option<&str>) -> (u16, String) {
-    let mut request = client().get(format!("{}{path}", server.base));
-    request = match cookie {
-        Some(cookie) => request.header(reqwest::header::COOKIE, cookie),
-        None => request.bearer_auth(TOKEN),
-    };
-    let response = request.send().await.expect("GET");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
-}
-
-/// A session cookie for the UI, recorded straight in the sandbox's database (the login form
-/// is `tests/ui.rs`' subject).
-async fn ui_cookie(sb: &Sandbox) -> String {
-    use sha2::Digest;
-    let store = sluice::store::Store::open(&sluice::store::StoreConfig::new(sb.db()))
-        .await
-        .expect("open the sandbox database");
-    let token = "drift-report-test-session-cookie-value";
-    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    let now = chrono::Utc::now();
-    let session = sluice::store::SessionRecord {
-        user_name: "admin".into(),
-        role: sluice::store::Role::Admin,
-        csrf_token: "csrf".into(),
-        expires_at: now + chrono::TimeDelta::hours(1),
-    };
-    store
-        .create_session(&hash, &session, now)
-        .await
-        .expect("a session");
-    format!("{}={token}", sluice::web::SESSION_COOKIE)
 }
 
 #[tokio::test]

@@ -239,7 +239,7 @@ impl Decision {
 }
 
 /// A metric value as a number: numbers as they are, numeric text parsed.
-fn number(value: &Value) -> Option<f64> {
+pub fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),

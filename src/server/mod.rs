@@ -29,6 +29,7 @@ mod api;
 mod auth;
 mod deliveries;
 mod drift;
+mod eval_report;
 mod hooks;
 pub mod metrics;
 mod openapi;
@@ -64,6 +65,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The UI's view of this state, for the UI's routes and for readers the API shares with
+    /// them. Each call gets a fresh login limiter: only `router` keeps one.
+    pub(crate) fn web_state(&self) -> crate::web::WebState {
+        crate::web::WebState {
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            settings: self.ui.clone(),
+            login_limiter: Arc::default(),
+            artifacts: self.artifacts.clone(),
+            tracking: self.tracking.clone(),
+        }
+    }
+
     /// State with the given tokens; empty tokens are dropped so a stray comma in
     /// `SLUICE_API_TOKEN` never makes the empty string a valid credential.
     pub fn new(
@@ -161,6 +175,7 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/runs/{id}/artifacts"),
     (Method::GET, "/api/v1/runs/{id}/artifacts/{name}"),
     (Method::GET, "/api/v1/runs/{id}/tasks/{task}/drift"),
+    (Method::GET, "/api/v1/runs/{id}/tasks/{task}/eval"),
     (Method::GET, "/api/v1/import-errors"),
     (Method::GET, "/api/v1/github/deliveries"),
     (Method::GET, "/api/v1/models/{name}/routing"),
@@ -178,14 +193,7 @@ static ROUTES: &[(Method, &str)] = &[
 /// The whole HTTP surface: API routes behind the token check, operations routes open, and the
 /// web UI (its own login) beside them.
 pub fn router(state: AppState) -> Router {
-    let web_state = crate::web::WebState {
-        store: state.store.clone(),
-        catalog: state.catalog.clone(),
-        settings: state.ui.clone(),
-        login_limiter: Arc::default(),
-        artifacts: state.artifacts.clone(),
-        tracking: state.tracking.clone(),
-    };
+    let web_state = state.web_state();
     let web = crate::web::router(web_state.clone());
     let (api, doc) = openapi::api_router().split_for_parts();
     let (ops, ops_doc) = openapi::ops_router().split_for_parts();

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, drift, ops, routing, tracking};
+use super::{AppState, api, deliveries, drift, eval_report, ops, routing, tracking};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -63,6 +63,7 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::list_artifacts))
         .routes(routes!(api::download_artifact))
         .routes(routes!(drift::drift_report))
+        .routes(routes!(eval_report::eval_report))
         .routes(routes!(api::import_errors))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(tracking::list_experiments))

@@ -28,7 +28,7 @@ pub mod control;
 mod deliveries;
 mod deployments;
 pub mod drift;
-mod eval_report;
+pub mod eval_report;
 mod graph;
 mod import_errors;
 mod live;

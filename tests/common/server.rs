@@ -173,3 +173,38 @@ pub fn client() -> reqwest::Client {
 pub fn write_workflow(sb: &Sandbox, name: &str, content: &str) {
     sb.write(&format!("workflows/{name}.yaml"), content);
 }
+
+/// A page or a response body as text, with a session cookie or else the API token.
+pub async fn get_text(server: &Server, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut request = client().get(format!("{}{path}", server.base));
+    request = match cookie {
+        Some(cookie) => request.header(reqwest::header::COOKIE, cookie),
+        None => request.bearer_auth(TOKEN),
+    };
+    let response = request.send().await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// A session cookie for the UI, recorded straight in the sandbox's database (the login form
+/// is `tests/ui.rs`' subject).
+pub async fn ui_cookie(sb: &Sandbox) -> String {
+    use sha2::Digest;
+    let store = sluice::store::Store::open(&sluice::store::StoreConfig::new(sb.db()))
+        .await
+        .expect("open the sandbox database");
+    let token = "ui-test-session-cookie-value";
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let now = chrono::Utc::now();
+    let session = sluice::store::SessionRecord {
+        user_name: "admin".into(),
+        role: sluice::store::Role::Admin,
+        csrf_token: "csrf".into(),
+        expires_at: now + chrono::TimeDelta::hours(1),
+    };
+    store
+        .create_session(&hash, &session, now)
+        .await
+        .expect("a session");
+    format!("{}={token}", sluice::web::SESSION_COOKIE)
+}
