@@ -68,6 +68,42 @@ pub fn contains_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
+/// A field of a task's `with` that its operator renders itself, later, with context of its
+/// own (a rollout's hook body, rendered for each step with `step`). The worker leaves the
+/// templates there alone and `dag::compile` checks them against `roots`. A string there that
+/// uses `{% raw %}` is still rendered by the worker first, as before the field was deferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// The path below `with`: `hook.json`.
+    pub path: &'static str,
+    /// The context's top-level names when the operator renders it.
+    pub roots: &'static [&'static str],
+}
+
+impl Deferred {
+    /// Whether `path` (below `with`, as `hook.json.weights` or `hook.json[0]`) lies in the
+    /// deferred field.
+    pub fn covers(&self, path: &str) -> bool {
+        path.strip_prefix(self.path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    }
+}
+
+/// Whether the deferred field that holds `source` is left to its operator: everything but
+/// text that still uses `{% raw %}`, the older way to keep a template for the operator.
+pub fn left_to_operator(source: &str) -> bool {
+    !uses_raw(source)
+}
+
+/// Whether a template has a `{% raw %}` block.
+fn uses_raw(source: &str) -> bool {
+    source.match_indices("{%").any(|(at, _)| {
+        let rest = source[at + 2..].trim_start_matches(['-', '+']).trim_start();
+        rest.strip_prefix("raw")
+            .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    })
+}
+
 /// Checks a template's syntax without rendering it (for `sluice validate`).
 pub fn check_syntax(source: &str) -> Result<(), TemplateError> {
     if !contains_template(source) {
@@ -80,6 +116,28 @@ pub fn check_syntax(source: &str) -> Result<(), TemplateError> {
             message: e.to_string(),
             line: e.line().map(|l| l as u32),
         })
+}
+
+/// The deferred fields a render leaves alone; paths are compared below the field rendered
+/// (`prefix` is its length with the dot).
+struct Skip<'a> {
+    prefix: usize,
+    deferred: &'a [Deferred],
+}
+
+impl Skip<'_> {
+    const NOTHING: Skip<'static> = Skip {
+        prefix: 0,
+        deferred: &[],
+    };
+
+    fn leaves(&self, path: &str, source: &str) -> bool {
+        !self.deferred.is_empty()
+            && path
+                .get(self.prefix..)
+                .is_some_and(|below| self.deferred.iter().any(|d| d.covers(below)))
+            && left_to_operator(source)
+    }
 }
 
 /// The template engine: one minijinja environment shared by every render.
@@ -201,7 +259,7 @@ impl Templates {
         value: &Value,
         ctx: &minijinja::Value,
     ) -> Result<Value, TemplateError> {
-        self.render_at(value, ctx, &mut String::new())
+        self.render_at(value, ctx, &mut String::new(), &Skip::NOTHING)
     }
 
     /// [`Templates::render_value`] for a field of the workflow: an error names the exact place
@@ -212,8 +270,24 @@ impl Templates {
         value: &Value,
         ctx: &minijinja::Value,
     ) -> Result<Value, TemplateError> {
+        self.render_field_deferring(field, value, ctx, &[])
+    }
+
+    /// [`Templates::render_field`], leaving the strings of the `deferred` fields (paths below
+    /// `field`) as they are, for their operator to render (see [`Deferred`]).
+    pub fn render_field_deferring(
+        &self,
+        field: &str,
+        value: &Value,
+        ctx: &minijinja::Value,
+        deferred: &[Deferred],
+    ) -> Result<Value, TemplateError> {
         let mut path = field.to_owned();
-        self.render_at(value, ctx, &mut path)
+        let skip = Skip {
+            prefix: field.len() + 1,
+            deferred,
+        };
+        self.render_at(value, ctx, &mut path, &skip)
             .map_err(|e| e.in_field(&path))
     }
 
@@ -223,15 +297,17 @@ impl Templates {
         value: &Value,
         ctx: &minijinja::Value,
         path: &mut String,
+        skip: &Skip<'_>,
     ) -> Result<Value, TemplateError> {
         Ok(match value {
+            Value::String(source) if skip.leaves(path, source) => value.clone(),
             Value::String(source) => self.render_native(source, ctx)?,
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
                     let len = path.len();
                     path.push_str(&format!("[{index}]"));
-                    out.push(self.render_at(item, ctx, path)?);
+                    out.push(self.render_at(item, ctx, path, skip)?);
                     path.truncate(len);
                 }
                 Value::Array(out)
@@ -244,7 +320,7 @@ impl Templates {
                         path.push('.');
                     }
                     path.push_str(key);
-                    out.insert(key.clone(), self.render_at(item, ctx, path)?);
+                    out.insert(key.clone(), self.render_at(item, ctx, path, skip)?);
                     path.truncate(len);
                 }
                 Value::Object(out)
@@ -1856,6 +1932,42 @@ mod tests {
         assert_eq!(filter_names().len(), FILTER_CANDIDATES.len());
         assert_eq!(test_names().len(), TEST_CANDIDATES.len());
         assert!(global_names().iter().any(|g| g == "range"));
+    }
+
+    #[test]
+    fn deferred_fields_are_left_to_their_operator_unless_they_use_raw() {
+        let hook = Deferred {
+            path: "hook.json",
+            roots: &["step"],
+        };
+        let with = json!({
+            "url": "{{ vars.region }}",
+            "hook": {"url": "{{ params.model }}", "json": {
+                "weights": "{{ step.weights }}",
+                "old": "{% raw %}{{ step.mode }}{% endraw %}",
+                "list": ["{{ step.number }}"],
+            }},
+            "hooks": "{{ params.samples }}",
+        });
+        let rendered = Templates::new()
+            .render_field_deferring("with", &with, &context(), &[hook])
+            .expect("renders");
+        assert_eq!(rendered["url"], "eu");
+        assert_eq!(
+            rendered["hook"]["url"], "gpt-4o-mini",
+            "beside the field: rendered"
+        );
+        assert_eq!(rendered["hook"]["json"]["weights"], "{{ step.weights }}");
+        assert_eq!(rendered["hook"]["json"]["list"][0], "{{ step.number }}");
+        assert_eq!(
+            rendered["hook"]["json"]["old"], "{{ step.mode }}",
+            "`raw` is still the worker's"
+        );
+        assert_eq!(rendered["hooks"], 200, "a longer key is not the field");
+        assert!(hook.covers("hook.json") && hook.covers("hook.json[2]"));
+        assert!(!hook.covers("hook.jsonx") && !hook.covers("hook"));
+        assert!(!left_to_operator("{%- raw %}x{% endraw %}"));
+        assert!(left_to_operator("{% rawish %}"));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `deploy` operator end to end: direct and canary rollouts through `sluice run`, a
-//! rollback on a failed check with the router hook's calls recorded in order, significance
+//! rollback on a failed check with the router hook's calls recorded in order, the refusal of a
+//! version whose gate failed, a check on the version's tracking metrics, significance
 //! that waits for samples, a check against a real Prometheus, the routing endpoint, and a
 //! canary that survives `kill -9` of `serve` in the middle of its bake.
 
@@ -89,9 +90,17 @@ fn deploy_version(version: u32, with: &str) -> String {
 }
 
 fn hook(address: SocketAddr) -> String {
-    // The step's templates are the operator's: `raw` keeps the task's own render off them.
+    // The older spelling: `raw` keeps the task's own render off the step's templates.
     format!(
         "      hook: {{ url: \"http://{address}/weights\", json: {{ weights: \"{{% raw %}}{{{{ step.weights }}}}{{% endraw %}}\", mode: \"{{% raw %}}{{{{ step.mode }}}}{{% endraw %}}\" }} }}\n"
+    )
+}
+
+/// A hook whose body is the step's weights, written as a plain template: the hook's body is
+/// the operator's to render.
+fn weights_hook(address: SocketAddr) -> String {
+    format!(
+        "      hook: {{ url: \"http://{address}/weights\", json: \"{{{{ step.weights }}}}\" }}\n"
     )
 }
 
@@ -134,17 +143,18 @@ async fn canary_walks_its_steps_while_the_check_passes() {
     fake.set(json!({"error_rate": 0.01}));
     let with = format!(
         "      strategy: canary\n      steps: [10, 50, 100]\n      bake: 1s\n{}      check: {{ http: {{ url: \"http://{address}/metrics.json\", pointer: /error_rate, max: 0.02 }} }}\n",
-        hook(address)
+        weights_hook(address)
     );
     let (code, json, stderr) = run(&sb, "canary", deploy(&with)).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
     assert_eq!(
         fake.calls()[1..],
         [
-            json!({"weights": {"1": 90, "2": 10}, "mode": "live"}),
-            json!({"weights": {"1": 50, "2": 50}, "mode": "live"}),
-            json!({"weights": {"2": 100}, "mode": "live"}),
-        ]
+            json!({"1": 90, "2": 10}),
+            json!({"1": 50, "2": 50}),
+            json!({"2": 100}),
+        ],
+        "`{{{{ step.weights }}}}` is each step's weights"
     );
     let checks = json["tasks"]["promote"]["outputs"]["checks"]
         .as_array()
@@ -214,6 +224,73 @@ async fn a_deploy_that_requires_staging_is_refused_without_it() {
     assert_eq!(code, 0, "{stderr}");
     let (code, json, stderr) = run(&sb, "prod2", deploy_version(1, with)).await;
     assert_eq!(code, 0, "{json}\n{stderr}");
+}
+
+/// Registers a version whose tracking run logged `accuracy` and gates it on `min`, recording
+/// the result on the version.
+fn gated(min: f64) -> String {
+    format!(
+        "tasks:\n  register:\n    operator: track\n    with: {{ experiment: assistant, metrics: {{ accuracy: 0.8 }}, register: {{ model: assistant, source: model.txt }} }}\n  gate:\n    operator: gate\n    needs: [register]\n    with:\n      metrics: \"{{{{ tasks.register.outputs.metrics }}}}\"\n      thresholds: {{ accuracy: {{ min: {min} }} }}\n      version: {{ model: assistant, version: \"{{{{ tasks.register.outputs.model_version }}}}\" }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_gate_failed_is_refused_unless_forced() {
+    let sb = Arc::new(Sandbox::new());
+    let (code, json, stderr) = run(&sb, "gate", gated(0.9)).await;
+    assert_eq!(code, 1, "{json}\n{stderr}");
+    assert_eq!(json["tasks"]["gate"]["state"], "failed", "{json}");
+    let (code, json, stderr) = run(&sb, "promote", deploy_version(1, "")).await;
+    assert_eq!(code, 1, "{json}\n{stderr}");
+    let task = &json["tasks"]["promote"];
+    assert_eq!(task["try_number"], 1, "a refusal is not retried: {task}");
+    let error = task["error"].as_str().expect("error");
+    assert!(
+        error.contains("failed its gate") && error.contains("accuracy 0.80 < 0.90"),
+        "{error}"
+    );
+    let (code, json, stderr) = run(&sb, "forced", deploy_version(1, "      force: true\n")).await;
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert_eq!(json["tasks"]["promote"]["outputs"]["version"], "1");
+    // A version that passed its gate deploys.
+    let (code, json, stderr) = run(&sb, "passing", gated(0.5)).await;
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    let (code, json, stderr) = run(&sb, "promote2", deploy_version(2, "")).await;
+    assert_eq!(code, 0, "{json}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_check_rolls_a_canary_back_on_the_versions_own_metric() {
+    let sb = Arc::new(Sandbox::new());
+    let fake = Fake::default();
+    let address = fake.start().await;
+    first_champion(&sb, address).await;
+    let canary = |max: f64| {
+        deploy(&format!(
+            "      strategy: canary\n      steps: [50, 100]\n      bake: 0s\n{}      check: {{ tracking: {{ metric: error_rate, max: {max} }} }}\n",
+            weights_hook(address)
+        ))
+        .replace("register: {", "metrics: { error_rate: 0.01 }, register: {")
+    };
+    let (code, json, stderr) = run(&sb, "worse", canary(0.005)).await;
+    assert_eq!(code, 1, "{json}\n{stderr}");
+    let error = json["tasks"]["promote"]["error"].as_str().expect("error");
+    assert!(
+        error.contains("rolled back") && error.contains("error_rate 0.01 > 0.005"),
+        "{error}"
+    );
+    assert_eq!(
+        fake.calls()[1..],
+        [json!({"1": 50, "2": 50}), json!({"1": 100})],
+        "the step, then the old weights"
+    );
+    let (code, json, stderr) = run(&sb, "fine", canary(0.02)).await;
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    let details = json["tasks"]["promote"]["outputs"]["checks"][0]["details"].to_string();
+    assert!(
+        details.contains("error_rate 0.01 within thresholds"),
+        "{details}"
+    );
 }
 
 fn arms(champion: (u64, u64), challenger: (u64, u64)) -> Value {

@@ -231,6 +231,7 @@ on_every_backend! {
     experiments_runs_params_metrics_and_lineage_round_trip => runs_round_trip,
     model_versions_keep_their_files_and_compare_key_by_key => versions_and_diff,
     aliases_move_with_their_history_and_an_unset_alias_is_none => aliases,
+    a_version_tag_is_set_replaced_and_read_with_the_version => version_tags,
 }
 
 fn point(key: &str, value: f64, step: i64) -> MetricPoint {
@@ -477,6 +478,51 @@ async fn versions_and_diff(tracking: Arc<Tracking>) {
         tracking.diff_versions(&model, 1, 5).await,
         Err(TrackingError::UnknownVersion { version: 5, .. })
     ));
+}
+
+async fn version_tags(tracking: Arc<Tracking>) {
+    let model = unique("tagged");
+    let run = some_run(&tracking).await;
+    let version = register(&tracking, &model, &run, PROMPT_V1, "a").await;
+    for (key, value) in [
+        ("sluice.gate", "failed"),
+        ("sluice.gate.summary", "faithfulness 0.80 < 0.85"),
+        ("sluice.gate", "passed"),
+    ] {
+        tracking
+            .set_version_tag(&model, version, key, value)
+            .await
+            .expect("set tag");
+    }
+    let read = tracking
+        .model_version(&model, version)
+        .await
+        .expect("read")
+        .expect("version");
+    assert_eq!(
+        read.tags.get("sluice.gate").map(String::as_str),
+        Some("passed")
+    );
+    assert_eq!(
+        read.tags.get("sluice.gate.summary").map(String::as_str),
+        Some("faithfulness 0.80 < 0.85")
+    );
+    assert_eq!(
+        read.tags.get("owner").map(String::as_str),
+        Some("ml"),
+        "its tags stay"
+    );
+    assert!(!read.files.is_empty(), "the files are still the version's");
+    let listed = tracking.model_versions(&model).await.expect("list");
+    assert_eq!(
+        listed[0].tags.get("sluice.gate").map(String::as_str),
+        Some("passed")
+    );
+    let missing = tracking
+        .set_version_tag(&model, version + 5, "sluice.gate", "passed")
+        .await
+        .expect_err("an unknown version");
+    assert!(missing.to_string().contains("has no version"), "{missing}");
 }
 
 async fn aliases(tracking: Arc<Tracking>) {

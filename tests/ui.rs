@@ -2214,3 +2214,144 @@ async fn the_trigger_form_reports_every_problem_at_once_with_a_summary() {
     assert!(page.contains("must be at most 1"), "{page}");
     assert!(page.contains("fill this in"), "{page}");
 }
+
+/// A model's deployment history shows a canary's steps, checks and rollback reason; a viewer
+/// may look but not roll back; an operator's rollback moves the alias back, is recorded as the
+/// user's, and changes the routing serving layers read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_page_shows_rollouts_and_an_operator_rolls_back() {
+    let sb = Sandbox::new();
+    add_user(&sb, "vera", "viewer", "viewer-pw");
+    add_user(&sb, "otto", "operator", "operator-pw");
+    sb.write("workflows/model.txt", "the model\n");
+    // Each run registers the next version of `assistant` (its tracking run logs `error_rate`)
+    // and deploys it.
+    let deploy = |with: &str| {
+        format!(
+            "tasks:\n  register:\n    operator: track\n    with: {{ experiment: assistant, metrics: {{ error_rate: 0.01 }}, register: {{ model: assistant, source: model.txt }} }}\n  promote:\n    operator: deploy\n    needs: [register]\n    with:\n      model: assistant\n      version: \"{{{{ tasks.register.outputs.model_version }}}}\"\n{with}"
+        )
+    };
+    write_workflow(&sb, "direct", &deploy(""));
+    write_workflow(
+        &sb,
+        "canary",
+        &deploy(
+            "      strategy: canary\n      steps: [50, 100]\n      bake: 0s\n      check: { tracking: { metric: error_rate, max: 0.005 } }\n",
+        ),
+    );
+    let server = start(&sb, &[], &[]);
+    let mut run_ids = Vec::new();
+    for (workflow, expected) in [
+        ("direct", "success"),
+        ("direct", "success"),
+        ("canary", "failed"),
+    ] {
+        let run_id = server.start_run(workflow, json!({})).await;
+        let run = server.wait_run(&run_id, Duration::from_secs(60)).await;
+        assert_eq!(run["state"], expected, "{run}\n{}", server.logs());
+        run_ids.push(run_id);
+    }
+    let routing = |etag: Option<String>| {
+        let base = server.base.clone();
+        async move {
+            let mut request = client()
+                .get(format!("{base}/api/v1/models/assistant/routing"))
+                .bearer_auth(common::server::TOKEN);
+            if let Some(etag) = etag {
+                request = request.header("If-None-Match", etag);
+            }
+            let response = request.send().await.expect("GET routing");
+            let status = response.status();
+            let etag = response.headers()["etag"]
+                .to_str()
+                .expect("etag")
+                .to_owned();
+            let body = response.text().await.expect("body");
+            (status, etag, body)
+        }
+    };
+    let (_, etag_before, _) = routing(None).await;
+
+    let otto = login(&server, "otto", "operator-pw").await;
+    let (status, page) = otto.get("/models/assistant/deployments").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let canary = &page[page.find("data-rollout").expect("a rollout")..];
+    let canary = &canary[..canary.find("</article>").expect("its end")];
+    assert!(canary.contains("canary"), "newest first: {canary}");
+    assert!(canary.contains("version 2 → version 3"), "{canary}");
+    assert!(
+        canary.contains("version 2: 50%, version 3: 50%"),
+        "the step's weights: {canary}"
+    );
+    assert!(
+        canary.contains("Rolled back: error_rate 0.01 &gt; 0.005")
+            || canary.contains("Rolled back: error_rate 0.01 > 0.005"),
+        "{canary}"
+    );
+    assert!(canary.contains("data-check=\"failed\""), "{canary}");
+    assert!(
+        canary.contains(&format!("href=\"/runs/{}\"", run_ids[2])),
+        "{canary}"
+    );
+    assert!(page.contains("id=\"alias-history\""), "{page}");
+    assert!(page.contains("Roll back to version 1"), "{page}");
+
+    let vera = login(&server, "vera", "viewer-pw").await;
+    let (status, page) = vera.get("/models/assistant/deployments").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains("Roll back to version"),
+        "viewers get no button"
+    );
+    let form = [("alias", "champion"), ("expected", "2")];
+    let (status, _, _) = vera
+        .act("/models/assistant/deployments/rollback", &form)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "viewers only look");
+    let (status, _, _) = otto
+        .post(
+            "/models/assistant/deployments/rollback",
+            &[("csrf", "forged"), ("alias", "champion"), ("expected", "2")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the form token is checked");
+
+    let (status, confirm) = otto
+        .get("/models/assistant/deployments/rollback?alias=champion")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{confirm}");
+    assert!(
+        confirm.contains("moves from version 2 back to version 1"),
+        "{confirm}"
+    );
+    let (status, done, _) = otto
+        .act("/models/assistant/deployments/rollback", &form)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(
+        done.contains("back from version 2 to version 1"),
+        "the page says what was done: {done}"
+    );
+    let history = &done[done.find("id=\"alias-history\"").expect("history")..];
+    assert!(history.contains("user:otto"), "{history}");
+    // The same confirmation again is refused: the alias is no longer at version 2.
+    let (status, _, _) = otto
+        .act("/models/assistant/deployments/rollback", &form)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, champion) = server
+        .get("/api/v1/models/assistant/aliases/champion")
+        .await;
+    assert_eq!(status, 200, "{champion}");
+    assert_eq!(champion["version"], 1, "{champion}");
+    let (status, etag_after, body) = routing(Some(etag_before.clone())).await;
+    assert_eq!(status, StatusCode::OK, "the routing changed: {body}");
+    assert_ne!(etag_after, etag_before);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        body["routes"],
+        json!([{"version": "1", "weight": 100, "mode": "live"}]),
+        "{body}"
+    );
+}

@@ -91,7 +91,9 @@ pub fn compile_source(path: &Path, source: &str) -> Result<Workflow, Vec<Diagnos
 
 /// Compiles a workflow with every check, each operator's own included, and its warnings.
 pub fn check_source(path: &Path, source: &str) -> dag::Compiled {
-    dag::compile_checked(source, path, workflow_schema(), &check_operator)
+    dag::compile_checked(source, path, workflow_schema(), &check_operator, &|name| {
+        Operator::from_name(name).map_or(&[], Operator::deferred_fields)
+    })
 }
 
 /// An operator's static check of `with` (see `Operator::check_static`), as `dag` takes it.

@@ -40,6 +40,10 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// complaints.
 pub type OperatorCheck<'a> = &'a dyn Fn(&str, &Value) -> Result<(), String>;
 
+/// The fields of `with` an operator (by name) renders itself (`template::Deferred`): their
+/// templates are checked against the operator's context instead of the task's.
+pub type DeferredFields<'a> = &'a dyn Fn(&str) -> &'static [template::Deferred];
+
 /// The outcome of compiling one file: the workflow or its errors, and warnings either way.
 #[derive(Debug)]
 pub struct Compiled {
@@ -53,7 +57,7 @@ pub struct Compiled {
 /// catalog's, which includes every operator's `with`); `path` names the file in diagnostics and
 /// gives the default id (its stem). Operators' own checks are left out: see [`compile_checked`].
 pub fn compile(source: &str, path: &Path, schema: &Value) -> Result<Workflow, Vec<Diagnostic>> {
-    compile_checked(source, path, schema, &|_, _| Ok(())).result
+    compile_checked(source, path, schema, &|_, _| Ok(()), &|_| &[]).result
 }
 
 /// [`compile`], with each task's `with` also checked by `check_operator`, and the warnings.
@@ -62,6 +66,7 @@ pub fn compile_checked(
     path: &Path,
     schema: &Value,
     check_operator: OperatorCheck<'_>,
+    deferred_fields: DeferredFields<'_>,
 ) -> Compiled {
     let root = match spec::parse(source) {
         Ok(root) => root,
@@ -79,6 +84,7 @@ pub fn compile_checked(
     };
     let mut c = Compiler {
         path,
+        deferred_fields,
         diagnostics: Vec::new(),
         fallbacks: Vec::new(),
         warnings: Vec::new(),
@@ -146,6 +152,7 @@ pub fn is_valid_task_id(id: &str) -> bool {
 
 struct Compiler<'p> {
     path: &'p Path,
+    deferred_fields: DeferredFields<'p>,
     diagnostics: Vec<Diagnostic>,
     fallbacks: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -1059,9 +1066,11 @@ impl Compiler<'_> {
                         all: &all,
                     }),
                 };
+                let deferred = (self.deferred_fields)(&task.operator);
                 for key in ["with", "env", "if"] {
                     if let Some(node) = entry.value.get(key) {
-                        self.references(node, key, &scope);
+                        let deferred = if key == "with" { deferred } else { &[] };
+                        self.references_at(node, key, &scope, &mut String::new(), deferred);
                     }
                 }
                 // Every place whose rendered text `sh -c` runs: shell's `command`, and the
@@ -1087,42 +1096,84 @@ impl Compiler<'_> {
     /// Checks every template in a subtree against what `scope` may read, and its filters and
     /// tests against the engine's.
     fn references(&mut self, node: &Node, what: &str, scope: &Scope<'_>) {
+        self.references_at(node, what, scope, &mut String::new(), &[]);
+    }
+
+    /// [`Compiler::references`], where the strings of `deferred` fields (paths below `what`;
+    /// `path` is the current one) are checked against their operator's context instead.
+    fn references_at(
+        &mut self,
+        node: &Node,
+        what: &str,
+        scope: &Scope<'_>,
+        path: &mut String,
+        deferred: &[template::Deferred],
+    ) {
         match &node.value {
-            NodeValue::String(text) => {
-                // A template that does not compile was reported by `templates`.
-                let Ok(analysis) = template::analyze(text) else {
-                    return;
-                };
-                for variable in &analysis.variables {
-                    if let Some((message, help)) = reference_problem(variable, what, scope) {
-                        self.error(node.pos, message, help);
-                    }
+            NodeValue::String(text) => match deferred.iter().find(|d| d.covers(path)) {
+                Some(field) if template::left_to_operator(text) => {
+                    let own = Scope {
+                        roots: field.roots,
+                        place: "this field, which its operator renders itself,",
+                        params: scope.params,
+                        task: None,
+                    };
+                    let what = format!("{what}.{}", field.path);
+                    self.template_references(node, text, &what, &own);
                 }
-                for filter in analysis.filters.iter().filter(|f| !template::is_filter(f)) {
-                    let help =
-                        suggest::did_you_mean(filter, template::filter_names()).or_else(|| {
-                            Some("see the filters in the README's templating section".into())
-                        });
-                    self.error(
-                        node.pos,
-                        format!("`{what}` uses the filter `{filter}`, which does not exist"),
-                        help,
-                    );
-                }
-                for test in analysis.tests.iter().filter(|t| !template::is_test(t)) {
-                    let help = suggest::did_you_mean(test, template::test_names());
-                    self.error(
-                        node.pos,
-                        format!("`{what}` uses the test `{test}`, which does not exist"),
-                        help,
-                    );
+                _ => self.template_references(node, text, what, scope),
+            },
+            NodeValue::Seq(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{index}]"));
+                    self.references_at(item, what, scope, path, deferred);
+                    path.truncate(len);
                 }
             }
-            NodeValue::Seq(items) => items.iter().for_each(|i| self.references(i, what, scope)),
-            NodeValue::Map(entries) => entries
-                .iter()
-                .for_each(|e| self.references(&e.value, what, scope)),
+            NodeValue::Map(entries) => {
+                for entry in entries {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&entry.key);
+                    self.references_at(&entry.value, what, scope, path, deferred);
+                    path.truncate(len);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Checks one template against what `scope` may read, and its filters and tests against
+    /// the engine's.
+    fn template_references(&mut self, node: &Node, text: &str, what: &str, scope: &Scope<'_>) {
+        // A template that does not compile was reported by `templates`.
+        let Ok(analysis) = template::analyze(text) else {
+            return;
+        };
+        for variable in &analysis.variables {
+            if let Some((message, help)) = reference_problem(variable, what, scope) {
+                self.error(node.pos, message, help);
+            }
+        }
+        for filter in analysis.filters.iter().filter(|f| !template::is_filter(f)) {
+            let help = suggest::did_you_mean(filter, template::filter_names())
+                .or_else(|| Some("see the filters in the README's templating section".into()));
+            self.error(
+                node.pos,
+                format!("`{what}` uses the filter `{filter}`, which does not exist"),
+                help,
+            );
+        }
+        for test in analysis.tests.iter().filter(|t| !template::is_test(t)) {
+            let help = suggest::did_you_mean(test, template::test_names());
+            self.error(
+                node.pos,
+                format!("`{what}` uses the test `{test}`, which does not exist"),
+                help,
+            );
         }
     }
 

@@ -18,8 +18,8 @@ pub mod globs;
 pub mod intervals;
 
 pub use compile::{
-    Compiled, DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, OperatorCheck, compile, compile_checked,
-    is_valid_id,
+    Compiled, DEFAULT_QUEUE, DEFAULT_RETRY_DELAY, DeferredFields, OperatorCheck, compile,
+    compile_checked, is_valid_id,
 };
 
 /// A checked workflow. Tasks are in file order (the display order); `graph` has one node per

@@ -2,7 +2,8 @@
 //! (`min`/`max`, `severity: fail | warn`) and against a baseline's metrics (`max_regression`
 //! per metric). A fail-severity breach fails the task at once, without retries; a warn breach
 //! succeeds with warnings. The baseline is explicit metrics, or a registered model's alias
-//! (the champion), read through [`champion_metrics`].
+//! (the champion), read through [`champion_metrics`]. With `version`, the result is recorded
+//! on that model version's tags (before a failure is returned), where `deploy` reads it.
 
 use std::fmt;
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::eval::format_value;
+use super::support::{Text, gate_tags, registry, registry_error, version_number};
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
 
 /// The settings of a `gate` task (its `with`).
@@ -27,6 +29,22 @@ pub struct GateConfig {
     /// its `alias` (the champion); with `max_regression` per metric.
     #[serde(default)]
     pub baseline: Option<Baseline>,
+    /// The registered model version the metrics belong to, like `{ model: assistant,
+    /// version: "{{ tasks.track.outputs.model_version }}" }`: the result is recorded on it
+    /// (tags `sluice.gate`, `sluice.gate.summary`, `sluice.gate.run`), so `deploy` can refuse
+    /// a version that failed.
+    #[serde(default)]
+    pub version: Option<GateVersion>,
+}
+
+/// A model version in the registry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateVersion {
+    /// The registered model's name.
+    pub model: String,
+    /// The version (text or a number).
+    pub version: Text,
 }
 
 /// Bounds for one metric.
@@ -450,6 +468,9 @@ pub async fn run(ctx: &OpContext, config: GateConfig) -> Result<Completion> {
         ));
     }
     let summary = decision.summary();
+    if let Some(version) = &config.version {
+        record_result(ctx, version, decision.passed(), &summary).await?;
+    }
     if !decision.passed() {
         return Err(OperatorError::rejected(summary));
     }
@@ -482,6 +503,42 @@ pub async fn run(ctx: &OpContext, config: GateConfig) -> Result<Completion> {
         summary: Some(summary),
         ..Completion::default()
     })
+}
+
+/// Records the gate's result on the model version: whether it passed, its summary and this
+/// task, so a later `deploy` can refuse a version that failed.
+async fn record_result(
+    ctx: &OpContext,
+    target: &GateVersion,
+    passed: bool,
+    summary: &str,
+) -> Result<()> {
+    let model = target.model.trim();
+    let number = version_number(model, &target.version.0)?;
+    let tracking = registry(ctx, "gate")?;
+    let result = if passed {
+        gate_tags::PASSED
+    } else {
+        gate_tags::FAILED
+    };
+    let by = format!("run:{}/{}", ctx.run_id, ctx.task);
+    let what = format!("cannot record the gate's result on version {number} of `{model}`");
+    // The result last: a reader that sees it also sees the summary that explains it.
+    for (key, value) in [
+        (gate_tags::SUMMARY, summary),
+        (gate_tags::RUN, by.as_str()),
+        (gate_tags::RESULT, result),
+    ] {
+        tracking
+            .set_version_tag(model, number, key, value)
+            .await
+            .map_err(|e| registry_error(&what, e))?;
+    }
+    ctx.log.system(format!(
+        "Recorded `{}` = {result} on version {number} of `{model}`.",
+        gate_tags::RESULT
+    ));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -658,6 +715,60 @@ mod tests {
         assert_eq!(done.warnings, ["cost_per_1k 0.62 > 0.50"]);
         assert_eq!(done.outputs["passed"], json!(true));
         assert_eq!(done.outputs["table"][0]["threshold"], json!("<= 0.50"));
+    }
+
+    #[tokio::test]
+    async fn the_result_is_recorded_on_the_version_before_a_failure_returns() {
+        use crate::operators::services::Services;
+        use crate::tracking::VersionRequest;
+        let dir = tempfile::tempdir().expect("dir");
+        let tracking = crate::operators::support::test_support::builtin_tracking(dir.path()).await;
+        let (mut ctx, _rx) = crate::operators::support::test_support::context(dir.path());
+        ctx.services = std::sync::Arc::new(Services {
+            tracking: Some(tracking.clone()),
+            ..Services::default()
+        });
+        let version = tracking
+            .create_model_version(VersionRequest {
+                model: "assistant".into(),
+                ..VersionRequest::default()
+            })
+            .await
+            .expect("version")
+            .version;
+        let gate = |min: f64| {
+            config(json!({
+                "metrics": metrics(),
+                "thresholds": {"faithfulness": {"min": min}},
+                "version": {"model": "assistant", "version": version},
+            }))
+        };
+        let tags = || async {
+            tracking
+                .model_version("assistant", version)
+                .await
+                .expect("read")
+                .expect("version")
+                .tags
+        };
+        let error = run(&ctx, gate(0.90)).await.expect_err("fails");
+        assert!(matches!(error, OperatorError::Rejected { .. }), "{error}");
+        let failed = tags().await;
+        assert_eq!(failed["sluice.gate"], "failed");
+        assert_eq!(failed["sluice.gate.summary"], "faithfulness 0.87 < 0.90");
+        assert_eq!(failed["sluice.gate.run"], "run:run-1/t");
+        run(&ctx, gate(0.80)).await.expect("passes");
+        let passed = tags().await;
+        assert_eq!(passed["sluice.gate"], "passed");
+        assert_eq!(passed["sluice.gate.summary"], "passed 1 check");
+        // A version the registry does not have is a refusal, not a retry.
+        let unknown = config(json!({
+            "metrics": metrics(),
+            "version": {"model": "assistant", "version": "9"},
+        }));
+        let error = run(&ctx, unknown).await.expect_err("unknown version");
+        assert!(matches!(error, OperatorError::Rejected { .. }), "{error}");
+        assert!(error.to_string().contains("has no version 9"), "{error}");
     }
 
     #[tokio::test]

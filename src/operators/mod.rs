@@ -428,6 +428,17 @@ registry! {
     Deploy => deploy::DeployConfig,
 }
 
+impl Operator {
+    /// The fields of `with` this operator renders itself, with context the worker does not
+    /// have (see [`crate::template::Deferred`]): `deploy`'s hook body, rendered for each step.
+    pub fn deferred_fields(self) -> &'static [crate::template::Deferred] {
+        match self {
+            Operator::Deploy => deploy::hook::DEFERRED,
+            _ => &[],
+        }
+    }
+}
+
 impl std::fmt::Display for Operator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -1,8 +1,9 @@
 //! What operators share beyond `OpContext`: errors as one line (`error_chain`), text cut to a
 //! size (`shorten`, `cut`), `Text` for config values used as text, request headers from a
 //! config (`header_map`), the attempts-and-backoff setting of calls to other services
-//! (`Retry`, a `retry::RetryPolicy`) with its log line, and, for tests, a try's context
-//! (`test_support`). One owner each, so operators do not grow their own copies.
+//! (`Retry`, a `retry::RetryPolicy`) with its log line, the model registry as operators reach
+//! it (`registry`, `registry_error`, `version_number`, the gate's version tags), and, for tests,
+//! a try's context and a built-in registry (`test_support`). One owner each, so operators do not grow their own copies.
 
 use std::time::Duration;
 
@@ -93,6 +94,49 @@ impl JsonSchema for Text {
     }
 }
 
+/// The model registry (`services.tracking`); `operator` names who needs it in the error.
+pub fn registry<'a>(
+    ctx: &'a super::OpContext,
+    operator: &str,
+) -> Result<&'a crate::tracking::Tracking> {
+    ctx.services.tracking.as_deref().ok_or_else(|| {
+        OperatorError::failed(format!(
+            "`{operator}` needs the model registry, which this process does not have"
+        ))
+    })
+}
+
+/// A registry error as an operator's: an answer the registry gave is final, the rest may pass.
+pub fn registry_error(what: &str, error: crate::tracking::TrackingError) -> OperatorError {
+    use crate::tracking::TrackingError;
+    match error {
+        TrackingError::UnknownVersion { .. } | TrackingError::Invalid(_) => {
+            OperatorError::rejected(format!("{what}: {error}"))
+        }
+        _ => OperatorError::failed(format!("{what}: {error}")),
+    }
+}
+
+/// A version as the registry numbers it.
+pub fn version_number(model: &str, version: &str) -> Result<u32> {
+    version.trim().parse().map_err(|_| {
+        OperatorError::rejected(format!(
+            "`{version}` is not a version of `{model}`; registry versions are numbers (1, 2, …)"
+        ))
+    })
+}
+
+/// The version tags a gate records its result in: `passed` or `failed`, its one-line summary,
+/// and the task that decided (`run:<id>/<task>`). `deploy` reads the first to refuse a version
+/// that failed.
+pub mod gate_tags {
+    pub const RESULT: &str = "sluice.gate";
+    pub const SUMMARY: &str = "sluice.gate.summary";
+    pub const RUN: &str = "sluice.gate.run";
+    pub const PASSED: &str = "passed";
+    pub const FAILED: &str = "failed";
+}
+
 /// Request headers from a config's `headers` map. A name or value HTTP does not allow is a
 /// config error of `operator` that names the header (never its value, which may be a secret).
 pub fn header_map(operator: &'static str, headers: &IndexMap<String, Text>) -> Result<HeaderMap> {
@@ -180,6 +224,31 @@ pub(crate) mod test_support {
             artifacts_requested: Arc::default(),
         };
         (ctx, rx)
+    }
+
+    /// A built-in registry over an in-memory database, its files under `dir`.
+    pub async fn builtin_tracking(dir: &Path) -> Arc<crate::tracking::Tracking> {
+        builtin_tracking_over(memory_store().await, dir)
+    }
+
+    /// An in-memory database.
+    pub async fn memory_store() -> crate::store::Store {
+        crate::store::Store::open(&crate::store::StoreConfig::new("sqlite::memory:"))
+            .await
+            .expect("store")
+    }
+
+    /// A built-in registry over `store`, its files under `dir`.
+    pub fn builtin_tracking_over(
+        store: crate::store::Store,
+        dir: &Path,
+    ) -> Arc<crate::tracking::Tracking> {
+        use crate::artifacts::{Artifacts, Limits, Location};
+        let artifacts = Artifacts::open(&Location::Folder(dir.join("blobs")), Limits::default())
+            .expect("blobs");
+        Arc::new(crate::tracking::Tracking::Builtin(
+            crate::tracking::Builtin::new(store, artifacts),
+        ))
     }
 
     /// Every line logged so far on `stream`.

@@ -470,23 +470,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::artifacts::{Artifacts, Limits, Location};
     use crate::operators::services::Services;
-    use crate::operators::support::test_support::context;
-    use crate::store::{Store, StoreConfig};
-    use crate::tracking::Builtin;
+    use crate::operators::support::test_support::{builtin_tracking as builtin, context};
 
     fn config(with: Value) -> TrackConfig {
         serde_json::from_value(with).expect("a valid config")
-    }
-
-    async fn builtin(dir: &Path) -> Arc<Tracking> {
-        let store = Store::open(&StoreConfig::new("sqlite::memory:"))
-            .await
-            .expect("store");
-        let artifacts = Artifacts::open(&Location::Folder(dir.join("blobs")), Limits::default())
-            .expect("blobs");
-        Arc::new(Tracking::Builtin(Builtin::new(store, artifacts)))
     }
 
     #[test]

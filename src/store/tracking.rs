@@ -16,6 +16,9 @@ use super::{Result, Store, StoreError, get, marks};
 /// the database unpacks: binding five values per point costs more than the whole insert.
 const METRIC_ROWS: usize = 5_000;
 
+/// How often a version tag write re-reads the tags after another writer changed them first.
+const TAG_WRITE_ATTEMPTS: usize = 5;
+
 /// `[["key",value,step,timestamp_ms],…]`. Non-finite values have no JSON form: they are refused.
 fn metric_rows(points: &[MetricPoint]) -> Result<String> {
     use std::fmt::Write;
@@ -820,6 +823,52 @@ impl Store {
         Ok(versions)
     }
 
+    /// Sets one tag of a model version (replacing its value). `false` when the version does
+    /// not exist. The tags are one JSON text per version: the write is guarded on the text it
+    /// read, so two writers of different keys both land.
+    pub async fn set_model_version_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<bool> {
+        let number = i32::try_from(version).unwrap_or(i32::MAX);
+        for _ in 0..TAG_WRITE_ATTEMPTS {
+            let row = self
+                .db()
+                .query_one_raw(self.stmt(
+                    "SELECT tags FROM model_versions WHERE model = ? AND version = ?",
+                    vec![model.into(), number.into()],
+                ))
+                .await?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            let read: String = get(&row, "tags")?;
+            let mut tags: BTreeMap<String, String> = serde_json::from_str(&read)
+                .map_err(|e| StoreError::Corrupt(format!("model version tags: {e}")))?;
+            tags.insert(key.to_owned(), value.to_owned());
+            let written = serde_json::to_string(&tags)
+                .map_err(|e| StoreError::Corrupt(format!("model version tags: {e}")))?;
+            let updated = self
+                .db()
+                .execute_raw(self.stmt(
+                    "UPDATE model_versions SET tags = ? \
+                     WHERE model = ? AND version = ? AND tags = ?",
+                    vec![written.into(), model.into(), number.into(), read.into()],
+                ))
+                .await?
+                .rows_affected();
+            if updated == 1 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "the tags of version {version} of `{model}`"
+        )))
+    }
+
     /// Points `alias` of `model` at `version` and records the move, in one transaction.
     /// `None` when the version does not exist.
     pub async fn set_model_alias(
@@ -966,6 +1015,37 @@ mod tests {
     on_every_backend! {
         tracking_rows_round_trip => rows_round_trip,
         alias_moves_are_recorded_in_order => alias_moves,
+        a_version_tag_is_set_and_replaced => version_tags,
+    }
+
+    async fn version_tags(store: Store) {
+        let created = store
+            .create_model_version(&NewModelVersion {
+                model: "m".into(),
+                tags: BTreeMap::from([("team".to_owned(), "a".to_owned())]),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            !store.set_model_version_tag("m", 7, "k", "v").await.unwrap(),
+            "an unknown version is not tagged"
+        );
+        for value in ["failed", "passed"] {
+            assert!(
+                store
+                    .set_model_version_tag("m", created.version, "sluice.gate", value)
+                    .await
+                    .unwrap()
+            );
+        }
+        let read = store
+            .model_version("m", created.version)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.tags["sluice.gate"], "passed", "the last write wins");
+        assert_eq!(read.tags["team"], "a", "other tags stay");
     }
 
     async fn rows_round_trip(store: Store) {

@@ -137,6 +137,27 @@ impl Builtin {
         Ok(self.store.model_versions(model).await?)
     }
 
+    pub(super) async fn set_version_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        if self
+            .store
+            .set_model_version_tag(model, version, key, value)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(TrackingError::UnknownVersion {
+                model: model.to_owned(),
+                version,
+            })
+        }
+    }
+
     pub(super) async fn version_file(
         &self,
         model: &str,

@@ -7,7 +7,7 @@
 //! (`sluice.workflow_id`, `sluice.inputs`, …) and files (`sluice.file/<name>`), a version's
 //! files (`sluice.files`, `sluice.source`) and each alias move (a registered-model tag
 //! `sluice.alias_move.<time-ordered id>`). Those tags are read back into the interface's
-//! fields and left out of `tags`.
+//! fields and left out of `tags`; a version's other tags (a gate's `sluice.gate`) stay in them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -52,6 +52,9 @@ const POLICY: RetryPolicy = RetryPolicy {
 const TAG_PREFIX: &str = "sluice.";
 const FILE_TAG: &str = "sluice.file/";
 const MOVE_TAG: &str = "sluice.alias_move.";
+/// A version's tags that hold its fields (its files and where they are); other `sluice.` tags,
+/// like a gate's result, are the version's own.
+const INTERNAL_VERSION_TAGS: &[&str] = &["sluice.files", "sluice.source"];
 const REGISTRY_FOLDER: &str = "sluice-registry";
 
 /// An MLflow server's answer that is not a success.
@@ -846,6 +849,29 @@ impl Mlflow {
         Ok(full)
     }
 
+    pub(super) async fn set_version_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        // MLflow answers an unknown version with an error code that does not say which.
+        if self.raw_version(model, version).await?.is_none() {
+            return Err(TrackingError::UnknownVersion {
+                model: model.to_owned(),
+                version,
+            });
+        }
+        self.post(
+            "model-versions/set-tag",
+            json!({"name": model, "version": version.to_string(), "key": key, "value": value}),
+        )
+        .await
+        .map_err(|e| self.fail("model-versions/set-tag", e))?;
+        Ok(())
+    }
+
     pub(super) async fn version_file(
         &self,
         model: &str,
@@ -1022,7 +1048,9 @@ fn version_from(value: &Value) -> ModelVersionRecord {
         description: text(value, "description"),
         tags: all_tags
             .into_iter()
-            .filter(|(key, _)| !key.starts_with(TAG_PREFIX) && !key.starts_with("mlflow."))
+            .filter(|(key, _)| {
+                !INTERNAL_VERSION_TAGS.contains(&key.as_str()) && !key.starts_with("mlflow.")
+            })
             .collect(),
         files,
         aliases,

@@ -194,6 +194,23 @@ impl Tracking {
         each!(self.model_versions(model))
     }
 
+    /// Sets one tag of a model version (a gate's result, `sluice.gate`), replacing its value.
+    pub async fn set_version_tag(
+        &self,
+        model: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        if key.trim().is_empty() || key.len() > 250 || key.chars().any(char::is_control) {
+            return Err(TrackingError::Invalid(format!(
+                "the tag name `{}` must be 1 to 250 characters without control characters",
+                key.escape_debug()
+            )));
+        }
+        each!(self.set_version_tag(model, version, key, value))
+    }
+
     /// The content of one file of a version's source.
     pub async fn version_file(&self, model: &str, version: u32, path: &str) -> Result<Vec<u8>> {
         each!(self.version_file(model, version, path))

@@ -168,7 +168,7 @@ impl FromRequestParts<WebState> for Session {
 }
 
 /// Percent-encodes everything but unreserved characters, for a query value.
-fn url_encode(text: &str) -> String {
+pub(super) fn url_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {

@@ -824,8 +824,12 @@ async fn render(
     // fails this task instead of stalling the worker's other tasks, leases and shutdown.
     let with = if has_template(&task.with) {
         let (with, context) = (task.with.clone(), context.clone());
+        let deferred =
+            Operator::from_name(&task.operator).map_or(&[][..], Operator::deferred_fields);
         deps.templates
-            .off_thread("with", move |t| t.render_field("with", &with, &context))
+            .off_thread("with", move |t| {
+                t.render_field_deferring("with", &with, &context, deferred)
+            })
             .await
             .map_err(|e| (format!("cannot render {e}"), false))?
     } else {

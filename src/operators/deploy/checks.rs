@@ -1,5 +1,6 @@
 //! What a rollout checks after each step: thresholds over metrics read from an HTTP JSON
-//! endpoint or a Prometheus server, and the significance of champion against challenger. Every
+//! endpoint, a Prometheus server or a tracking run (through `services.tracking`), and the
+//! significance of champion against challenger. Every
 //! request goes through the shared retry policy; a metric that cannot be read fails the try
 //! (to be retried, resuming at its step), never the check.
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use super::significance::{self, Mean, Proportion};
 use super::strategy::Verdict;
-use crate::operators::support::error_chain;
+use crate::operators::support::{error_chain, registry, registry_error, version_number};
 use crate::operators::{OpContext, OperatorError, Result};
 use crate::retry::{Failure, Jitter, RetryError, RetryPolicy, Retrying, SystemClock};
 
@@ -40,6 +41,10 @@ pub struct CheckConfig {
     /// A number read from a Prometheus server's query API.
     #[serde(default)]
     pub prometheus: Option<PrometheusMetric>,
+    /// The latest value of a metric of a tracking run (by default the one that registered
+    /// the version).
+    #[serde(default)]
+    pub tracking: Option<TrackingMetric>,
     /// Champion against challenger on a success rate or a mean.
     #[serde(default)]
     pub significance: Option<SignificanceCheck>,
@@ -47,7 +52,10 @@ pub struct CheckConfig {
 
 impl CheckConfig {
     pub fn is_empty(&self) -> bool {
-        self.http.is_none() && self.prometheus.is_none() && self.significance.is_none()
+        self.http.is_none()
+            && self.prometheus.is_none()
+            && self.tracking.is_none()
+            && self.significance.is_none()
     }
 }
 
@@ -78,6 +86,24 @@ pub struct PrometheusMetric {
     pub url: String,
     /// A PromQL expression that yields exactly one series (aggregate with `sum` if needed).
     pub query: String,
+    /// The lowest value that passes.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// The highest value that passes.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// The latest value of a metric logged to tracking, held to thresholds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingMetric {
+    /// The metric's name, like `error_rate`.
+    pub metric: String,
+    /// The tracking run to read. Default: the tracking run that registered the version being
+    /// deployed.
+    #[serde(default)]
+    pub run: Option<String>,
     /// The lowest value that passes.
     #[serde(default)]
     pub min: Option<f64>,
@@ -174,6 +200,12 @@ impl CheckConfig {
         if let Some(prometheus) = &self.prometheus {
             bounds("prometheus", prometheus.min, prometheus.max);
         }
+        if let Some(tracking) = &self.tracking {
+            bounds("tracking", tracking.min, tracking.max);
+            if tracking.metric.trim().is_empty() {
+                problems.push("`check.tracking.metric` must name a metric".into());
+            }
+        }
         if let Some(significance) = &self.significance
             && !(significance.alpha > 0.0 && significance.alpha < 1.0)
         {
@@ -202,8 +234,19 @@ pub fn within(name: &str, value: f64, min: Option<f64>, max: Option<f64>) -> (bo
     (true, format!("{name} {value} within thresholds"))
 }
 
+/// The model version a rollout deploys, whose tracking run a `tracking` check reads by default.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+}
+
 /// Runs every check; the first failure decides, then a wait, else a pass.
-pub async fn evaluate(ctx: &OpContext, check: &CheckConfig) -> Result<Verdict> {
+pub async fn evaluate(
+    ctx: &OpContext,
+    check: &CheckConfig,
+    subject: Subject<'_>,
+) -> Result<Verdict> {
     let mut details = Vec::new();
     let mut failure = None;
     let mut waiting = None;
@@ -224,6 +267,14 @@ pub async fn evaluate(ctx: &OpContext, check: &CheckConfig) -> Result<Verdict> {
     if let Some(prometheus) = &check.prometheus {
         let value = prometheus_value(ctx, prometheus).await?;
         let (ok, sentence) = within(&prometheus.query, value, prometheus.min, prometheus.max);
+        if !ok {
+            failure.get_or_insert(sentence.clone());
+        }
+        details.push(sentence);
+    }
+    if let Some(tracking) = &check.tracking {
+        let value = tracking_value(ctx, tracking, subject).await?;
+        let (ok, sentence) = within(tracking.metric.trim(), value, tracking.min, tracking.max);
         if !ok {
             failure.get_or_insert(sentence.clone());
         }
@@ -372,6 +423,73 @@ pub fn number_at(body: &Value, pointer: &str, url: &str) -> Result<f64> {
             excerpt(&found.to_string())
         ))
     })
+}
+
+/// The latest value of the metric in its tracking run: the one named, or the one that
+/// registered the version.
+async fn tracking_value(
+    ctx: &OpContext,
+    metric: &TrackingMetric,
+    subject: Subject<'_>,
+) -> Result<f64> {
+    let tracking = registry(ctx, "deploy")?;
+    let name = metric.metric.trim();
+    let run_id = match metric.run.as_deref().map(str::trim) {
+        Some(run) if !run.is_empty() => run.to_owned(),
+        _ => {
+            let number = version_number(subject.model, subject.version)?;
+            let version = tracking
+                .model_version(subject.model, number)
+                .await
+                .map_err(|e| {
+                    registry_error(
+                        &format!("cannot read version {number} of `{}`", subject.model),
+                        e,
+                    )
+                })?
+                .ok_or_else(|| {
+                    OperatorError::rejected(format!(
+                        "model `{}` has no registered version {number}",
+                        subject.model
+                    ))
+                })?;
+            version.tracking_run_id.ok_or_else(|| {
+                OperatorError::rejected(format!(
+                    "version {number} of `{}` was registered without a tracking run; name the \
+                     run to read `{name}` from in `check.tracking.run`",
+                    subject.model
+                ))
+            })?
+        }
+    };
+    let run = tracking
+        .run(&run_id)
+        .await
+        .map_err(|e| registry_error(&format!("cannot read tracking run `{run_id}`"), e))?
+        .ok_or_else(|| {
+            OperatorError::rejected(format!("there is no tracking run with id `{run_id}`"))
+        })?;
+    // Not logged yet is worth another try: the task's retries resume at this step.
+    run.metrics
+        .get(name)
+        .map(|point| point.value)
+        .ok_or_else(|| {
+            OperatorError::failed(format!(
+                "tracking run `{run_id}` has no metric `{name}`{}",
+                if run.metrics.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; it has {}",
+                        run.metrics
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ))
+        })
 }
 
 /// The single value of an instant query.

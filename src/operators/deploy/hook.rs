@@ -1,7 +1,7 @@
 //! The rollout's HTTP hook: one request per routing change (each step, and a rollback), for
 //! the user's router or a Kubernetes API. Its body is templated with the step
-//! (`step.weights`, `step.mode`, …), rendered through the budgeted template path, and sent
-//! through the shared retry policy.
+//! (`step.weights`, `step.mode`, …), which the worker leaves to it (`DEFERRED`), rendered
+//! through the budgeted template path, and sent through the shared retry policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::operators::support::Text;
 use crate::operators::support::error_chain;
 use crate::operators::{OpContext, OperatorError, Result};
 use crate::retry::{Failure, Jitter, RetryAfter, RetryError, RetryPolicy, Retrying, SystemClock};
-use crate::template::Templates;
+use crate::template::{Deferred, Templates};
 
 /// How much of a refusing answer the failure quotes.
 const EXCERPT_CHARS: usize = 300;
@@ -48,8 +48,8 @@ pub struct HookConfig {
     /// The JSON body, rendered for each step with `step` in the context: `step.weights`
     /// (version → live weight), `step.mode` (`live` or `shadow`), `step.routing` (the full
     /// list), `step.number`, `step.rollback`, `step.model`, `step.version`, `step.alias`.
-    /// The task's own templates render first, so write step templates inside
-    /// `{% raw %}…{% endraw %}`. Default: `{model, alias, step, mode, weights, routing}`.
+    /// The task's templates leave it alone: write `"{{ step.weights }}"` as it is. Default:
+    /// `{model, alias, step, mode, weights, routing}`.
     #[serde(default)]
     pub json: Option<Value>,
     /// How long one request may take. Default: `30s`.
@@ -64,6 +64,12 @@ fn default_method() -> Method {
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+
+/// The hook's body is rendered here, for each step, with `step` alone in the context.
+pub const DEFERRED: &[Deferred] = &[Deferred {
+    path: "hook.json",
+    roots: &["step"],
+}];
 
 /// What the hook is told about one routing change.
 #[derive(Debug, Clone)]

@@ -22,11 +22,12 @@ use serde_json::{Value, json};
 use self::checks::CheckConfig;
 use self::hook::{HookConfig, StepCall};
 use self::strategy::{Effect, Phase, Plan, Rollout, Route, Strategy};
-use super::support::Text;
+use super::support::{Text, gate_tags};
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
 use crate::duration::HumanDuration;
 use crate::store::Store;
 use crate::store::rollouts::RolloutRecord;
+use crate::tracking::ModelVersionRecord;
 
 /// The settings of a `deploy` task (its `with`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -67,7 +68,8 @@ pub struct DeployWith {
     /// Refuse a version that has not held this alias before (dev → staging → prod).
     #[serde(default)]
     pub requires: Option<Requires>,
-    /// Deploy even when a guard refuses; the override is written to the task's log.
+    /// Deploy even when a guard refuses (`requires`, or a failed gate result recorded on the
+    /// version); the override is written to the task's log and is a warning of the task.
     #[serde(default)]
     pub force: bool,
 }
@@ -265,7 +267,11 @@ pub async fn run(ctx: &OpContext, config: DeployConfig) -> Result<Completion> {
                 });
             }
             Effect::Check { step } => {
-                let verdict = checks::evaluate(ctx, &config.check).await?;
+                let subject = checks::Subject {
+                    model: &config.model,
+                    version: &config.version,
+                };
+                let verdict = checks::evaluate(ctx, &config.check, subject).await?;
                 ctx.log
                     .system(format!("Step {} checked: {verdict:?}.", step + 1));
                 rollout.checked(&plan, verdict, Utc::now());
@@ -307,25 +313,36 @@ pub async fn run(ctx: &OpContext, config: DeployConfig) -> Result<Completion> {
 
 /// A new rollout: the guards, then its first row.
 async fn begin(ctx: &OpContext, store: &Store, config: &DeployConfig) -> Result<(Plan, Rollout)> {
-    alias::ensure_registered(ctx, &config.model, &config.version).await?;
+    let version = alias::ensure_registered(ctx, &config.model, &config.version).await?;
+    let mut refusals = Vec::new();
+    if let Some(refusal) = gate_refusal(ctx, &version) {
+        refusals.push(refusal);
+    }
     if let Some(requires) = &config.requires
         && !alias::has_held(ctx, &config.model, &config.version, &requires.alias).await?
     {
-        let refusal = format!(
+        refusals.push(format!(
             "version {} of {} has never held `{}`, which `requires` asks for",
             config.version, config.model, requires.alias
-        );
-        if !config.force {
-            return Err(OperatorError::rejected(format!(
-                "deploy refused: {refusal}"
-            )));
-        }
+        ));
+    }
+    if !config.force
+        && let Some(refusal) = refusals.first()
+    {
+        return Err(OperatorError::rejected(format!(
+            "deploy refused: {refusal}"
+        )));
+    }
+    let mut overrides = Vec::with_capacity(refusals.len());
+    for refusal in refusals {
         ctx.log
             .system(format!("force: true: deploying although {refusal}."));
+        overrides.push(format!("deployed with force: true although {refusal}"));
     }
     let previous = alias::holder(ctx, &config.model, &config.alias).await?;
     let plan = config.plan(previous);
-    let rollout = Rollout::start(Utc::now());
+    let mut rollout = Rollout::start(Utc::now());
+    rollout.overrides = overrides;
     save(ctx, store, config, &plan, &rollout).await?;
     ctx.log.system(format!(
         "Deploying {} version {} to `{}` ({}), after {}.",
@@ -338,6 +355,36 @@ async fn begin(ctx: &OpContext, store: &Store, config: &DeployConfig) -> Result<
             .map_or("no earlier version".to_owned(), |v| format!("version {v}"))
     ));
     Ok((plan, rollout))
+}
+
+/// Why the version's recorded gate result forbids deploying it, if it does. A version no gate
+/// has judged deploys; the log says so.
+fn gate_refusal(ctx: &OpContext, version: &ModelVersionRecord) -> Option<String> {
+    let tag = |key: &str| version.tags.get(key).map(String::as_str);
+    match tag(gate_tags::RESULT) {
+        Some(gate_tags::FAILED) => Some(format!(
+            "version {} of {} failed its gate ({}{})",
+            version.version,
+            version.model,
+            tag(gate_tags::SUMMARY).unwrap_or("no summary recorded"),
+            tag(gate_tags::RUN).map_or(String::new(), |run| format!(", {run}"))
+        )),
+        Some(result) => {
+            ctx.log.system(format!(
+                "Gate result of version {}: {result} ({}).",
+                version.version,
+                tag(gate_tags::SUMMARY).unwrap_or("no summary recorded")
+            ));
+            None
+        }
+        None => {
+            ctx.log.system(format!(
+                "Version {} has no gate result recorded.",
+                version.version
+            ));
+            None
+        }
+    }
 }
 
 /// The rollout an earlier try (or execution) of this task stored.
@@ -439,6 +486,7 @@ fn completion(config: &DeployConfig, plan: &Plan, rollout: &Rollout) -> Completi
     outputs.insert("checks".into(), json!(rollout.checks));
     outputs.insert("started".into(), json!(rfc3339(rollout.started)));
     Completion {
+        warnings: rollout.overrides.clone(),
         summary: Some(format!(
             "{} version {} is `{}` ({})",
             config.model,
@@ -483,6 +531,242 @@ mod tests {
         let direct =
             config(json!({"model": "m", "version": "1", "steps": [100]})).expect_err("direct");
         assert!(direct.contains("belongs to `strategy: canary`"), "{direct}");
+    }
+
+    /// A try's context with a database and the built-in registry over it, and a registered
+    /// version 1 of `assistant` with `tags`.
+    async fn with_registry(
+        dir: &std::path::Path,
+        tags: &[(&str, &str)],
+    ) -> (
+        OpContext,
+        tokio::sync::mpsc::UnboundedReceiver<crate::operators::LogLine>,
+    ) {
+        use crate::operators::services::Services;
+        use crate::operators::support::test_support;
+        let store = test_support::memory_store().await;
+        let tracking = test_support::builtin_tracking_over(store.clone(), dir);
+        let version = tracking
+            .create_model_version(crate::tracking::VersionRequest {
+                model: "assistant".into(),
+                ..crate::tracking::VersionRequest::default()
+            })
+            .await
+            .expect("version");
+        for (key, value) in tags {
+            tracking
+                .set_version_tag("assistant", version.version, key, value)
+                .await
+                .expect("tag");
+        }
+        let (mut ctx, log) = test_support::context(dir);
+        ctx.services = std::sync::Arc::new(Services {
+            store: Some(store),
+            tracking: Some(tracking),
+            ..Services::default()
+        });
+        (ctx, log)
+    }
+
+    #[tokio::test]
+    async fn a_version_whose_gate_failed_is_refused_unless_forced() {
+        let failed = [
+            (gate_tags::RESULT, gate_tags::FAILED),
+            (gate_tags::SUMMARY, "faithfulness 0.80 < 0.85"),
+            (gate_tags::RUN, "run:r1/gate"),
+        ];
+        let dir = tempfile::tempdir().expect("dir");
+        let (ctx, _log) = with_registry(dir.path(), &failed).await;
+        let with = json!({"model": "assistant", "version": "1"});
+        match run(&ctx, config(with.clone()).expect("config")).await {
+            Err(OperatorError::Rejected { message }) => assert_eq!(
+                message,
+                "deploy refused: version 1 of assistant failed its gate (faithfulness 0.80 < \
+                 0.85, run:r1/gate)"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (ctx, mut log) = with_registry(dir.path(), &failed).await;
+        let forced = json!({"model": "assistant", "version": "1", "force": true});
+        let done = run(&ctx, config(forced).expect("config"))
+            .await
+            .expect("forced");
+        assert_eq!(done.warnings.len(), 1, "{:?}", done.warnings);
+        assert!(
+            done.warnings[0].contains("force: true") && done.warnings[0].contains("0.80 < 0.85"),
+            "{:?}",
+            done.warnings
+        );
+        let lines = crate::operators::support::test_support::lines(
+            &mut log,
+            crate::operators::LogStream::System,
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("force: true: deploying although")),
+            "{lines:?}"
+        );
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (ctx, mut log) = with_registry(dir.path(), &[]).await;
+        let done = run(&ctx, config(with).expect("config"))
+            .await
+            .expect("a version no gate judged deploys");
+        assert!(done.warnings.is_empty());
+        let lines = crate::operators::support::test_support::lines(
+            &mut log,
+            crate::operators::LogStream::System,
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("no gate result")),
+            "{lines:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tracking_check_reads_the_versions_tracking_run() {
+        use crate::tracking::{LogBatch, MetricPoint, NewTrackingRun};
+        let dir = tempfile::tempdir().expect("dir");
+        let (ctx, _log) = with_registry(dir.path(), &[]).await;
+        let tracking = ctx.services.tracking.clone().expect("tracking");
+        let experiment = tracking.experiment("e").await.expect("experiment");
+        let run_id = tracking
+            .start_run(&NewTrackingRun {
+                experiment_id: experiment.id,
+                name: "eval".into(),
+                lineage: Default::default(),
+                started_at: Utc::now(),
+            })
+            .await
+            .expect("run")
+            .id;
+        let point = |value, step| MetricPoint {
+            key: "error_rate".into(),
+            value,
+            step,
+            timestamp_ms: 0,
+        };
+        tracking
+            .log_batch(
+                &run_id,
+                &LogBatch {
+                    metrics: vec![point(0.5, 1), point(0.01, 2)],
+                    ..LogBatch::default()
+                },
+            )
+            .await
+            .expect("log");
+        let version = tracking
+            .create_model_version(crate::tracking::VersionRequest {
+                model: "assistant".into(),
+                tracking_run_id: Some(run_id.clone()),
+                ..crate::tracking::VersionRequest::default()
+            })
+            .await
+            .expect("version 2");
+        let check = |tracking: Value| -> CheckConfig {
+            serde_json::from_value(json!({ "tracking": tracking })).expect("check")
+        };
+        let subject = |version: &'static str| checks::Subject {
+            model: "assistant",
+            version,
+        };
+        assert_eq!(version.version, 2);
+        let passed = checks::evaluate(
+            &ctx,
+            &check(json!({"metric": "error_rate", "max": 0.02})),
+            subject("2"),
+        )
+        .await
+        .expect("read");
+        assert_eq!(
+            passed,
+            strategy::Verdict::Passed(vec!["error_rate 0.01 within thresholds".into()])
+        );
+        let failed = checks::evaluate(
+            &ctx,
+            &check(json!({"metric": "error_rate", "run": run_id, "max": 0.005})),
+            subject("1"),
+        )
+        .await
+        .expect("read");
+        assert!(
+            matches!(&failed, strategy::Verdict::Failed { reason, .. } if reason == "error_rate 0.01 > 0.005"),
+            "{failed:?}"
+        );
+        let error = checks::evaluate(
+            &ctx,
+            &check(json!({"metric": "error_rate", "max": 1})),
+            subject("1"),
+        )
+        .await
+        .expect_err("version 1 has no tracking run");
+        assert!(error.to_string().contains("check.tracking.run"), "{error}");
+        let error = checks::evaluate(
+            &ctx,
+            &check(json!({"metric": "latency", "max": 1})),
+            subject("2"),
+        )
+        .await
+        .expect_err("no such metric");
+        assert!(
+            matches!(error, OperatorError::Failed { .. })
+                && error.to_string().contains("`error_rate`"),
+            "{error}"
+        );
+        let bounds =
+            config(json!({"model": "m", "version": "1", "check": {"tracking": {"metric": "x"}}}))
+                .expect_err("no bounds");
+        assert!(
+            bounds.contains("`check.tracking` needs `min`, `max`"),
+            "{bounds}"
+        );
+    }
+
+    #[test]
+    fn hook_templates_read_step_and_nothing_the_task_has() {
+        let source = |json: &str| {
+            format!(
+                "tasks:\n  promote:\n    operator: deploy\n    with:\n      model: m\n      version: \"1\"\n      hook: {{ url: \"http://127.0.0.1:1/w\", json: {json} }}\n"
+            )
+        };
+        let check = |json: &str| {
+            crate::catalog::check_source(std::path::Path::new("w.yaml"), &source(json))
+                .result
+                .map(drop)
+                .map_err(|errors| {
+                    errors
+                        .iter()
+                        .map(|d| d.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+        };
+        assert_eq!(check("\"{{ step.weights }}\""), Ok(()));
+        assert_eq!(
+            check("{ w: \"{{ step.weights }}\", m: \"{{ step.mode | upper }}\" }"),
+            Ok(())
+        );
+        assert_eq!(
+            check("{ w: \"{% raw %}{{ step.weights }}{% endraw %}\" }"),
+            Ok(())
+        );
+        let error = check("{ w: \"{{ params.x }}\" }").expect_err("params are not the hook's");
+        assert!(error.contains("`with.hook.json` reads `params`"), "{error}");
+        let error = check("\"{{ step.weights | nosuch }}\"").expect_err("filters are checked");
+        assert!(error.contains("nosuch"), "{error}");
+        let outside = source("\"{{ step.weights }}\"")
+            .replace("url: \"http://127.0.0.1:1/w\"", "url: \"{{ step.url }}\"");
+        let error = crate::catalog::check_source(std::path::Path::new("w.yaml"), &outside)
+            .result
+            .expect_err("`step` only in the body");
+        assert!(
+            error.iter().any(|d| d.message.contains("reads `step`")),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -203,6 +203,21 @@ pub struct Rollout {
     /// Whether the alias was moved to the new version (so a rollback moves it back).
     pub alias_moved: bool,
     pub checks: Vec<CheckRecord>,
+    /// The guards `force: true` overrode, one sentence each: the completion's warnings.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// Each routing set, in order: the deployment history's steps.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+}
+
+/// A step's routing as it was set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// From 0.
+    pub step: usize,
+    pub at: DateTime<Utc>,
+    pub routing: Vec<Route>,
 }
 
 /// What the operator has to do next.
@@ -243,6 +258,8 @@ impl Rollout {
             bake_until: None,
             alias_moved: false,
             checks: Vec::new(),
+            overrides: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -284,6 +301,11 @@ impl Rollout {
         moved_alias: bool,
         now: DateTime<Utc>,
     ) {
+        self.steps.push(StepRecord {
+            step: self.step,
+            at: now,
+            routing: routing.clone(),
+        });
         self.routing = routing;
         self.alias_moved |= moved_alias;
         self.step_started = Some(now);
