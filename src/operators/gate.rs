@@ -189,13 +189,7 @@ async fn champion_metrics(
         .run(&run_id)
         .await
         .map_err(|e| format!("cannot read the tracking run of `{model}@{alias}`: {e}"))?;
-    Ok(run.map(|detail| {
-        detail
-            .metrics
-            .into_iter()
-            .map(|(key, point)| (key, json!(point.value)))
-            .collect()
-    }))
+    Ok(run.map(|detail| detail.latest_metrics()))
 }
 
 /// One row of the gate's table.

@@ -164,6 +164,16 @@ pub struct TrackingRunDetail {
     pub files: Vec<TrackedFile>,
 }
 
+impl TrackingRunDetail {
+    /// Each metric's latest value, as the JSON object gates and reports compare.
+    pub fn latest_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.metrics
+            .iter()
+            .map(|(key, point)| (key.clone(), serde_json::json!(point.value)))
+            .collect()
+    }
+}
+
 /// A registered model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredModelRecord {

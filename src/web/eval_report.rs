@@ -277,13 +277,7 @@ async fn read_champion(
         let problem = format!("its tracking run `{tracking_run}` no longer exists");
         return Ok((found(None, None, Some(problem)), data));
     };
-    data.metrics = Some(
-        detail
-            .metrics
-            .iter()
-            .map(|(key, point)| (key.clone(), serde_json::json!(point.value)))
-            .collect(),
-    );
+    data.metrics = Some(detail.latest_metrics());
     let Some(run_id) = detail.run.lineage.run_id.clone() else {
         let problem = "its tracking run names no workflow run".to_owned();
         return Ok((found(None, None, Some(problem)), data));
