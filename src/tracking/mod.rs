@@ -87,6 +87,32 @@ macro_rules! each {
 }
 
 impl Tracking {
+    /// An MLflow backend at `uri`, sending the value of the secret `token_secret` names (if
+    /// any) as a bearer token: how `[tracking]` and a `track` task's own `tracking` build one.
+    pub fn mlflow(
+        http: reqwest::Client,
+        uri: &str,
+        token_secret: Option<&str>,
+        secrets: &crate::secrets::Secrets,
+    ) -> Result<Tracking> {
+        let token = match token_secret {
+            None => None,
+            Some(name) => Some(
+                secrets
+                    .get(name)
+                    .ok_or_else(|| {
+                        TrackingError::Invalid(format!(
+                            "`token_secret` names the secret `{name}`, which is not set; set \
+                             {}{name}",
+                            crate::secrets::ENV_PREFIX
+                        ))
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(Tracking::Mlflow(Mlflow::new(http, uri, token)))
+    }
+
     /// `builtin` or `mlflow`, for pages and logs.
     pub fn backend_name(&self) -> &'static str {
         match self {
