@@ -2214,3 +2214,55 @@ async fn the_trigger_form_reports_every_problem_at_once_with_a_summary() {
     assert!(page.contains("must be at most 1"), "{page}");
     assert!(page.contains("fill this in"), "{page}");
 }
+
+/// Reproduce from a tracking run or a model version: a confirmation page with the original's
+/// params, operators only, and the new run's page saying whether it is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reproduce_confirms_starts_and_the_new_run_says_identical() {
+    use common::tracked::{reproduced, tracked_run, write_tracked};
+    let sb = Sandbox::new();
+    write_tracked(&sb, "tracked", "{\"q\": 1}\n");
+    add_user(&sb, "vera", "viewer", "viewer-pw");
+    add_user(&sb, "otto", "operator", "operator-pw");
+    let server = start(&sb, &[], &[]);
+    let (original, tracking_run) = tracked_run(&server, json!({"model": "large"})).await;
+    let viewer = login(&server, "vera", "viewer-pw").await;
+    let operator = login(&server, "otto", "operator-pw").await;
+    let from_run = format!("/tracking/runs/{tracking_run}/reproduce");
+    let from_version = "/models/assistant/versions/1/reproduce";
+
+    let (status, page) = operator.get(&from_run).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Reproduce tracking run"), "{page}");
+    assert!(page.contains("large"), "the original's params: {page}");
+    assert!(page.contains("id=\"confirm-form\""), "{page}");
+    let (status, page) = operator.get("/models/assistant/versions/7/reproduce").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+
+    for path in [from_run.as_str(), from_version] {
+        let (status, page, _) = viewer.act(path, &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} as viewer");
+        assert!(page.contains("may only look"), "{page}");
+        let (status, _, _) = operator.post(path, &[("csrf", "forged")]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} without the token");
+    }
+
+    let (status, _, location) = operator.act(from_version, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = location.expect("to the new run");
+    let run_id = location.trim_start_matches("/runs/").to_owned();
+    assert_ne!(run_id, original);
+    let run = reproduced(&server, &run_id).await;
+    assert_eq!(run["triggered_by"], "user:otto");
+    let (status, page) = operator.get(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Reproduces run"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/runs/{original}\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"reproduces-verdict\">✓ identical"),
+        "{page}"
+    );
+}

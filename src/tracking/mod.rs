@@ -2,7 +2,8 @@
 //! backends: the built-in one (Sluice's own database through `store::tracking`, files in the
 //! artifact store) and MLflow (its REST API, `mlflow`). Operators reach it through the
 //! services handle; the API and `sluice registry` read through it too. `diff` compares two
-//! versions' files (a line diff for text, a key-level diff for YAML and JSON).
+//! versions' files (a line diff for text, a key-level diff for YAML and JSON); `compare` a
+//! tracking run's lineage with a run started to reproduce it.
 //!
 //! Aliases move only through [`Tracking::set_alias`] and [`Tracking::delete_alias`], and every
 //! move is recorded with who made it (`run:<run id>/<task>` or `user:<name>`).
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 
 pub mod builtin;
+pub mod compare;
 pub mod diff;
 pub mod mlflow;
 
