@@ -2265,4 +2265,16 @@ async fn reproduce_confirms_starts_and_the_new_run_says_identical() {
         page.contains("id=\"reproduces-verdict\">✓ identical"),
         "{page}"
     );
+
+    // A changed input file is listed, with its row in the table of inputs.
+    write_tracked(&sb, "tracked", "{\"q\": 2}\n");
+    let (status, _, location) = operator.act(&from_run, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = location.expect("to the new run");
+    reproduced(&server, location.trim_start_matches("/runs/")).await;
+    let (_, page) = operator.get(&location).await;
+    assert!(page.contains("≠ 1 difference<"), "{page}");
+    // Text reaches the page escaped (`/` as `&#x2f;`).
+    assert!(page.contains("golden.jsonl` changed: sha256"), "{page}");
+    assert!(page.contains("data-input-status=\"changed\""), "{page}");
 }
