@@ -823,7 +823,7 @@ impl EvalConfig {
 }
 
 /// Which tracking backend keeps experiments and the registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrackingBackend {
     /// Tables in Sluice's own database, files in the artifact store.
@@ -845,29 +845,46 @@ pub struct TrackingConfig {
 
 impl TrackingConfig {
     fn apply(&mut self, section: TrackingSection) -> Result<(), String> {
-        if let Some(backend) = section.backend {
-            self.backend = backend;
-        }
-        self.token_secret = section.token_secret;
-        if let Some(uri) = section.uri {
-            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+        let uri = section.uri.or_else(|| self.uri.clone());
+        *self = TrackingConfig::checked(
+            section.backend.unwrap_or(self.backend),
+            uri,
+            section.token_secret,
+        )?;
+        Ok(())
+    }
+
+    /// A backend with its settings, checked: the URI an http(s) URL (a trailing `/` dropped),
+    /// MLflow with a URI, the built-in backend with neither URI nor token. `[tracking]` and a
+    /// `track` task's own `tracking` are checked alike.
+    pub fn checked(
+        backend: TrackingBackend,
+        uri: Option<String>,
+        token_secret: Option<String>,
+    ) -> Result<TrackingConfig, String> {
+        let uri = match uri {
+            Some(uri) if !(uri.starts_with("http://") || uri.starts_with("https://")) => {
                 return Err(format!(
                     "`tracking.uri` must start with http:// or https://, got `{uri}`"
                 ));
             }
-            self.uri = Some(uri.trim_end_matches('/').to_owned());
-        }
-        match self.backend {
-            TrackingBackend::Mlflow if self.uri.is_none() => Err(
+            uri => uri.map(|u| u.trim_end_matches('/').to_owned()),
+        };
+        match backend {
+            TrackingBackend::Mlflow if uri.is_none() => Err(
                 "`tracking.backend = \"mlflow\"` needs `tracking.uri`, the MLflow server's URL"
                     .to_owned(),
             ),
-            TrackingBackend::Builtin if self.uri.is_some() || self.token_secret.is_some() => Err(
+            TrackingBackend::Builtin if uri.is_some() || token_secret.is_some() => Err(
                 "`tracking.uri` and `tracking.token_secret` apply to `backend = \"mlflow\"` \
                      only"
                     .to_owned(),
             ),
-            _ => Ok(()),
+            _ => Ok(TrackingConfig {
+                backend,
+                uri,
+                token_secret,
+            }),
         }
     }
 }

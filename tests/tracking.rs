@@ -874,3 +874,61 @@ async fn registry_diff_prints_changed_keys_and_refuses_unknown_versions() {
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stderr.contains("has no version 3"), "{}", out.stderr);
 }
+
+/// A `track` task's own `tracking` sends that task to MLflow (its token from a secret) while
+/// the process's default stays the built-in backend; an unknown backend fails validation.
+#[tokio::test]
+async fn a_task_s_own_tracking_goes_to_mlflow_while_the_default_stays_built_in() {
+    let sb = Sandbox::new();
+    let bad = sb.write(
+        "bad.yaml",
+        "tasks:\n  t:\n    operator: track\n    with: { experiment: e, tracking: { backend: wandb } }\n",
+    );
+    let refused = sb.sluice(&["validate", bad.to_str().expect("utf-8")]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("wandb"),
+        "{} {}",
+        refused.stdout,
+        refused.stderr
+    );
+
+    let Some(server) = tokio::task::spawn_blocking(mlflow_server)
+        .await
+        .expect("the server starts or is skipped")
+    else {
+        return;
+    };
+    let experiment = unique("own");
+    let file = sb.write(
+        "own.yaml",
+        &format!(
+            "tasks:\n\
+             \x20 own:\n    operator: track\n    with:\n\
+             \x20     experiment: {experiment}\n      params: {{ where: mlflow }}\n\
+             \x20     tracking: {{ backend: mlflow, uri: \"{}/\", token_secret: MLFLOW_TOKEN }}\n\
+             \x20 default:\n    operator: track\n    with: {{ experiment: {experiment} }}\n",
+            server.uri
+        ),
+    );
+    let out: common::Finished = sb
+        .command()
+        .env("SLUICE_SECRET_MLFLOW_TOKEN", "token-for-tests")
+        .args(["run", file.to_str().expect("utf-8"), "--json"])
+        .output()
+        .expect("run sluice")
+        .into();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json = out.json();
+    let tasks = &json["tasks"];
+    assert_eq!(tasks["own"]["outputs"]["backend"], "mlflow", "{json}");
+    assert_eq!(tasks["default"]["outputs"]["backend"], "builtin", "{json}");
+    let mlflow = Tracking::Mlflow(Mlflow::new(client(), &server.uri, None));
+    let own_id = tasks["own"]["outputs"]["tracking_run_id"]
+        .as_str()
+        .expect("an id");
+    let on_mlflow = mlflow.run(own_id).await.expect("read").expect("on MLflow");
+    assert_eq!(on_mlflow.params["where"], "mlflow");
+    assert_eq!(on_mlflow.run.lineage.task_id.as_deref(), Some("own"));
+    assert!(!out.stdout.contains("token-for-tests") && !out.stderr.contains("token-for-tests"));
+}

@@ -2355,3 +2355,67 @@ async fn deployments_page_shows_rollouts_and_an_operator_rolls_back() {
         "{body}"
     );
 }
+
+/// Reproduce from a tracking run or a model version: a confirmation page with the original's
+/// params, operators only, and the new run's page saying whether it is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reproduce_confirms_starts_and_the_new_run_says_identical() {
+    use common::tracked::{reproduced, tracked_run, write_tracked};
+    let sb = Sandbox::new();
+    write_tracked(&sb, "tracked", "{\"q\": 1}\n");
+    add_user(&sb, "vera", "viewer", "viewer-pw");
+    add_user(&sb, "otto", "operator", "operator-pw");
+    let server = start(&sb, &[], &[]);
+    let (original, tracking_run) = tracked_run(&server, json!({"model": "large"})).await;
+    let viewer = login(&server, "vera", "viewer-pw").await;
+    let operator = login(&server, "otto", "operator-pw").await;
+    let from_run = format!("/tracking/runs/{tracking_run}/reproduce");
+    let from_version = "/models/assistant/versions/1/reproduce";
+
+    let (status, page) = operator.get(&from_run).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Reproduce tracking run"), "{page}");
+    assert!(page.contains("large"), "the original's params: {page}");
+    assert!(page.contains("id=\"confirm-form\""), "{page}");
+    let (status, page) = operator.get("/models/assistant/versions/7/reproduce").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+
+    for path in [from_run.as_str(), from_version] {
+        let (status, page, _) = viewer.act(path, &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} as viewer");
+        assert!(page.contains("may only look"), "{page}");
+        let (status, _, _) = operator.post(path, &[("csrf", "forged")]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} without the token");
+    }
+
+    let (status, _, location) = operator.act(from_version, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = location.expect("to the new run");
+    let run_id = location.trim_start_matches("/runs/").to_owned();
+    assert_ne!(run_id, original);
+    let run = reproduced(&server, &run_id).await;
+    assert_eq!(run["triggered_by"], "user:otto");
+    let (status, page) = operator.get(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Reproduces run"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/runs/{original}\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"reproduces-verdict\">✓ identical"),
+        "{page}"
+    );
+
+    // A changed input file is listed, with its row in the table of inputs.
+    write_tracked(&sb, "tracked", "{\"q\": 2}\n");
+    let (status, _, location) = operator.act(&from_run, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = location.expect("to the new run");
+    reproduced(&server, location.trim_start_matches("/runs/")).await;
+    let (_, page) = operator.get(&location).await;
+    assert!(page.contains("≠ 1 difference<"), "{page}");
+    // Text reaches the page escaped (`/` as `&#x2f;`).
+    assert!(page.contains("golden.jsonl` changed: sha256"), "{page}");
+    assert!(page.contains("data-input-status=\"changed\""), "{page}");
+}

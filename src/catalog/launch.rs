@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::dag::Workflow;
+use crate::dag::intervals::manual_interval;
 use crate::params::{self, ParamProblem};
-use crate::store::{NewRun, NewTaskInstance, Store, StoreError};
+use crate::store::{NewRun, NewTaskInstance, RunRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -41,6 +42,31 @@ impl RunRequest {
             triggered_by: None,
             logical_date: now,
             data_interval: (now, now),
+        }
+    }
+}
+
+impl RunRequest {
+    /// A request to start `run`'s workflow again, as `workflow` is now, with the run's params
+    /// and `replaced` laid over them; params the workflow no longer declares are dropped
+    /// rather than refused.
+    pub fn again(
+        workflow: &Workflow,
+        run: &RunRecord,
+        replaced: Map<String, Value>,
+        trigger: &str,
+        triggered_by: Option<String>,
+    ) -> Self {
+        let mut params = run.params.clone();
+        params.retain(|name, _| workflow.params.contains_key(name));
+        params.extend(replaced);
+        let interval = manual_interval(workflow, Utc::now());
+        RunRequest {
+            params,
+            trigger: trigger.to_owned(),
+            triggered_by,
+            logical_date: interval.logical_date(),
+            data_interval: (interval.start, interval.end),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::spec::check::TEMPLATED;
 
 pub mod launch;
 pub mod live;
+pub mod reproduce;
 pub mod runs;
 pub mod versions;
 

@@ -325,20 +325,14 @@ pub fn open_mlflow(
     let (TrackingBackend::Mlflow, Some(uri)) = (settings.backend, &settings.uri) else {
         return Ok(None);
     };
-    let token = match &settings.token_secret {
-        None => None,
-        Some(name) => match secrets.get(name) {
-            Some(value) => Some(value.to_owned()),
-            None => anyhow::bail!(
-                "`[tracking] token_secret` names the secret `{name}`, which is not set; set \
-                 {}{name}",
-                crate::secrets::ENV_PREFIX
-            ),
-        },
-    };
-    Ok(Some(crate::tracking::Tracking::Mlflow(
-        crate::tracking::Mlflow::new(http_client()?, uri, token),
-    )))
+    let tracking = crate::tracking::Tracking::mlflow(
+        http_client()?,
+        uri,
+        settings.token_secret.as_deref(),
+        secrets,
+    )
+    .map_err(|e| anyhow::anyhow!("`[tracking]`: {e}"))?;
+    Ok(Some(tracking))
 }
 
 /// The HTTP client operators share.

@@ -2,10 +2,12 @@
 //! steps), tags and files — and optionally registers a model version from a file or folder
 //! (a prompt, a config, a model card). Lineage is recorded without being asked: the workflow,
 //! its version hash, the run, task and try, and the SHA-256 of every file in `inputs`.
-//! Works the same on the built-in backend and on MLflow (`[tracking]`).
+//! Works the same on the built-in backend and on MLflow (`[tracking]`, or the task's own
+//! `tracking`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::Utc;
 use indexmap::IndexMap;
@@ -15,9 +17,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Completion, OpContext, OperatorError, Outputs, Result};
+use crate::config::{TrackingBackend, TrackingConfig};
+use crate::secrets::Secrets;
 use crate::tracking::{
-    InputFile, Lineage, LogBatch, MetricPoint, NewTrackingRun, SourceFile, Tracking, TrackingError,
-    TrackingStatus, VersionRequest,
+    Builtin, InputFile, Lineage, LogBatch, MetricPoint, NewTrackingRun, SourceFile, Tracking,
+    TrackingError, TrackingStatus, VersionRequest,
 };
 
 /// The most a registered source or a kept file may hold in all: sources are prompts,
@@ -59,6 +63,76 @@ pub struct TrackConfig {
     /// Registers a model version from a file or folder.
     #[serde(default)]
     pub register: Option<Register>,
+    /// Where this task tracks, instead of `[tracking]`: `{backend: mlflow, uri: …,
+    /// token_secret: NAME}`.
+    #[serde(default)]
+    pub tracking: Option<TaskTracking>,
+}
+
+/// `tracking` as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingWith {
+    /// `mlflow` or `builtin`.
+    pub backend: TrackingBackend,
+    /// The MLflow server (`http://127.0.0.1:5000`); only with `backend: mlflow`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The secret (`SLUICE_SECRET_<NAME>`) holding the MLflow bearer token, if it needs one.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+}
+
+/// A task's own tracking backend, checked as `[tracking]` is.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(try_from = "TrackingWith")]
+pub struct TaskTracking {
+    pub backend: TrackingBackend,
+    pub uri: Option<String>,
+    pub token_secret: Option<String>,
+}
+
+impl TryFrom<TrackingWith> for TaskTracking {
+    type Error = String;
+
+    fn try_from(with: TrackingWith) -> std::result::Result<Self, String> {
+        let checked = TrackingConfig::checked(with.backend, with.uri, with.token_secret)?;
+        Ok(TaskTracking {
+            backend: checked.backend,
+            uri: checked.uri,
+            token_secret: checked.token_secret,
+        })
+    }
+}
+
+/// The backend a task's own `tracking` names: MLflow (its token from the secrets), or the
+/// built-in one over this process's database and artifact store.
+fn task_tracking(ctx: &OpContext, own: &TaskTracking) -> Result<Tracking> {
+    match (own.backend, &own.uri) {
+        (TrackingBackend::Mlflow, Some(uri)) => Tracking::mlflow(
+            ctx.http.clone(),
+            uri,
+            own.token_secret.as_deref(),
+            &Secrets::from_env(),
+        )
+        .map_err(failed),
+        (TrackingBackend::Mlflow, None) => Err(OperatorError::rejected(
+            "`tracking.backend: mlflow` needs `tracking.uri`",
+        )),
+        (TrackingBackend::Builtin, _) => {
+            let (Some(store), Some(artifacts)) = (&ctx.services.store, &ctx.services.artifacts)
+            else {
+                return Err(OperatorError::failed(
+                    "`tracking.backend: builtin` needs the database and artifact store of \
+                     `sluice serve`, `sluice worker` or `sluice run`",
+                ));
+            };
+            Ok(Tracking::Builtin(Builtin::new(
+                store.clone(),
+                artifacts.clone(),
+            )))
+        }
+    }
 }
 
 /// Metrics as a map or as a list with steps.
@@ -277,11 +351,21 @@ fn resolve(base: &Path, relative: &str) -> PathBuf {
 }
 
 pub async fn run(ctx: &OpContext, config: TrackConfig) -> Result<Completion> {
-    let Some(tracking) = ctx.services.tracking.clone() else {
-        return Err(OperatorError::failed(
-            "this process has no tracking backend; `track` runs under `sluice serve`, \
-             `sluice worker` or `sluice run`",
-        ));
+    let tracking = match &config.tracking {
+        Some(own) => {
+            let tracking = task_tracking(ctx, own)?;
+            ctx.log.system(format!(
+                "Tracking on {} (this task's own `tracking`).",
+                own.uri.as_deref().unwrap_or("the built-in backend")
+            ));
+            Arc::new(tracking)
+        }
+        None => ctx.services.tracking.clone().ok_or_else(|| {
+            OperatorError::failed(
+                "this process has no tracking backend; `track` runs under `sluice serve`, \
+                 `sluice worker` or `sluice run`",
+            )
+        })?,
     };
     tokio::select! {
         biased;
@@ -467,8 +551,6 @@ async fn log_everything(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::operators::services::Services;
     use crate::operators::support::test_support::{builtin_tracking as builtin, context};
@@ -500,6 +582,53 @@ mod tests {
         );
         let scalar = json!({"experiment": "e", "metrics": 3});
         assert!(super::super::Operator::Track.check_static(&scalar).is_err());
+    }
+
+    #[test]
+    fn a_task_s_own_tracking_is_checked_as_the_configuration_s() {
+        let check = |tracking: Value| {
+            super::super::Operator::Track
+                .check_static(&json!({"experiment": "e", "tracking": tracking}))
+                .map_err(|e| e.to_string())
+        };
+        let unknown = check(json!({"backend": "wandb"})).expect_err("no such backend");
+        assert!(unknown.contains("wandb"), "{unknown}");
+        let no_uri = check(json!({"backend": "mlflow"})).expect_err("MLflow needs its URL");
+        assert!(no_uri.contains("needs `tracking.uri`"), "{no_uri}");
+        let token = check(json!({"backend": "builtin", "token_secret": "T"}));
+        assert!(token.is_err_and(|e| e.contains("only")));
+        let ftp = check(json!({"backend": "mlflow", "uri": "ftp://x"}));
+        assert!(ftp.is_err_and(|e| e.contains("http://")));
+        check(json!({"backend": "mlflow", "uri": "http://127.0.0.1:5000/", "token_secret": "T"}))
+            .expect("a full MLflow override");
+        let parsed = config(json!({"experiment": "e",
+            "tracking": {"backend": "mlflow", "uri": "http://127.0.0.1:5000/"}}));
+        let own = parsed.tracking.expect("the override");
+        assert_eq!(own.uri.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[tokio::test]
+    async fn an_override_whose_token_secret_is_not_set_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ctx, _log) = context(dir.path());
+        ctx.services = Arc::new(Services {
+            tracking: Some(builtin(dir.path()).await),
+            ..Services::default()
+        });
+        let error = run(
+            &ctx,
+            config(json!({"experiment": "e", "tracking": {"backend": "mlflow",
+                "uri": "http://127.0.0.1:9", "token_secret": "SLUICE_TEST_NEVER_SET_TOKEN"}})),
+        )
+        .await
+        .expect_err("the secret is not set");
+        assert!(matches!(error, OperatorError::Rejected { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("SLUICE_SECRET_SLUICE_TEST_NEVER_SET_TOKEN"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -521,6 +521,14 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunView,
     pub tasks: BTreeMap<String, TaskView>,
+    /// For a run started to reproduce a tracking run: the original `run_id` and
+    /// `tracking_run_id`, this run's own `reproduced_tracking_run_id`, and the `comparison`
+    /// (`original_version`, `reproduced_version`, `same_version`, `inputs` with each file's
+    /// `status`: `same`, `changed`, `missing` or `new`, `identical`, `differences`), or the
+    /// `problem` that keeps part of it from being compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reproduces: Option<crate::catalog::reproduce::Report>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -612,9 +620,12 @@ pub(super) async fn get_run(
         .into_iter()
         .map(|(k, t)| (k, TaskView::from(t)))
         .collect();
+    let reproduces =
+        crate::catalog::reproduce::report(&state.store, state.tracking.as_deref(), &run).await?;
     Ok(Json(RunDetail {
         run: run.into(),
         tasks,
+        reproduces,
     }))
 }
 
@@ -850,18 +861,7 @@ pub(super) async fn rerun(
     let request: RerunRequest = optional_json(&body)?;
     let run = find_run(&state.store, &id).await?;
     let entry = find_workflow(&state, &run.workflow_id)?;
-    let mut params = run.params.clone();
-    // Params the workflow no longer declares are dropped rather than refused.
-    params.retain(|name, _| entry.workflow.params.contains_key(name));
-    params.extend(request.params);
-    let interval = manual_interval(&entry.workflow, Utc::now());
-    let run_request = RunRequest {
-        params,
-        trigger: "api".into(),
-        triggered_by: None,
-        logical_date: interval.logical_date(),
-        data_interval: (interval.start, interval.end),
-    };
+    let run_request = RunRequest::again(&entry.workflow, &run, request.params, "api", None);
     let path = entry.path.display().to_string();
     let run_id = launch(&state.store, &entry.workflow, &path, run_request).await?;
     info!(workflow = %run.workflow_id, from = %id, run_id = %run_id, "Run started again through the API.");

@@ -34,6 +34,7 @@ mod hooks;
 pub mod metrics;
 mod openapi;
 mod ops;
+mod reproduce;
 mod routing;
 mod tracking;
 
@@ -188,6 +189,11 @@ static ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v1/models/{name}/versions/{version}"),
     (Method::GET, "/api/v1/models/{name}/aliases/{alias}"),
     (Method::GET, "/api/v1/models/{name}/diff"),
+    (Method::POST, "/api/v1/tracking/runs/{id}/reproduce"),
+    (
+        Method::POST,
+        "/api/v1/models/{name}/versions/{version}/reproduce",
+    ),
 ];
 
 /// The whole HTTP surface: API routes behind the token check, operations routes open, and the

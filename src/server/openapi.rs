@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, deliveries, drift, eval_report, ops, routing, tracking};
+use super::{AppState, api, deliveries, drift, eval_report, ops, reproduce, routing, tracking};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -76,6 +76,8 @@ pub(super) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tracking::get_alias))
         .routes(routes!(tracking::diff_versions))
         .routes(routes!(routing::model_routing))
+        .routes(routes!(reproduce::reproduce_tracking_run))
+        .routes(routes!(reproduce::reproduce_model_version))
 }
 
 /// The operations routes, open to everyone.

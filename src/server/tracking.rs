@@ -26,7 +26,7 @@ impl From<TrackingError> for Error {
     }
 }
 
-fn tracking(state: &AppState) -> Result<&Tracking> {
+pub(super) fn tracking(state: &AppState) -> Result<&Tracking> {
     state.tracking.as_deref().ok_or_else(|| Error::Rejected {
         status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
         message: "this server has no tracking backend".into(),

@@ -33,6 +33,7 @@ pub use history::PastOutputs;
 pub use leader::Leadership;
 pub use listing::{BadCursor, ClearOutcome, RunFilter, RunPage};
 pub use logs::{LogRecord, LogTailLine, NewLogLine};
+pub use reproductions::Reproduces;
 pub use runs::{NewRun, RunOrigin, RunRecord};
 pub use task_marks::{MarkOutcome, MarkedState, RunAfterMark, TaskMark};
 pub use tasks::{
@@ -639,6 +640,7 @@ mod deliveries;
 mod eval_cache;
 mod history;
 mod logins;
+mod reproductions;
 pub mod rollouts;
 mod task_marks;
 pub mod tracking;

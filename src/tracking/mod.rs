@@ -2,7 +2,8 @@
 //! backends: the built-in one (Sluice's own database through `store::tracking`, files in the
 //! artifact store) and MLflow (its REST API, `mlflow`). Operators reach it through the
 //! services handle; the API and `sluice registry` read through it too. `diff` compares two
-//! versions' files (a line diff for text, a key-level diff for YAML and JSON).
+//! versions' files (a line diff for text, a key-level diff for YAML and JSON); `compare` a
+//! tracking run's lineage with a run started to reproduce it.
 //!
 //! Aliases move only through [`Tracking::set_alias`] and [`Tracking::delete_alias`], and every
 //! move is recorded with who made it (`run:<run id>/<task>` or `user:<name>`).
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 
 pub mod builtin;
+pub mod compare;
 pub mod diff;
 pub mod mlflow;
 
@@ -87,6 +89,32 @@ macro_rules! each {
 }
 
 impl Tracking {
+    /// An MLflow backend at `uri`, sending the value of the secret `token_secret` names (if
+    /// any) as a bearer token: how `[tracking]` and a `track` task's own `tracking` build one.
+    pub fn mlflow(
+        http: reqwest::Client,
+        uri: &str,
+        token_secret: Option<&str>,
+        secrets: &crate::secrets::Secrets,
+    ) -> Result<Tracking> {
+        let token = match token_secret {
+            None => None,
+            Some(name) => Some(
+                secrets
+                    .get(name)
+                    .ok_or_else(|| {
+                        TrackingError::Invalid(format!(
+                            "`token_secret` names the secret `{name}`, which is not set; set \
+                             {}{name}",
+                            crate::secrets::ENV_PREFIX
+                        ))
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(Tracking::Mlflow(Mlflow::new(http, uri, token)))
+    }
+
     /// `builtin` or `mlflow`, for pages and logs.
     pub fn backend_name(&self) -> &'static str {
         match self {

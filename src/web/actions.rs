@@ -61,7 +61,11 @@ pub(super) const FLASH_COOKIE: &str = "sluice_flash";
 const FLASH_SECONDS: u32 = 60;
 
 /// A redirect to the run page that will say `message` once.
-fn back_to_run_saying(state: &WebState, run_id: &str, message: &str) -> Result<Response> {
+pub(super) fn back_to_run_saying(
+    state: &WebState,
+    run_id: &str,
+    message: &str,
+) -> Result<Response> {
     let secure = if state.settings.secure_cookies {
         "; Secure"
     } else {
@@ -135,25 +139,25 @@ impl Choice {
 
 /// One run action's confirmation page.
 #[derive(Default)]
-struct Confirmation<'a> {
-    heading: String,
+pub(super) struct Confirmation<'a> {
+    pub(super) heading: String,
     /// Where the confirming form posts; `None` when there is nothing to confirm.
-    action: Option<String>,
-    confirm: String,
-    danger: bool,
+    pub(super) action: Option<String>,
+    pub(super) confirm: String,
+    pub(super) danger: bool,
     /// The choices made, sent again with the confirming form.
-    hidden: Vec<(String, String)>,
-    plan: Option<control::Plan>,
+    pub(super) hidden: Vec<(String, String)>,
+    pub(super) plan: Option<control::Plan>,
     /// Why the action cannot be done with the choices made.
-    refusal: Option<String>,
-    clear: Option<ClearScope>,
-    task: Option<&'a str>,
+    pub(super) refusal: Option<String>,
+    pub(super) clear: Option<ClearScope>,
+    pub(super) task: Option<&'a str>,
     /// A re-run's params as people read them, and where to edit them.
-    params: Vec<(String, String)>,
-    edit: Option<String>,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) edit: Option<String>,
 }
 
-fn confirmation_page(
+pub(super) fn confirmation_page(
     session: &Session,
     run: &crate::store::RunRecord,
     c: Confirmation<'_>,

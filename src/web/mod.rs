@@ -34,6 +34,7 @@ mod import_errors;
 mod live;
 mod logs;
 mod pages;
+mod reproduce;
 mod run_view;
 mod runs;
 pub mod throttle;
@@ -121,6 +122,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: WebState) -> Router<S> {
         .route("/import-errors/source", get(import_errors::source))
         .route("/static/{*path}", get(assets::serve))
         .merge(tracking::routes())
+        .merge(reproduce::routes())
         .merge(eval_report::routes())
         .merge(deployments::routes())
         .layer(axum::middleware::from_fn_with_state(

@@ -766,6 +766,8 @@ pub async fn run(
             .await?,
     );
     let heading = run_view::heading(&run);
+    let reproduces =
+        crate::catalog::reproduce::report(&state.store, state.tracking.as_deref(), &run).await?;
     let mut response = render(
         "run.html",
         minijinja::context! {
@@ -799,6 +801,7 @@ pub async fn run(
             layout => Page::from(Serde(&layout)),
             last_log_id,
             flash => flash.as_ref().map(|(message, _)| message.clone()),
+            reproduces => reproduces.map(|r| Page::from(Serde(r))),
         },
     )?
     .into_response();

@@ -6,6 +6,7 @@
 pub mod openai;
 pub mod postgres;
 pub mod server;
+pub mod tracked;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
