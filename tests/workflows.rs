@@ -3,7 +3,8 @@
 //! data starts retraining, whose challenger passes eval_pipeline's gate and becomes champion by
 //! canary, with lineage back to the drift run; a worse candidate fails the gate and the
 //! champion stays; a pull request gets the gate's result as a commit status and deploys
-//! nothing. The shipped local model is Python 3 with its standard library only.
+//! nothing; with an OpenAI-compatible endpoint in `[vars]`, the same file evaluates and judges
+//! that model. The shipped local model is Python 3 with its standard library only.
 
 mod common;
 
@@ -360,4 +361,67 @@ async fn a_pull_request_gets_the_gate_as_a_commit_status_and_deploys_nothing() {
     );
     let description = last.body["description"].as_str().unwrap_or_default();
     assert!(description.starts_with("Eval gate"), "{description}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_openai_endpoint_the_same_file_evaluates_and_judges_that_model() {
+    let golden = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/data/golden_set.jsonl"),
+    )
+    .expect("golden set");
+    let mut script = common::openai::Script::default();
+    for line in golden.lines().filter(|l| !l.trim().is_empty()) {
+        let example: Value = serde_json::from_str(line).expect("example");
+        script.answers.insert(
+            example["input"].as_str().expect("input").to_owned(),
+            format!(
+                "See the help centre: {}.",
+                example["expected"].as_str().expect("expected")
+            ),
+        );
+    }
+    // Everything else it is asked is a judge's prompt.
+    script.when_contains.push((
+        String::new(),
+        r#"{"score": 0.96, "reason": "supported"}"#.to_owned(),
+    ));
+    let llm = common::openai::FakeLlm::start(script).await;
+    let sb = Sandbox::new();
+    sb.write(
+        "sluice.toml",
+        &format!(
+            "[vars]\nopenai = {{ base_url = \"{}\" }}\n\n[eval.prices.\"fake-model\"]\ninput_per_1k = 0.001\noutput_per_1k = 0.002\n",
+            llm.base_url
+        ),
+    );
+    let server = start(&sb, &[]).await;
+    let run_id = server
+        .start_run("eval_pipeline", json!({"model": "fake-model"}))
+        .await;
+    let run = ended(&server, &run_id, "success").await;
+    assert_eq!(
+        task(&run, "judge")["state"],
+        "skipped",
+        "the model's endpoint judges"
+    );
+    let metrics = &outputs(&run, "track")["metrics"];
+    assert_eq!(metrics["contains"], 1.0, "{metrics:#}");
+    let faithfulness = metrics["faithfulness"].as_f64().expect("faithfulness");
+    assert!((faithfulness - 0.96).abs() < 1e-9, "{metrics:#}");
+    assert!(metrics["cost_per_1k"].as_f64() > Some(0.0), "{metrics:#}");
+    assert_eq!(outputs(&run, "gate")["passed"], true);
+    let requests = llm.requests();
+    let asked = requests
+        .iter()
+        .filter(|r| r["model"] == "fake-model" && r["messages"][0]["role"] == "system")
+        .filter(|r| {
+            r["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("You are the Nimbus help-centre assistant."))
+        })
+        .count();
+    assert_eq!(
+        asked, 20,
+        "each question once, with the config's instructions"
+    );
 }
