@@ -5,79 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use common::Sandbox;
+use common::github::{FakeGithub, HEAD, SECRET, deliver, deliver_raw, fixture};
 use common::server::{Server, write_workflow};
 use serde_json::{Value, json};
 use sluice::github::signature::sign;
-
-const SECRET: &str = "It's a Secret to Everybody";
-const HEAD: &str = "9049f1265b7d61be4a8904a9a27120d2064dab3b";
-
-fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/github/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("read fixture");
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-fn client() -> reqwest::Client {
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .ok();
-    reqwest::Client::new()
-}
-
-/// Posts a delivery with the given headers; `signature: None` sends none.
-async fn deliver_raw(
-    server: &Server,
-    event: Option<&str>,
-    delivery: Option<&str>,
-    body: Vec<u8>,
-    signature: Option<String>,
-    content_type: &str,
-) -> (u16, Value) {
-    let mut request = client()
-        .post(format!("{}/hooks/github", server.base))
-        .header("Content-Type", content_type)
-        .header("User-Agent", "GitHub-Hookshot/1")
-        .body(body);
-    if let Some(delivery) = delivery {
-        request = request.header("X-GitHub-Delivery", delivery);
-    }
-    if let Some(event) = event {
-        request = request.header("X-GitHub-Event", event);
-    }
-    if let Some(signature) = signature {
-        request = request.header("X-Hub-Signature-256", signature);
-    }
-    let response = request.send().await.expect("POST /hooks/github");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Posts a delivery signed with the server's secret, as GitHub does.
-async fn deliver(server: &Server, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
-    let body = serde_json::to_vec(payload).expect("serialize");
-    let signature = sign(SECRET.as_bytes(), &body);
-    deliver_raw(
-        server,
-        Some(event),
-        Some(delivery),
-        body,
-        Some(signature),
-        "application/json",
-    )
-    .await
-}
 
 fn start(sb: &Sandbox, extra_env: &[(&str, &str)]) -> Server {
     let mut env = vec![("SLUICE_GITHUB_WEBHOOK_SECRET", SECRET)];
@@ -656,62 +591,9 @@ async fn two_hundred_concurrent_deliveries_are_all_answered_and_start_each_run_o
     assert_eq!(deliveries(&server).await.len(), 100);
 }
 
-/// A fake GitHub REST API: records every status request and answers the first final
-/// (non-pending) one with a 500, so the service has to retry it.
-#[derive(Clone, Default)]
-struct FakeGithub {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    failed_once: Arc<Mutex<bool>>,
-}
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    repository: String,
-    sha: String,
-    authorization: String,
-    body: Value,
-    answered: u16,
-}
-
-async fn fake_status(
-    State(fake): State<FakeGithub>,
-    Path((owner, repo, sha)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> (StatusCode, axum::Json<Value>) {
-    let mut answered = StatusCode::CREATED;
-    if body["state"] != "pending" {
-        let mut failed = fake.failed_once.lock().expect("lock");
-        if !*failed {
-            *failed = true;
-            answered = StatusCode::INTERNAL_SERVER_ERROR;
-        }
-    }
-    fake.requests.lock().expect("lock").push(Recorded {
-        repository: format!("{owner}/{repo}"),
-        sha,
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        body: body.clone(),
-        answered: answered.as_u16(),
-    });
-    (answered, axum::Json(body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_report_pending_then_their_result_as_commit_statuses() {
-    let fake = FakeGithub::default();
-    let app = Router::new()
-        .route("/repos/{owner}/{repo}/statuses/{sha}", post(fake_status))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (fake, address) = FakeGithub::spawn().await;
 
     let sb = Sandbox::new();
     sb.write(
