@@ -53,7 +53,8 @@ pub struct TrackConfig {
     /// Tags, by name.
     #[serde(default)]
     pub tags: IndexMap<String, Value>,
-    /// Files to keep with the tracking run, relative to the workflow's folder.
+    /// Files to keep with the tracking run, relative to the workflow's folder (kept under that
+    /// path), or an upstream artifact (`{{ tasks.x.artifacts["name"] }}`, kept under its file name).
     #[serde(default)]
     pub files: Vec<String>,
     /// Files the result depends on (datasets, prompts, configs), relative to the workflow's
@@ -346,6 +347,17 @@ async fn read_all(files: Vec<(String, PathBuf)>, what: &str) -> Result<Vec<Sourc
     Ok(read)
 }
 
+/// The name a kept file goes by: its path as written, except that an absolute path (an
+/// upstream artifact, which templates resolve to a path in this run's cache) keeps only its
+/// file name, as the cache's path means nothing later and MLflow refuses it as a key.
+fn kept_name(written: &str) -> String {
+    let path = Path::new(written);
+    match path.file_name() {
+        Some(name) if path.is_absolute() => name.to_string_lossy().into_owned(),
+        _ => written.to_owned(),
+    }
+}
+
 fn resolve(base: &Path, relative: &str) -> PathBuf {
     base.join(relative)
 }
@@ -387,7 +399,7 @@ async fn track(ctx: &OpContext, tracking: &Tracking, config: TrackConfig) -> Res
     let mut kept = Vec::new();
     for name in &config.files {
         let path = resolve(&ctx.base_dir, name);
-        let mut files = read_all(vec![(name.clone(), path)], &format!("file `{name}`")).await?;
+        let mut files = read_all(vec![(kept_name(name), path)], &format!("file `{name}`")).await?;
         kept.append(&mut files);
     }
     let source = match &config.register {
@@ -605,6 +617,15 @@ mod tests {
             "tracking": {"backend": "mlflow", "uri": "http://127.0.0.1:5000/"}}));
         let own = parsed.tracking.expect("the override");
         assert_eq!(own.uri.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn a_kept_file_is_named_as_written_unless_its_path_is_absolute() {
+        assert_eq!(kept_name("data/golden.jsonl"), "data/golden.jsonl");
+        assert_eq!(
+            kept_name("/var/cache/sluice/run-1/sha256/ab/eval/results.jsonl"),
+            "results.jsonl"
+        );
     }
 
     #[tokio::test]
