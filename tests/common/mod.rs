@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod openai;
 pub mod postgres;
 pub mod server;
