@@ -22,7 +22,7 @@ const PASSWORD: &str = "tracking-browser-password";
 const PROMPT_V1: &str = "model: gpt-4o-mini\nparams:\n  temperature: 0.2\n  top_p: 0.9\nsystem: You answer from the context.\n";
 const PROMPT_V2: &str = "model: gpt-4o-mini\nparams:\n  temperature: 0.7\n  top_p: 0.9\nsystem: You answer from the context.\n";
 
-/// Tracks one evaluation: its model and score as a param and a metric (with a short history),
+/// Tracks one evaluation: its model and score as a param and a metric,
 /// and registers the prompt as the next version of `assistant`.
 fn workflow(prompt: &std::path::Path) -> String {
     format!(
@@ -36,10 +36,7 @@ tasks:
     with:
       experiment: prompt-eval
       params: {{ model: "{{{{ params.model }}}}", temperature: "0.2" }}
-      metrics:
-        - {{ key: exact_match, value: 0.1, step: 0 }}
-        - {{ key: exact_match, value: "{{{{ params.score }}}}", step: 1 }}
-        - {{ key: latency_ms, value: 120, step: 1 }}
+      metrics: {{ exact_match: "{{{{ params.score }}}}", latency_ms: 120 }}
       register: {{ model: assistant, source: "{}", alias: champion }}
 "#,
         prompt.display()
@@ -96,12 +93,12 @@ async fn compare_two_runs_and_diff_two_prompt_versions_in_a_browser() {
             .execute("return [...document.querySelectorAll('#tracking-runs thead th[data-column]')].map(h => h.dataset.column);", vec![])
             .await
             .expect("headers");
-        assert_eq!(headers, json!(["metric.exact_match", "param.model"]));
+        assert_eq!(headers, json!(["param.model", "metric.exact_match"]));
         let first_row = c
             .execute("return [...document.querySelectorAll('#tracking-runs tbody tr:first-child td.num')].map(td => td.textContent);", vec![])
             .await
             .expect("cells");
-        assert_eq!(first_row, json!(["0.75", "llama-3-8b"]), "highest exact_match first");
+        assert_eq!(first_row, json!(["llama-3-8b", "0.75"]), "highest exact_match first");
         save_screenshot(&c, "experiment.png").await;
 
         // Pick both runs and compare them.
