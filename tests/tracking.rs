@@ -442,6 +442,9 @@ async fn search_filters(tracking: Arc<Tracking>) {
     )
     .await;
     assert_eq!(names(&found), ["r4", "r2"]);
+    if let Some(total) = found.total {
+        assert_eq!(total, 2, "the count follows the filter");
+    }
     let found = search(
         &tracking,
         &experiment,

@@ -17,6 +17,7 @@ mod m20261206_000002_outcomes;
 mod m20261206_000003_tracking;
 mod m20261206_000004_eval_cache;
 mod m20261206_000006_rollouts;
+mod m20261206_000007_tracking_search;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_tracking::Migration),
             Box::new(m20261206_000004_eval_cache::Migration),
             Box::new(m20261206_000006_rollouts::Migration),
+            Box::new(m20261206_000007_tracking_search::Migration),
         ]
     }
 

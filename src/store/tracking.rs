@@ -640,16 +640,16 @@ impl Store {
         offset: u64,
     ) -> Result<(Vec<TrackingRunDetail>, bool, u64)> {
         let (filter, filter_values) = Self::search_filter(experiment_id, conditions)?;
-        let count = self
-            .db()
-            .query_one_raw(self.stmt(
-                &format!("SELECT COUNT(*) AS n FROM tracking_runs r WHERE {filter}"),
-                filter_values.clone(),
-            ))
-            .await?;
-        let total = match count {
-            Some(row) => get::<i64>(&row, "n")?.max(0) as u64,
-            None => 0,
+        // Without conditions the count is read from the index alone; with them, counting in
+        // the page's own statement (a window) evaluates their subqueries once, not twice.
+        let mut total = None;
+        if conditions.is_empty() {
+            total = Some(self.count_runs(&filter, filter_values.clone()).await?);
+        }
+        let counted = if total.is_none() {
+            ", COUNT(*) OVER () AS total"
+        } else {
+            ""
         };
         let mut values = Vec::new();
         let (sort, direction) = match order {
@@ -660,7 +660,7 @@ impl Store {
             }
             None => ("r.started_at".to_owned(), "DESC"),
         };
-        values.extend(filter_values);
+        values.extend(filter_values.iter().cloned());
         values.push(i64::from(limit.saturating_add(1)).into());
         values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
         let columns = RUN_COLUMNS
@@ -672,7 +672,7 @@ impl Store {
             .db()
             .query_all_raw(self.stmt(
                 &format!(
-                    "SELECT {columns}, {sort} AS sort_value FROM tracking_runs r \
+                    "SELECT {columns}, {sort} AS sort_value{counted} FROM tracking_runs r \
                      WHERE {filter} \
                      ORDER BY sort_value {direction} NULLS LAST, r.started_at DESC, r.id DESC \
                      LIMIT ? OFFSET ?"
@@ -680,10 +680,32 @@ impl Store {
                 values,
             ))
             .await?;
+        let total = match (total, rows.first()) {
+            (Some(total), _) => total,
+            (None, Some(row)) => get::<i64>(row, "total")?.max(0) as u64,
+            // A page past the end has no row to carry the count: count apart.
+            (None, None) if offset > 0 => self.count_runs(&filter, filter_values).await?,
+            (None, None) => 0,
+        };
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         let more = runs.len() > limit as usize;
         runs.truncate(limit as usize);
         Ok((self.tracking_details(&runs).await?, more, total))
+    }
+
+    /// How many tracking runs `filter` (a search's `WHERE` clause over `r`) matches.
+    async fn count_runs(&self, filter: &str, values: Vec<Value>) -> Result<u64> {
+        let count = self
+            .db()
+            .query_one_raw(self.stmt(
+                &format!("SELECT COUNT(*) AS n FROM tracking_runs r WHERE {filter}"),
+                values,
+            ))
+            .await?;
+        match count {
+            Some(row) => Ok(get::<i64>(&row, "n")?.max(0) as u64),
+            None => Ok(0),
+        }
     }
 
     /// Every experiment with its number of tracking runs and its latest run's start, by name.

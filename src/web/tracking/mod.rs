@@ -250,6 +250,10 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(rows(&page), [&ids[2]]);
+        assert!(
+            page.contains("1 matching run<"),
+            "counted with the filter: {page}"
+        );
         assert!(page.contains("data-column=\"param.model\""));
         assert!(
             !page.contains("data-column=\"metric.exact_match\""),
