@@ -15,9 +15,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Sandbox;
-use common::browser::{browser, browser_with, log_in, save_screenshot, start_driver, wait_until};
+use common::browser::{
+    browser, browser_with, log_in, no_sideways_scroll, save_screenshot, start_driver, wait_until,
+};
 use common::server::{Server, write_workflow};
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 use futures_util::FutureExt;
 use serde_json::json;
 
@@ -273,26 +275,6 @@ tasks:
         std::panic::resume_unwind(panic);
     }
     closed.expect("the browser session closes");
-}
-
-/// Opens `path` and checks that nothing scrolls sideways at the window's width.
-async fn no_sideways_scroll(c: &Client, base: &str, path: &str) {
-    c.goto(&format!("{base}{path}"))
-        .await
-        .expect("open the page");
-    c.wait()
-        .for_element(Locator::Css("main"))
-        .await
-        .expect("a page");
-    let widths = c
-        .execute(
-            "return [document.documentElement.scrollWidth, window.innerWidth];",
-            vec![],
-        )
-        .await
-        .expect("widths");
-    let scroll = widths[0].as_u64().expect("a number");
-    assert!(scroll <= 390, "{path} scrolls sideways at 390 px: {widths}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

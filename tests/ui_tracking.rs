@@ -11,7 +11,9 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use common::Sandbox;
-use common::browser::{browser, log_in, save_screenshot, start_driver, wait_until};
+use common::browser::{
+    browser, log_in, no_sideways_scroll, save_screenshot, start_driver, wait_until,
+};
 use common::server::{Server, write_workflow};
 use fantoccini::Locator;
 use futures_util::FutureExt;
@@ -144,6 +146,26 @@ async fn compare_two_runs_and_diff_two_prompt_versions_in_a_browser() {
             .expect("rows");
         assert_eq!(keys, json!(1), "only the changed key is listed");
         save_screenshot(&c, "model-diff.png").await;
+
+        // Every tracking page at a phone's width: nothing scrolls sideways.
+        let diff = c.current_url().await.expect("url");
+        c.set_window_size(390, 844).await.expect("phone width");
+        let (_, experiments) = server.get("/api/v1/tracking/experiments").await;
+        let experiment = experiments["experiments"][0]["id"].as_str().expect("an experiment").to_owned();
+        let (_, runs) = server.get(&format!("/api/v1/tracking/experiments/{experiment}/runs")).await;
+        let ids: Vec<&str> = runs["runs"].as_array().expect("runs").iter().filter_map(|r| r["id"].as_str()).collect();
+        for path in [
+            "/experiments".to_owned(),
+            format!("/experiments/{experiment}"),
+            format!("/tracking/runs/{}", ids[0]),
+            format!("/tracking/compare?runs={},{}", ids[0], ids[1]),
+            "/models".to_owned(),
+            "/models/assistant".to_owned(),
+            "/models/assistant/versions/2".to_owned(),
+            format!("{}?{}", diff.path(), diff.query().unwrap_or_default()),
+        ] {
+            no_sideways_scroll(&c, &server.base, &path).await;
+        }
     })
     .catch_unwind()
     .await;

@@ -191,3 +191,23 @@ pub async fn log_in(c: &Client, base: &str, password: &str) {
         .await
         .expect("logged in");
 }
+
+/// Opens `path` and checks that nothing scrolls sideways at the window's width.
+pub async fn no_sideways_scroll(c: &Client, base: &str, path: &str) {
+    c.goto(&format!("{base}{path}"))
+        .await
+        .expect("open the page");
+    c.wait()
+        .for_element(Locator::Css("main"))
+        .await
+        .expect("a page");
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    let scroll = widths[0].as_u64().expect("a number");
+    assert!(scroll <= 390, "{path} scrolls sideways at 390 px: {widths}");
+}
