@@ -285,8 +285,50 @@ mod tests {
     async fn a_run_shows_charts_and_lineage_and_runs_compare_side_by_side() {
         let ui = ui(true).await;
         let (_, ids) = ui.seed().await;
+        ui.tracking
+            .log_file(
+                &ids[0],
+                SourceFile {
+                    name: "reports/summary.html".into(),
+                    bytes: b"<script>alert(1)</script>".to_vec(),
+                },
+            )
+            .await
+            .expect("file");
         let (status, page) = ui.get(&format!("/tracking/runs/{}", ids[0])).await;
         assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            page.contains("/files/reports&#x2f;summary.html\" download>"),
+            "a download link: {page}"
+        );
+        let link = format!("/tracking/runs/{}/files/reports/summary.html", ids[0]);
+        let response = ui
+            .router
+            .clone()
+            .oneshot(
+                Request::get(&link)
+                    .header("cookie", COOKIE)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("content-security-policy").as_deref(),
+            Some("sandbox")
+        );
+        assert_eq!(
+            header("content-disposition").as_deref(),
+            Some("attachment; filename=\"summary.html\"")
+        );
         assert!(page.contains("<polyline"), "a chart: {page}");
         assert!(!page.contains("style="), "no inline styles");
         assert!(
