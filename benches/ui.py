@@ -154,6 +154,34 @@ class Serve:
                 self.proc.wait()
 
 
+def login(serve):
+    """An opener that carries the session of `admin` logged in through the form."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login_page = opener.open(serve.base + "/login", timeout=10).read().decode()
+    token = re.search(r'name="login_token" value="([0-9a-f]+)"', login_page).group(1)
+    form = urllib.parse.urlencode(
+        {"name": "admin", "password": PASSWORD, "next": "/", "login_token": token}
+    ).encode()
+    opener.open(serve.base + "/login", data=form, timeout=10).read()
+    return opener
+
+
+def time_page(opener, url, requests):
+    """Milliseconds of each of `requests` GETs of `url` after 5 warm-up ones, sorted."""
+    for _ in range(5):
+        opener.open(url, timeout=10).read()
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        with opener.open(url, timeout=10) as resp:
+            resp.read()
+            assert resp.status == 200, (url, resp.status)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary", nargs="?")
@@ -171,14 +199,7 @@ def main():
         print(f"seeded {args.runs:,} runs in {time.monotonic() - began:.1f} s", file=sys.stderr)
         serve = Serve(binary, workdir, db)
         try:
-            jar = http.cookiejar.CookieJar()
-            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-            login_page = opener.open(serve.base + "/login", timeout=10).read().decode()
-            token = re.search(r'name="login_token" value="([0-9a-f]+)"', login_page).group(1)
-            form = urllib.parse.urlencode(
-                {"name": "admin", "password": PASSWORD, "next": "/", "login_token": token}
-            ).encode()
-            opener.open(serve.base + "/login", data=form, timeout=10).read()
+            opener = login(serve)
             # A deep page: follow the cursor ten pages back.
             path = "/workflows/bench"
             for _ in range(10):
@@ -197,16 +218,7 @@ def main():
             print(f"| page ({args.runs:,} runs) | p50 | p95 | max |")
             print("|---|---:|---:|---:|")
             for label, url in pages:
-                for _ in range(5):
-                    opener.open(serve.base + url, timeout=10).read()
-                times = []
-                for _ in range(args.requests):
-                    t0 = time.perf_counter()
-                    with opener.open(serve.base + url, timeout=10) as resp:
-                        resp.read()
-                        assert resp.status == 200, (url, resp.status)
-                    times.append((time.perf_counter() - t0) * 1000)
-                times.sort()
+                times = time_page(opener, serve.base + url, args.requests)
                 p95 = times[int(len(times) * 0.95) - 1]
                 print(f"| {label} | {statistics.median(times):.1f} ms | {p95:.1f} ms | {times[-1]:.1f} ms |")
         finally:

@@ -22,8 +22,8 @@ use sluice::operators::services::Services;
 use sluice::operators::{LogSink, OpContext, Operator};
 use sluice::store::{Store, StoreConfig};
 use sluice::tracking::{
-    Builtin, Lineage, LogBatch, MetricPoint, Mlflow, NewTrackingRun, SourceFile, Tracking,
-    TrackingError, TrackingStatus, VersionRequest, diff,
+    Builtin, Lineage, LogBatch, MetricPoint, Mlflow, NewTrackingRun, RunOrder, RunPage, RunQuery,
+    SourceFile, Tracking, TrackingError, TrackingStatus, VersionRequest, diff, query,
 };
 use tower::ServiceExt;
 
@@ -232,6 +232,7 @@ on_every_backend! {
     model_versions_keep_their_files_and_compare_key_by_key => versions_and_diff,
     aliases_move_with_their_history_and_an_unset_alias_is_none => aliases,
     a_version_tag_is_set_replaced_and_read_with_the_version => version_tags,
+    searches_filter_sort_and_page_in_the_backend => search_filters,
 }
 
 fn point(key: &str, value: f64, step: i64) -> MetricPoint {
@@ -348,7 +349,7 @@ async fn runs_round_trip(tracking: Arc<Tracking>) {
     );
     assert_eq!(history[1].value, 0.5);
 
-    let found = tracking.search_runs(&experiment.id).await.expect("search");
+    let found = tracking.all_runs(&experiment.id).await.expect("search");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].run.id, run.id);
     assert_eq!(found[0].metrics["loss"].step, 4);
@@ -358,6 +359,162 @@ async fn runs_round_trip(tracking: Arc<Tracking>) {
             .await
             .expect("read")
             .is_none()
+    );
+}
+
+/// The names of a page's runs, in order.
+fn names(page: &RunPage) -> Vec<&str> {
+    page.runs.iter().map(|r| r.run.name.as_str()).collect()
+}
+
+async fn search(
+    tracking: &Tracking,
+    experiment: &str,
+    filter: &str,
+    sort: Option<(&str, bool)>,
+    size: u32,
+    token: Option<String>,
+) -> RunPage {
+    let query = RunQuery {
+        conditions: query::parse_filter(filter).expect("a valid filter"),
+        order: sort.map(|(field, descending)| RunOrder {
+            field: query::parse_field(field).expect("a field"),
+            descending,
+        }),
+        max_results: size,
+        page_token: token,
+    };
+    tracking
+        .search_runs(experiment, &query)
+        .await
+        .expect("search")
+}
+
+async fn search_filters(tracking: Arc<Tracking>) {
+    let experiment = tracking
+        .experiment(&unique("search"))
+        .await
+        .expect("experiment")
+        .id;
+    let start = chrono::Utc::now() - chrono::TimeDelta::minutes(10);
+    for i in 0..5_i64 {
+        let run = tracking
+            .start_run(&NewTrackingRun {
+                experiment_id: experiment.clone(),
+                name: format!("r{i}"),
+                lineage: Lineage::default(),
+                started_at: start + chrono::TimeDelta::seconds(i),
+            })
+            .await
+            .expect("run");
+        let model = if i % 2 == 0 { "gpt" } else { "llama" };
+        tracking
+            .log_batch(
+                &run.id,
+                &LogBatch {
+                    params: vec![("model".into(), model.into())],
+                    // An early point with another value: searches read the latest.
+                    metrics: vec![
+                        point("exact_match", 9.0, 0),
+                        point("exact_match", i as f64 * 0.25, 1),
+                    ],
+                    tags: vec![("team".into(), "search".into())],
+                },
+            )
+            .await
+            .expect("log");
+        if i < 4 {
+            tracking
+                .end_run(&run.id, TrackingStatus::Finished)
+                .await
+                .expect("end");
+        }
+    }
+    let all = search(&tracking, &experiment, "", None, 10, None).await;
+    assert_eq!(names(&all), ["r4", "r3", "r2", "r1", "r0"], "newest first");
+    assert_eq!(all.next_page_token, None);
+    let found = search(
+        &tracking,
+        &experiment,
+        "metric.exact_match >= 0.5 and param.model = gpt",
+        Some(("metric.exact_match", true)),
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(names(&found), ["r4", "r2"]);
+    if let Some(total) = found.total {
+        assert_eq!(total, 2, "the count follows the filter");
+    }
+    let found = search(
+        &tracking,
+        &experiment,
+        "params.model != 'gpt'",
+        None,
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(names(&found), ["r3", "r1"]);
+    let found = search(
+        &tracking,
+        &experiment,
+        "status = FINISHED and metric.exact_match < 0.5",
+        None,
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(names(&found), ["r1", "r0"]);
+    let found = search(
+        &tracking,
+        &experiment,
+        "tag.team = search and metric.exact_match > 5",
+        None,
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(
+        names(&found),
+        Vec::<&str>::new(),
+        "the latest point decides, not an earlier one"
+    );
+
+    // Sorted lowest first, two a page, through the page tokens.
+    let mut seen = Vec::new();
+    let mut token = None;
+    for _ in 0..3 {
+        let page = search(
+            &tracking,
+            &experiment,
+            "",
+            Some(("metric.exact_match", false)),
+            2,
+            token,
+        )
+        .await;
+        seen.extend(names(&page).into_iter().map(str::to_owned));
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(token, None, "the last page has no next one");
+    let by_param = search(
+        &tracking,
+        &experiment,
+        "",
+        Some(("param.model", false)),
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(
+        names(&by_param),
+        ["r4", "r2", "r0", "r3", "r1"],
+        "ties go to the newest"
     );
 }
 

@@ -18,6 +18,7 @@ mod m20261206_000003_tracking;
 mod m20261206_000004_eval_cache;
 mod m20261206_000006_rollouts;
 mod m20261206_000007_reproduce;
+mod m20261206_000008_tracking_search;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_eval_cache::Migration),
             Box::new(m20261206_000006_rollouts::Migration),
             Box::new(m20261206_000007_reproduce::Migration),
+            Box::new(m20261206_000008_tracking_search::Migration),
         ]
     }
 

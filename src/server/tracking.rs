@@ -308,7 +308,7 @@ pub(super) async fn experiment_runs(
             "there is no experiment with id `{id}`"
         )));
     }
-    let runs = tracking.search_runs(&id).await?;
+    let runs = tracking.all_runs(&id).await?;
     Ok(Json(TrackingRunList {
         runs: runs.into_iter().map(TrackingRunView::from).collect(),
     }))

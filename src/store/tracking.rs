@@ -217,6 +217,105 @@ pub struct AliasMove {
     pub moved_by: String,
 }
 
+/// A field of a tracking run that a search compares or sorts by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RunField {
+    Param(String),
+    Metric(String),
+    Tag(String),
+    /// `RUNNING`, `FINISHED`, `FAILED` or `KILLED`.
+    Status,
+    Name,
+    StartTime,
+}
+
+/// How a condition compares a field with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::Eq => "=",
+            Comparison::Ne => "!=",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        }
+    }
+}
+
+/// What a field is compared with: metrics with numbers, everything else with text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    Number(f64),
+    Text(String),
+}
+
+/// One condition of a search; a run matches when it has the field and the comparison holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub field: RunField,
+    pub op: Comparison,
+    pub value: FilterValue,
+}
+
+/// The order of a search's results. Runs without the field come last either way; ties go to
+/// the newest run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOrder {
+    pub field: RunField,
+    pub descending: bool,
+}
+
+/// A search of an experiment's tracking runs: every condition must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunQuery {
+    pub conditions: Vec<Condition>,
+    /// `None`: newest first.
+    pub order: Option<RunOrder>,
+    pub max_results: u32,
+    /// Where the previous page ended (from its `next_page_token`).
+    pub page_token: Option<String>,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        RunQuery {
+            conditions: Vec::new(),
+            order: None,
+            max_results: 100,
+            page_token: None,
+        }
+    }
+}
+
+/// One page of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<TrackingRunDetail>,
+    pub next_page_token: Option<String>,
+    /// How many runs match in all, when the backend says so cheaply.
+    pub total: Option<u64>,
+}
+
+/// An experiment with how many tracking runs it has and when the latest started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentSummary {
+    pub experiment: ExperimentRecord,
+    /// `None` when the backend cannot count them cheaply.
+    pub runs: Option<u64>,
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
 const RUN_COLUMNS: &str = "id, experiment_id, name, status, workflow_id, version_hash, run_id, \
                            task_id, try_number, inputs, started_at, ended_at";
 
@@ -486,21 +585,165 @@ impl Store {
         row.as_ref().map(run_from_row).transpose()
     }
 
-    /// The tracking runs of an experiment, newest first, with their params, tags and latest
-    /// metrics.
-    pub async fn tracking_runs(&self, experiment_id: &str) -> Result<Vec<TrackingRunDetail>> {
+    /// The SQL of a run field, over `tracking_runs r`, and the values it binds.
+    fn field_sql(field: &RunField) -> (String, Vec<Value>) {
+        // A metric's value is its latest point's (highest step, then time), as MLflow's.
+        let latest_metric = "(SELECT n.value FROM tracking_metrics n \
+                             WHERE n.tracking_run_id = r.id AND n.key = ? \
+                             ORDER BY n.step DESC, n.timestamp_ms DESC, n.id DESC LIMIT 1)";
+        match field {
+            RunField::Metric(key) => (latest_metric.to_owned(), vec![key.as_str().into()]),
+            RunField::Param(key) => (
+                "(SELECT p.value FROM tracking_params p \
+                 WHERE p.tracking_run_id = r.id AND p.key = ?)"
+                    .to_owned(),
+                vec![key.as_str().into()],
+            ),
+            RunField::Tag(key) => (
+                "(SELECT t.value FROM tracking_tags t \
+                 WHERE t.tracking_run_id = r.id AND t.key = ?)"
+                    .to_owned(),
+                vec![key.as_str().into()],
+            ),
+            RunField::Status => ("r.status".to_owned(), Vec::new()),
+            RunField::Name => ("r.name".to_owned(), Vec::new()),
+            RunField::StartTime => ("r.started_at".to_owned(), Vec::new()),
+        }
+    }
+
+    /// The `WHERE` clause of a search and its values.
+    fn search_filter(
+        experiment_id: &str,
+        conditions: &[Condition],
+    ) -> Result<(String, Vec<Value>)> {
+        let mut sql = String::from("r.experiment_id = ?");
+        let mut values = vec![Value::from(experiment_id)];
+        for condition in conditions {
+            let (field, bound) = Self::field_sql(&condition.field);
+            let value = match (&condition.field, &condition.value) {
+                (RunField::Metric(_), FilterValue::Number(n)) => Value::from(*n),
+                (RunField::Metric(key), FilterValue::Text(text)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "metric `{key}` is compared with the text `{text}`; metrics compare \
+                         with numbers"
+                    )));
+                }
+                (RunField::StartTime, FilterValue::Number(ms)) => Value::from(
+                    DateTime::<Utc>::from_timestamp_millis(*ms as i64).unwrap_or_default(),
+                ),
+                (_, FilterValue::Number(n)) => Value::from(n.to_string()),
+                (_, FilterValue::Text(text)) => Value::from(text.as_str()),
+            };
+            // `NULL <op> x` is never true, so a run without the field never matches.
+            sql.push_str(&format!(" AND {field} {} ?", condition.op.as_str()));
+            values.extend(bound);
+            values.push(value);
+        }
+        Ok((sql, values))
+    }
+
+    /// One page of an experiment's tracking runs matching every condition, in the order asked
+    /// (newest first by default), from `offset`; whether more follow; and how many match.
+    pub async fn search_tracking_runs(
+        &self,
+        experiment_id: &str,
+        conditions: &[Condition],
+        order: Option<&RunOrder>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(Vec<TrackingRunDetail>, bool, u64)> {
+        let (filter, filter_values) = Self::search_filter(experiment_id, conditions)?;
+        // Without conditions the count is read from the index alone; with them, counting in
+        // the page's own statement (a window) evaluates their subqueries once, not twice.
+        let mut total = None;
+        if conditions.is_empty() {
+            total = Some(self.count_runs(&filter, filter_values.clone()).await?);
+        }
+        let counted = if total.is_none() {
+            ", COUNT(*) OVER () AS total"
+        } else {
+            ""
+        };
+        let mut values = Vec::new();
+        let (sort, direction) = match order {
+            Some(order) => {
+                let (sql, bound) = Self::field_sql(&order.field);
+                values.extend(bound);
+                (sql, if order.descending { "DESC" } else { "ASC" })
+            }
+            None => ("r.started_at".to_owned(), "DESC"),
+        };
+        values.extend(filter_values.iter().cloned());
+        values.push(i64::from(limit.saturating_add(1)).into());
+        values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = self
             .db()
             .query_all_raw(self.stmt(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM tracking_runs WHERE experiment_id = ? \
-                     ORDER BY started_at DESC, id DESC"
+                    "SELECT {columns}, {sort} AS sort_value{counted} FROM tracking_runs r \
+                     WHERE {filter} \
+                     ORDER BY sort_value {direction} NULLS LAST, r.started_at DESC, r.id DESC \
+                     LIMIT ? OFFSET ?"
                 ),
-                vec![experiment_id.into()],
+                values,
             ))
             .await?;
-        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
-        self.tracking_details(&runs).await
+        let total = match (total, rows.first()) {
+            (Some(total), _) => total,
+            (None, Some(row)) => get::<i64>(row, "total")?.max(0) as u64,
+            // A page past the end has no row to carry the count: count apart.
+            (None, None) if offset > 0 => self.count_runs(&filter, filter_values).await?,
+            (None, None) => 0,
+        };
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let more = runs.len() > limit as usize;
+        runs.truncate(limit as usize);
+        Ok((self.tracking_details(&runs).await?, more, total))
+    }
+
+    /// How many tracking runs `filter` (a search's `WHERE` clause over `r`) matches.
+    async fn count_runs(&self, filter: &str, values: Vec<Value>) -> Result<u64> {
+        let count = self
+            .db()
+            .query_one_raw(self.stmt(
+                &format!("SELECT COUNT(*) AS n FROM tracking_runs r WHERE {filter}"),
+                values,
+            ))
+            .await?;
+        match count {
+            Some(row) => Ok(get::<i64>(&row, "n")?.max(0) as u64),
+            None => Ok(0),
+        }
+    }
+
+    /// Every experiment with its number of tracking runs and its latest run's start, by name.
+    pub async fn tracking_experiment_summaries(&self) -> Result<Vec<ExperimentSummary>> {
+        let rows = self
+            .db()
+            .query_all_raw(self.stmt(
+                "SELECT e.id, e.name, COUNT(r.id) AS runs, MAX(r.started_at) AS last_run_at \
+                 FROM tracking_experiments e LEFT JOIN tracking_runs r ON r.experiment_id = e.id \
+                 GROUP BY e.id, e.name ORDER BY e.name",
+                vec![],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExperimentSummary {
+                    experiment: ExperimentRecord {
+                        id: get(row, "id")?,
+                        name: get(row, "name")?,
+                    },
+                    runs: Some(get::<i64>(row, "runs")?.max(0) as u64),
+                    last_run_at: get(row, "last_run_at")?,
+                })
+            })
+            .collect()
     }
 
     /// The tracking runs a workflow run's tasks made.

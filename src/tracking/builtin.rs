@@ -4,9 +4,9 @@
 use chrono::Utc;
 
 use super::{
-    AliasMove, ExperimentRecord, LogBatch, MetricPoint, ModelVersionRecord, NewTrackingRun,
-    RegisteredModelRecord, Result, SourceFile, TrackedFile, TrackingError, TrackingRunDetail,
-    TrackingRunRecord, TrackingStatus, VersionRequest,
+    AliasMove, ExperimentRecord, ExperimentSummary, LogBatch, MetricPoint, ModelVersionRecord,
+    NewTrackingRun, RegisteredModelRecord, Result, RunPage, RunQuery, SourceFile, TrackedFile,
+    TrackingError, TrackingRunDetail, TrackingRunRecord, TrackingStatus, VersionRequest,
 };
 use crate::artifacts::Artifacts;
 use crate::store::Store;
@@ -76,8 +76,47 @@ impl Builtin {
         Ok(self.store.tracking_run(run_id).await?)
     }
 
-    pub(super) async fn search_runs(&self, experiment_id: &str) -> Result<Vec<TrackingRunDetail>> {
-        Ok(self.store.tracking_runs(experiment_id).await?)
+    pub(super) async fn experiment_summaries(&self) -> Result<Vec<ExperimentSummary>> {
+        Ok(self.store.tracking_experiment_summaries().await?)
+    }
+
+    /// Pages are offsets into the sorted result; the token is the next page's offset.
+    pub(super) async fn search_runs(
+        &self,
+        experiment_id: &str,
+        query: &RunQuery,
+    ) -> Result<RunPage> {
+        let offset = match query.page_token.as_deref() {
+            None | Some("") => 0,
+            Some(token) => token.parse::<u64>().map_err(|_| {
+                TrackingError::Invalid(format!(
+                    "the page token `{token}` is damaged or from another search"
+                ))
+            })?,
+        };
+        let (runs, more, total) = self
+            .store
+            .search_tracking_runs(
+                experiment_id,
+                &query.conditions,
+                query.order.as_ref(),
+                query.max_results,
+                offset,
+            )
+            .await?;
+        let next_page_token = more.then(|| (offset + runs.len() as u64).to_string());
+        Ok(RunPage {
+            runs,
+            next_page_token,
+            total: Some(total),
+        })
+    }
+
+    pub(super) async fn run_file(&self, file: &TrackedFile) -> Result<Vec<u8>> {
+        Ok(self
+            .artifacts
+            .read_head(&file.sha256, file.size, file.size)
+            .await?)
     }
 
     pub(super) async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<MetricPoint>> {

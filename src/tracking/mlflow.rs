@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AliasMove, ExperimentRecord, InputFile, Lineage, LogBatch, MetricPoint, ModelVersionRecord,
-    NewTrackingRun, RegisteredModelRecord, Result, SourceFile, TrackedFile, TrackingError,
-    TrackingRunDetail, TrackingRunRecord, TrackingStatus, VersionRequest,
+    AliasMove, ExperimentRecord, ExperimentSummary, InputFile, Lineage, LogBatch, MetricPoint,
+    ModelVersionRecord, NewTrackingRun, RegisteredModelRecord, Result, RunPage, RunQuery,
+    SourceFile, TrackedFile, TrackingError, TrackingRunDetail, TrackingRunRecord, TrackingStatus,
+    VersionRequest,
 };
 use crate::retry::{Failure, Jitter, RetryError, RetryPolicy, SystemClock};
 
@@ -618,32 +619,75 @@ impl Mlflow {
         }
     }
 
-    pub(super) async fn search_runs(&self, experiment_id: &str) -> Result<Vec<TrackingRunDetail>> {
-        let mut runs = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut body = json!({"experiment_ids": [experiment_id], "max_results": PAGE,
-                                  "order_by": ["attributes.start_time DESC"]});
-            if let Some(token) = &token {
-                body["page_token"] = json!(token);
-            }
-            let page = self
-                .post("runs/search", body)
-                .await
-                .map_err(|e| self.fail("runs/search", e))?;
-            runs.extend(
-                page["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|run| self.run_from(run)),
-            );
-            match page["next_page_token"].as_str() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => break,
-            }
+    /// The experiments, each with its latest run's start (one `runs/search` of one run per
+    /// experiment); MLflow has no cheap count of an experiment's runs.
+    pub(super) async fn experiment_summaries(&self) -> Result<Vec<ExperimentSummary>> {
+        let mut summaries = Vec::new();
+        for experiment in self.experiments().await? {
+            let latest = self
+                .search_runs(
+                    &experiment.id,
+                    &RunQuery {
+                        max_results: 1,
+                        ..RunQuery::default()
+                    },
+                )
+                .await?;
+            summaries.push(ExperimentSummary {
+                last_run_at: latest.runs.first().map(|r| r.run.started_at),
+                runs: None,
+                experiment,
+            });
         }
-        Ok(runs)
+        Ok(summaries)
+    }
+
+    /// `runs/search` with the query's filter, order and page written in MLflow's syntax.
+    pub(super) async fn search_runs(
+        &self,
+        experiment_id: &str,
+        query: &RunQuery,
+    ) -> Result<RunPage> {
+        let mut order_by = Vec::new();
+        if let Some(order) = &query.order {
+            order_by.push(super::query::order_to_mlflow(order));
+        }
+        // Ties (and the default) go to the newest run, as on the built-in backend.
+        order_by.push("attributes.start_time DESC".to_owned());
+        let mut body = json!({"experiment_ids": [experiment_id],
+                              "max_results": query.max_results, "order_by": order_by});
+        if let Some(filter) = super::query::to_mlflow(&query.conditions) {
+            body["filter"] = json!(filter);
+        }
+        if let Some(token) = query.page_token.as_deref().filter(|t| !t.is_empty()) {
+            body["page_token"] = json!(token);
+        }
+        let page = self
+            .post("runs/search", body)
+            .await
+            .map_err(|e| self.fail("runs/search", e))?;
+        Ok(RunPage {
+            runs: page["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|run| self.run_from(run))
+                .collect(),
+            next_page_token: page["next_page_token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            total: None,
+        })
+    }
+
+    /// A file kept with a run, from the artifact proxy.
+    pub(super) async fn run_file(&self, run_id: &str, file: &TrackedFile) -> Result<Vec<u8>> {
+        let root = self.artifact_root(run_id).await?;
+        let url = self.artifact_url(&root, &file.name)?;
+        self.send(Method::GET, url, Body::None)
+            .await
+            .map_err(|e| self.fail("mlflow-artifacts download", e))
     }
 
     pub(super) async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<MetricPoint>> {

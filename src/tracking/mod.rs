@@ -14,10 +14,12 @@ pub mod builtin;
 pub mod compare;
 pub mod diff;
 pub mod mlflow;
+pub mod query;
 
 pub use crate::store::tracking::{
-    AliasMove, ExperimentRecord, InputFile, Lineage, LogBatch, MetricPoint, ModelVersionRecord,
-    NewTrackingRun, RegisteredModelRecord, TrackedFile, TrackingRunDetail, TrackingRunRecord,
+    AliasMove, Comparison, Condition, ExperimentRecord, ExperimentSummary, FilterValue, InputFile,
+    Lineage, LogBatch, MetricPoint, ModelVersionRecord, NewTrackingRun, RegisteredModelRecord,
+    RunField, RunOrder, RunPage, RunQuery, TrackedFile, TrackingRunDetail, TrackingRunRecord,
     TrackingStatus,
 };
 pub use builtin::Builtin;
@@ -70,6 +72,9 @@ pub struct VersionRequest {
     pub tags: BTreeMap<String, String>,
     pub files: Vec<SourceFile>,
 }
+
+/// The most runs one page of a search holds (MLflow's own limit is higher).
+pub const MAX_PAGE: u32 = 1_000;
 
 /// The tracking interface: one of the two backends.
 #[derive(Debug)]
@@ -171,9 +176,56 @@ impl Tracking {
         each!(self.run(run_id))
     }
 
-    /// An experiment's tracking runs, newest first.
-    pub async fn search_runs(&self, experiment_id: &str) -> Result<Vec<TrackingRunDetail>> {
-        each!(self.search_runs(experiment_id))
+    /// Every experiment with its number of runs (when the backend counts them cheaply) and
+    /// its latest run's start, by name.
+    pub async fn experiment_summaries(&self) -> Result<Vec<ExperimentSummary>> {
+        each!(self.experiment_summaries())
+    }
+
+    /// One page of an experiment's tracking runs matching the query, filtered, sorted and
+    /// paged by the backend (the database, or MLflow's `runs/search`).
+    pub async fn search_runs(&self, experiment_id: &str, query: &RunQuery) -> Result<RunPage> {
+        if query.max_results == 0 || query.max_results > MAX_PAGE {
+            return Err(TrackingError::Invalid(format!(
+                "a page holds 1 to {MAX_PAGE} runs, not {}",
+                query.max_results
+            )));
+        }
+        each!(self.search_runs(experiment_id, query))
+    }
+
+    /// Every tracking run of an experiment, newest first.
+    pub async fn all_runs(&self, experiment_id: &str) -> Result<Vec<TrackingRunDetail>> {
+        let mut query = RunQuery {
+            max_results: MAX_PAGE,
+            ..RunQuery::default()
+        };
+        let mut runs = Vec::new();
+        loop {
+            let page = self.search_runs(experiment_id, &query).await?;
+            runs.extend(page.runs);
+            match page.next_page_token {
+                Some(token) => query.page_token = Some(token),
+                None => return Ok(runs),
+            }
+        }
+    }
+
+    /// The content of a file kept with a tracking run.
+    pub async fn run_file(&self, run_id: &str, name: &str) -> Result<Vec<u8>> {
+        let run = self
+            .run(run_id)
+            .await?
+            .ok_or_else(|| TrackingError::UnknownRun(run_id.to_owned()))?;
+        let Some(file) = run.files.iter().find(|f| f.name == name) else {
+            return Err(TrackingError::Invalid(format!(
+                "tracking run `{run_id}` kept no file `{name}`"
+            )));
+        };
+        match self {
+            Tracking::Builtin(b) => b.run_file(file).await,
+            Tracking::Mlflow(m) => m.run_file(run_id, file).await,
+        }
     }
 
     /// Every point of one metric of a tracking run, in step order.

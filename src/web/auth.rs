@@ -61,7 +61,7 @@ fn random_token() -> String {
 }
 
 /// The database key of a session: the SHA-256 of its cookie value.
-fn token_hash(token: &str) -> String {
+pub(super) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -83,7 +83,7 @@ struct ColumnView {
 
 /// A number as the page prints it: at most four significant digits after the point, or
 /// scientific notation for tiny p-values.
-fn shown(value: &Value) -> String {
+pub(crate) fn shown(value: &Value) -> String {
     match value.as_f64() {
         Some(v) if v != 0.0 && v.abs() < 1e-4 => format!("{v:.3e}"),
         Some(v) => {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod github;
 pub mod openai;
 pub mod postgres;
