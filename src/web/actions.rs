@@ -406,16 +406,7 @@ pub async fn rerun_page(
     let secret = given.values().any(|v| masker.mask(v) != v.as_str());
     let mut hidden: Vec<(String, String)> = given.into_iter().collect();
     hidden.sort();
-    let params: Vec<(String, String)> = run
-        .params
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                masker.mask(&super::trigger::as_text(v)).into_owned(),
-            )
-        })
-        .collect();
+    let params = masked_params(masker, &run.params);
     confirmation_page(
         &session,
         &run,
@@ -435,4 +426,20 @@ pub async fn rerun_page(
             ..Confirmation::default()
         },
     )
+}
+
+/// A run's params as the confirmation pages list them: as text, secrets masked.
+pub(super) fn masked_params(
+    masker: &crate::secrets::Masker,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                masker.mask(&super::trigger::as_text(v)).into_owned(),
+            )
+        })
+        .collect()
 }

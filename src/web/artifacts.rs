@@ -102,20 +102,7 @@ pub async fn serve(
     } else {
         "application/octet-stream"
     };
-    let file_name: String = artifact
-        .name
-        .rsplit('/')
-        .next()
-        .unwrap_or("artifact")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let file_name = download_name(&artifact.name, "artifact");
     let disposition = if inline {
         "inline".to_owned()
     } else {
@@ -138,6 +125,40 @@ pub async fn serve(
         &artifact.sha256,
     );
     Ok(response)
+}
+
+/// The last part of a stored name, reduced to characters safe in a `Content-Disposition`
+/// file name.
+pub(crate) fn download_name(name: &str, fallback: &str) -> String {
+    let last = name.rsplit('/').next().filter(|n| !n.is_empty());
+    last.unwrap_or(fallback)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `bytes` as a download of `name` under a sandboxing policy, so stored HTML or SVG never runs
+/// in this origin.
+pub(crate) fn attachment(bytes: Vec<u8>, name: &str) -> Response {
+    let mut response = Body::from(bytes).into_response();
+    let headers = response.headers_mut();
+    let disposition = format!("attachment; filename=\"{}\"", download_name(name, "file"));
+    let mut set = |name, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, "application/octet-stream");
+    set(header::CONTENT_DISPOSITION, &disposition);
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::CONTENT_SECURITY_POLICY, "sandbox");
+    response
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,17 +73,7 @@ fn described(original: &Original) -> String {
 async fn confirm(state: &WebState, session: &Session, original: Original) -> Result<Response> {
     let resolved = resolve(state, &original).await?;
     let masker = &state.settings.masker;
-    let params = resolved
-        .run
-        .params
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                masker.mask(&super::trigger::as_text(v)).into_owned(),
-            )
-        })
-        .collect();
+    let params = super::actions::masked_params(masker, &resolved.run.params);
     confirmation_page(
         session,
         &resolved.run,

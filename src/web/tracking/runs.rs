@@ -116,33 +116,7 @@ pub(super) async fn file(
         return unavailable(&session);
     };
     let bytes = tracking.run_file(&id, &name).await?;
-    let file_name: String = name
-        .rsplit('/')
-        .next()
-        .unwrap_or("file")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut response = Body::from(bytes).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
-    );
-    Ok(response)
+    Ok(crate::web::artifacts::attachment(bytes, &name))
 }
 
 #[derive(Debug, Serialize)]
