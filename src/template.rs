@@ -1346,12 +1346,18 @@ mod tests {
 
     #[test]
     fn tasks_read_names_the_tasks_a_template_reads_or_none_for_all() {
-        let read = tasks_read(["{{ tasks.a.outputs.x }} {{ params.n }}", "{% if tasks.b is defined %}b{% endif %}"]);
+        let read = tasks_read([
+            "{{ tasks.a.outputs.x }} {{ params.n }}",
+            "{% if tasks.b is defined %}b{% endif %}",
+        ]);
         assert_eq!(
             read,
             Some(["a".to_owned(), "b".to_owned()].into_iter().collect())
         );
-        assert_eq!(tasks_read(["no template", "{{ ds }}"]), Some(Default::default()));
+        assert_eq!(
+            tasks_read(["no template", "{{ ds }}"]),
+            Some(Default::default())
+        );
         assert_eq!(tasks_read(["{{ tasks | tojson }}"]), None);
         assert_eq!(tasks_read(["{{ tasks[name].outputs }}"]), None);
     }

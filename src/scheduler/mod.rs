@@ -401,11 +401,10 @@ impl Scheduler {
                         results
                     }
                 };
-                let mut context = tracker.run.render_context(
-                    results,
-                    &self.deps.secrets,
-                    &self.deps.vars,
-                );
+                let mut context =
+                    tracker
+                        .run
+                        .render_context(results, &self.deps.secrets, &self.deps.vars);
                 context.run.url = Some(crate::config::run_url(&self.deps.base_url, run_id));
                 let (condition, context) = (condition.clone(), context.to_value());
                 match self

@@ -384,8 +384,9 @@ impl Store {
                     _ => "ended_at",
                 };
                 let sql = format!(
-                    "UPDATE task_instances SET state = ?, {time_column} = ? \
+                    "UPDATE {} SET state = ?, {time_column} = ? \
                      WHERE state = ? AND id IN ({}) RETURNING id",
+                    self.task_rows_by_id(),
                     marks(chunk.len())
                 );
                 let mut values: Vec<Value> =
@@ -407,6 +408,16 @@ impl Store {
             }
         }
         Ok(moved_ids)
+    }
+
+    /// The table for an UPDATE of rows named by id and guarded on their state. Without
+    /// statistics SQLite would walk the state index instead of looking the ids up, reading
+    /// every pending row of a run for each decision: a chain's steps grew with its length.
+    fn task_rows_by_id(&self) -> &'static str {
+        match self.backend() {
+            DbBackend::Sqlite => "task_instances NOT INDEXED",
+            _ => "task_instances",
+        }
     }
 
     /// Applies the scheduler's decisions together. A row only moves if it is still
@@ -558,6 +569,7 @@ impl Store {
                 txn.commit().await?;
                 return Ok(Vec::new());
             }
+            let set = set.replacen("task_instances", self.task_rows_by_id(), 1);
             let sql = format!(
                 "{set} WHERE state = ? AND id IN ({}) {returning}",
                 marks(ids.len())

@@ -186,8 +186,12 @@ impl Worker {
                     // The sender half lives in `self`, so the channel never closes here.
                     let Some(message) = message else { return Ok(()) };
                     self.write(message).await?;
-                    // A freed slot only matters if the last claim filled every slot (then
-                    // `maybe_work` is still set); anything queued since says so by an event.
+                    // A freed slot matters if the last claim filled every slot (then
+                    // `maybe_work` is still set), or if pools held queued work back; anything
+                    // queued since says so by an event.
+                    if !self.config.pools.is_empty() {
+                        maybe_work = true;
+                    }
                 }
                 event = events.recv() => {
                     match event {
