@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+# `serve.py`'s helpers, imported without leaving a bytecode cache in the repository.
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import TOKEN, Serve, sluice_binary  # noqa: E402
 
