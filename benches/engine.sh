@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # Engine benchmarks: each figure is one `sluice` process on a durable SQLite file, process
-# start included, timed by hyperfine (median of several runs).
+# start included, timed by hyperfine (median of several runs), beside its floor measured in
+# the same run:
+#   - the chain: 40 sequential `sh -c true` from a shell loop;
+#   - the fan-out: 1,000 `sh -c true` started at once from a shell loop, then waited for;
+#   - the noops: the database writes the engine cannot do without, done by Python's sqlite3
+#     on the same kind of file (WAL, synchronous=NORMAL): 10,000 task rows created and queued
+#     (one commit each), then claimed and completed in batches of the worker's concurrency
+#     (one commit per batch for each), as the rule "every state change is committed before it
+#     takes effect" requires.
 #
-#   benches/engine.sh [PATH_TO_SLUICE]      (default: builds and uses target/release/sluice)
+#   benches/engine.sh [PATH_TO_SLUICE] [BASELINE_SLUICE]
 #
-# Writes a Markdown table to stdout; BENCHMARKS.md quotes it.
+# (default: builds and uses target/release/sluice). With a second binary, the engine figures
+# are measured for both, interleaved in the same run. Writes a Markdown table to stdout;
+# BENCHMARKS.md quotes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+baseline=""
+if [ $# -ge 2 ]; then
+  baseline=$(realpath "$2")
+fi
 if [ $# -ge 1 ]; then
   sluice=$(realpath "$1")
 else
@@ -69,6 +83,44 @@ cat > "$work/floor.sh" <<'FLOOR'
 for i in $(seq 1 40); do sh -c true; done
 FLOOR
 
+# The floor for the fan-out: 1,000 `sh -c true` at once.
+cat > "$work/floor_fanout.sh" <<'FLOOR'
+for i in $(seq 1 1000); do sh -c true & done
+wait
+FLOOR
+
+# The floor for the noops: the committed writes of 10,000 tasks (see the top of this file).
+# The worker's default concurrency (`WorkerConfig::default_concurrency`: 8 per CPU, at least 8).
+concurrency=$(( $(nproc) * 8 ))
+[ "$concurrency" -lt 8 ] && concurrency=8
+cat > "$work/floor_noop.py" <<FLOOR
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS ti (id INTEGER PRIMARY KEY, run_id TEXT, task_id TEXT, "
+           "state TEXT, priority INTEGER, worker TEXT, outputs TEXT, created_at TEXT, "
+           "queued_at TEXT, started_at TEXT, ended_at TEXT)")
+db.execute("CREATE INDEX IF NOT EXISTS ti_claim ON ti (state, priority DESC, id)")
+db.execute("DELETE FROM ti")
+db.execute("BEGIN")
+db.executemany("INSERT INTO ti (run_id, task_id, state, priority, created_at) "
+               "VALUES ('r', ?, 'pending', 0, datetime('now'))",
+               ((f"t{i}",) for i in range(10000)))
+db.execute("COMMIT")
+db.execute("UPDATE ti SET state = 'queued', queued_at = datetime('now') WHERE state = 'pending'")
+while True:
+    ids = [r[0] for r in db.execute(
+        "UPDATE ti SET state = 'running', worker = 'w', started_at = datetime('now') WHERE id IN "
+        "(SELECT id FROM ti WHERE state = 'queued' ORDER BY priority DESC, id LIMIT $concurrency) "
+        "RETURNING id").fetchall()]
+    if not ids:
+        break
+    marks = ",".join("?" * len(ids))
+    db.execute(f"UPDATE ti SET state = 'success', outputs = '{{}}', ended_at = datetime('now') "
+               f"WHERE state = 'running' AND id IN ({marks})", ids)
+FLOOR
+
 db="$work/bench.db"
 # Each run starts from an empty database that is already migrated, as `./sluice.db` is after
 # the first command; creating the schema is measured separately.
@@ -85,19 +137,36 @@ bench() {
   results+=("$json")
 }
 
-bench "40-task shell chain" 20 "$sluice run $work/chain40.yaml --database $db" "$fresh_db"
+floor_db="$work/floor.db"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Each engine figure is measured right after its floor, so both see the same load.
 bench "floor: 40 x sh -c true" 20 "sh $work/floor.sh"
+bench "40-task shell chain" 20 "$sluice run $work/chain40.yaml --database $db" "$fresh_db"
+[ -n "$baseline" ] && bench "baseline: 40-task shell chain" 20 "$baseline run $work/chain40.yaml --database $db" "$fresh_db"
+bench "floor: 1,000 x sh -c true at once" 10 "sh $work/floor_fanout.sh"
 bench "1,000-way shell fan-out" 10 "$sluice run $work/fanout1000.yaml --database $db" "$fresh_db"
+[ -n "$baseline" ] && bench "baseline: 1,000-way shell fan-out" 10 "$baseline run $work/fanout1000.yaml --database $db" "$fresh_db"
+bench "floor: the committed writes of 10,000 tasks (sqlite3)" 10 "python3 $work/floor_noop.py $floor_db"
 bench "10,000 parallel noop tasks" 10 "$sluice run $work/noop10k.yaml --database $db" "$fresh_db"
+[ -n "$baseline" ] && bench "baseline: 10,000 parallel noop tasks" 10 "$baseline run $work/noop10k.yaml --database $db" "$fresh_db"
 bench "validate 1,000 ten-task files" 10 "$sluice validate $work/many"
 bench "schema creation (first command on a new database)" 20 "$sluice logs none --database $db" "rm -f $db $db-wal $db-shm"
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs; load average before: $load_before, after: $load_after"
 python3 - "${results[@]}" <<'PY'
 import json, sys
-print("| benchmark | median | min | max |")
-print("|---|---:|---:|---:|")
+print("| benchmark | median | min | max | × floor |")
+print("|---|---:|---:|---:|---:|")
+floor = None
 for path in sys.argv[1:]:
     r = json.load(open(path))["results"][0]
+    name = r["command"]
     ms = lambda s: f"{s * 1000:.1f} ms"
-    print(f"| {r['command']} | {ms(r['median'])} | {ms(r['min'])} | {ms(r['max'])} |")
+    ratio = ""
+    if name.startswith("floor:"):
+        floor = r["median"]
+    elif floor is not None and not name.startswith(("validate", "schema")):
+        ratio = f"{r['median'] / floor:.2f}×"
+    print(f"| {name} | {ms(r['median'])} | {ms(r['min'])} | {ms(r['max'])} | {ratio} |")
 PY

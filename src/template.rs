@@ -1143,6 +1143,28 @@ pub fn analyze(source: &str) -> Result<Analysis, TemplateError> {
     Ok(analysis)
 }
 
+/// The tasks whose results (`tasks.<id>…`) the given templates read, so a render loads only
+/// those; `None` when one reads `tasks` as a whole, or cannot be analysed (its render will
+/// say why), and every task's result must be loaded.
+pub fn tasks_read<'a>(
+    sources: impl IntoIterator<Item = &'a str>,
+) -> Option<std::collections::BTreeSet<String>> {
+    let mut tasks = std::collections::BTreeSet::new();
+    for source in sources {
+        for variable in analyze(source).ok()?.variables {
+            match variable.path.strip_prefix("tasks") {
+                Some("") => return None,
+                Some(rest) => {
+                    let id = rest.strip_prefix('.')?.split('.').next()?;
+                    tasks.insert(id.to_owned());
+                }
+                None => {}
+            }
+        }
+    }
+    Some(tasks)
+}
+
 /// Whether the engine has a filter of this name.
 pub fn is_filter(name: &str) -> bool {
     engine_knows("name is filter", name)
@@ -1397,6 +1419,24 @@ fn tokenize<'a>(source: &'a str, from: usize, close: &str) -> (Vec<Token<'a>>, u
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tasks_read_names_the_tasks_a_template_reads_or_none_for_all() {
+        let read = tasks_read([
+            "{{ tasks.a.outputs.x }} {{ params.n }}",
+            "{% if tasks.b is defined %}b{% endif %}",
+        ]);
+        assert_eq!(
+            read,
+            Some(["a".to_owned(), "b".to_owned()].into_iter().collect())
+        );
+        assert_eq!(
+            tasks_read(["no template", "{{ ds }}"]),
+            Some(Default::default())
+        );
+        assert_eq!(tasks_read(["{{ tasks | tojson }}"]), None);
+        assert_eq!(tasks_read(["{{ tasks[name].outputs }}"]), None);
+    }
     use super::*;
     use chrono::TimeZone;
     use serde_json::json;

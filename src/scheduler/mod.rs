@@ -364,7 +364,12 @@ impl Scheduler {
         };
         let mut batch = DecisionBatch::default();
         let mut work = candidates;
-        let mut task_results: Option<serde_json::Map<String, serde_json::Value>> = None;
+        // Results read for `if` conditions, by the tasks they name (`None`: all), so tasks
+        // with the same condition share one read and a condition never reads the whole run.
+        let mut task_results: HashMap<
+            Option<std::collections::BTreeSet<String>>,
+            serde_json::Map<String, serde_json::Value>,
+        > = HashMap::new();
         while let Some(task) = work.pop() {
             let Some(slot) = tracker.slots[task] else {
                 continue;
@@ -387,14 +392,19 @@ impl Scheduler {
                 Decision::UpstreamFailed => TaskState::UpstreamFailed,
             };
             if let (TaskState::Queued, Some(condition)) = (to, &spec.condition) {
-                if task_results.is_none() {
-                    task_results = Some(self.store.task_results(run_id).await?);
-                }
-                let mut context = tracker.run.render_context(
-                    task_results.clone().unwrap_or_default(),
-                    &self.deps.secrets,
-                    &self.deps.vars,
-                );
+                let reads = crate::template::tasks_read([condition.as_str()]);
+                let results = match task_results.get(&reads) {
+                    Some(results) => results.clone(),
+                    None => {
+                        let results = self.store.task_results_of(run_id, reads.as_ref()).await?;
+                        task_results.insert(reads, results.clone());
+                        results
+                    }
+                };
+                let mut context =
+                    tracker
+                        .run
+                        .render_context(results, &self.deps.secrets, &self.deps.vars);
                 context.run.url = Some(crate::config::run_url(&self.deps.base_url, run_id));
                 let (condition, context) = (condition.clone(), context.to_value());
                 match self

@@ -46,27 +46,33 @@ pub(super) async fn insert_logs<C: ConnectionTrait>(
     lines: &[NewLogLine],
 ) -> Result<()> {
     for chunk in lines.chunks(CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO task_logs (run_id, task_id, try_number, stream, line, logged_at) VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 6);
-        for (i, l) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?)");
-            values.extend([
-                Value::from(l.run_id.as_str()),
-                l.task_id.as_str().into(),
-                (l.try_number as i32).into(),
-                l.stream.into(),
-                l.line.as_str().into(),
-                l.logged_at.into(),
-            ]);
-        }
+        let (sql, values) = insert_logs_statement(chunk);
         conn.execute_raw(store.stmt(&sql, values)).await?;
     }
     Ok(())
+}
+
+/// The one INSERT of up to `CHUNK` log lines.
+pub(super) fn insert_logs_statement(chunk: &[NewLogLine]) -> (String, Vec<Value>) {
+    let mut sql = String::from(
+        "INSERT INTO task_logs (run_id, task_id, try_number, stream, line, logged_at) VALUES ",
+    );
+    let mut values = Vec::with_capacity(chunk.len() * 6);
+    for (i, l) in chunk.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?)");
+        values.extend([
+            Value::from(l.run_id.as_str()),
+            l.task_id.as_str().into(),
+            (l.try_number as i32).into(),
+            l.stream.into(),
+            l.line.as_str().into(),
+            l.logged_at.into(),
+        ]);
+    }
+    (sql, values)
 }
 
 impl Store {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait, Value};
 
 use super::artifacts::{NewArtifact, insert_artifacts};
-use super::logs::{NewLogLine, insert_logs};
+use super::logs::{NewLogLine, insert_logs, insert_logs_statement};
 use super::runs::START_RUN_SET;
 use super::{CHUNK, Result, Store, StoreError, StoreEvent, get, marks};
 use crate::lifecycle::{RunState, TaskState};
@@ -384,8 +384,9 @@ impl Store {
                     _ => "ended_at",
                 };
                 let sql = format!(
-                    "UPDATE task_instances SET state = ?, {time_column} = ? \
+                    "UPDATE {} SET state = ?, {time_column} = ? \
                      WHERE state = ? AND id IN ({}) RETURNING id",
+                    self.task_rows_by_id(),
                     marks(chunk.len())
                 );
                 let mut values: Vec<Value> =
@@ -407,6 +408,16 @@ impl Store {
             }
         }
         Ok(moved_ids)
+    }
+
+    /// The table for an UPDATE of rows named by id and guarded on their state. Without
+    /// statistics SQLite would walk the state index instead of looking the ids up, reading
+    /// every pending row of a run for each decision: a chain's steps grew with its length.
+    fn task_rows_by_id(&self) -> &'static str {
+        match self.backend() {
+            DbBackend::Sqlite => "task_instances NOT INDEXED",
+            _ => "task_instances",
+        }
     }
 
     /// Applies the scheduler's decisions together. A row only moves if it is still
@@ -558,6 +569,7 @@ impl Store {
                 txn.commit().await?;
                 return Ok(Vec::new());
             }
+            let set = set.replacen("task_instances", self.task_rows_by_id(), 1);
             let sql = format!(
                 "{set} WHERE state = ? AND id IN ({}) {returning}",
                 marks(ids.len())
@@ -707,13 +719,30 @@ impl Store {
         artifacts: &[NewArtifact],
         now: DateTime<Utc>,
     ) -> Result<std::collections::HashSet<i64>> {
-        insert_logs(self, conn, logs).await?;
+        // On SQLite a few lines go in the completions' first statement, ahead of its UPDATE:
+        // one round trip to the database's thread instead of two, and still written first.
+        let fold_logs = self.backend() == DbBackend::Sqlite
+            && !logs.is_empty()
+            && logs.len() <= CHUNK
+            && !completions.is_empty();
+        let mut folded = if fold_logs {
+            Some(insert_logs_statement(logs))
+        } else {
+            insert_logs(self, conn, logs).await?;
+            None
+        };
         let mut accepted = std::collections::HashSet::new();
         for chunk in completions.chunks(CHUNK) {
-            let mut sql = String::from(
+            let (mut sql, mut values) = match folded.take() {
+                Some((mut sql, values)) => {
+                    sql.push_str("; ");
+                    (sql, values)
+                }
+                None => (String::new(), Vec::with_capacity(chunk.len() * 8 + 1)),
+            };
+            sql.push_str(
                 "WITH v(id, state, exit_code, error, outputs, warnings, summary, ended_at) AS (VALUES ",
             );
-            let mut values = Vec::with_capacity(chunk.len() * 8 + 1);
             for (i, c) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -975,15 +1004,45 @@ impl Store {
         &self,
         run_id: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        self.task_results_of(run_id, None).await
+    }
+
+    /// `task_results` for the given tasks only (`None`: every task). A render reads the
+    /// results its templates name, so its cost does not grow with the run.
+    pub async fn task_results_of(
+        &self,
+        run_id: &str,
+        tasks: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
         let mut results = serde_json::Map::new();
-        for ti in self.task_instances(run_id).await? {
+        let mut values: Vec<Value> = vec![run_id.into()];
+        let mut sql =
+            String::from("SELECT task_id, state, outputs FROM task_instances WHERE run_id = ?");
+        if let Some(tasks) = tasks {
+            if tasks.is_empty() {
+                return Ok(results);
+            }
+            sql.push_str(&format!(" AND task_id IN ({})", marks(tasks.len())));
+            values.extend(tasks.iter().map(|t| Value::from(t.as_str())));
+        }
+        sql.push_str(" ORDER BY id");
+        for row in self.db().query_all_raw(self.stmt(&sql, values)).await? {
+            let outputs = match get::<Option<String>>(&row, "outputs")? {
+                None => serde_json::Value::Object(Default::default()),
+                Some(text) => match serde_json::from_str(&text)? {
+                    object @ serde_json::Value::Object(_) => object,
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "task outputs are not an object: {other}"
+                        )));
+                    }
+                },
+            };
+            let state: TaskState = get::<String>(&row, "state")?.parse()?;
             // Rows come oldest first, so a later try replaces an earlier one.
             results.insert(
-                ti.task_id,
-                serde_json::json!({
-                    "outputs": ti.outputs.unwrap_or_default(),
-                    "state": ti.state.as_str(),
-                }),
+                get(&row, "task_id")?,
+                serde_json::json!({ "outputs": outputs, "state": state.as_str() }),
             );
         }
         Ok(results)

@@ -131,7 +131,18 @@ pub struct Worker {
     /// Runs cancelled while this worker ran some of their tries: those tries end cancelled,
     /// even during a shutdown.
     cancelled_runs: std::collections::HashSet<String>,
+    /// Log lines not written yet: they go with the next completion, or on their own once
+    /// `logs_due` passes, so a short try's lines and its end are one write.
+    pending_logs: Vec<NewLogLine>,
+    logs_due: Option<tokio::time::Instant>,
 }
+
+/// How long a log line may wait for its try's completion before it is written on its own:
+/// short enough for a live log view, long enough for a short try to end first.
+const LOG_FLUSH_DELAY: Duration = Duration::from_millis(100);
+
+/// How many log lines may wait at once before they are written anyway.
+const LOG_FLUSH_LINES: usize = 2_000;
 
 impl Worker {
     pub fn new(store: Store, config: WorkerConfig, deps: WorkerDeps) -> Self {
@@ -146,6 +157,8 @@ impl Worker {
             rx,
             handing_back: false,
             cancelled_runs: Default::default(),
+            pending_logs: Vec::new(),
+            logs_due: None,
         }
     }
 
@@ -166,13 +179,19 @@ impl Worker {
             if maybe_work && !shutdown.is_cancelled() {
                 maybe_work = self.claim_and_start().await?;
             }
+            let logs_due = self.logs_due;
             tokio::select! {
                 biased;
                 message = self.rx.recv() => {
                     // The sender half lives in `self`, so the channel never closes here.
                     let Some(message) = message else { return Ok(()) };
                     self.write(message).await?;
-                    maybe_work = true;
+                    // A freed slot matters if the last claim filled every slot (then
+                    // `maybe_work` is still set), or if pools held queued work back; anything
+                    // queued since says so by an event.
+                    if !self.config.pools.is_empty() {
+                        maybe_work = true;
+                    }
                 }
                 event = events.recv() => {
                     match event {
@@ -190,6 +209,8 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick(), if !self.in_flight.is_empty() => self.heartbeat().await?,
+                _ = tokio::time::sleep_until(logs_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if logs_due.is_some() => self.flush_logs().await?,
                 _ = poll.tick(), if polling => maybe_work = true,
                 _ = shutdown.cancelled() => return self.stop().await,
             }
@@ -230,7 +251,7 @@ impl Worker {
             }
         }
         if self.in_flight.is_empty() {
-            return Ok(());
+            return self.flush_logs().await;
         }
         self.handing_back = true;
         for (_, token) in self.in_flight.values() {
@@ -241,6 +262,16 @@ impl Worker {
                 break;
             };
             self.write(message).await?;
+        }
+        self.flush_logs().await
+    }
+
+    /// Writes the log lines that were waiting for a completion.
+    async fn flush_logs(&mut self) -> Result<()> {
+        self.logs_due = None;
+        if !self.pending_logs.is_empty() {
+            let logs = std::mem::take(&mut self.pending_logs);
+            self.store.append_logs(&logs).await?;
         }
         Ok(())
     }
@@ -356,7 +387,7 @@ impl Worker {
     /// Writes a message and everything else already waiting, logs before completions, in as
     /// few statements as possible.
     async fn write(&mut self, first: Message) -> Result<()> {
-        let mut logs = Vec::new();
+        let mut logs = std::mem::take(&mut self.pending_logs);
         let mut completions = Vec::new();
         let mut artifacts = Vec::new();
         let mut reschedules = Vec::new();
@@ -404,9 +435,21 @@ impl Worker {
                 });
             }
         }
-        if completions.is_empty() {
+        if completions.is_empty() && reschedules.is_empty() {
+            // Lines alone wait for their try's end (or the flush delay), so a short try is
+            // one write instead of two.
+            self.pending_logs = logs;
+            if self.pending_logs.len() >= LOG_FLUSH_LINES {
+                self.flush_logs().await?;
+            } else {
+                self.logs_due
+                    .get_or_insert_with(|| tokio::time::Instant::now() + LOG_FLUSH_DELAY);
+            }
+        } else if completions.is_empty() {
+            self.logs_due = None;
             self.store.append_logs(&logs).await?;
         } else {
+            self.logs_due = None;
             let accepted = self
                 .store
                 .complete_with_artifacts(&logs, &completions, &artifacts)
@@ -789,14 +832,24 @@ async fn render(
             .collect();
         return Ok((task.with.clone(), env));
     }
+    // Only the results (and artifacts) of the tasks the templates name are read: a try's
+    // render then costs the same in the thousandth task of a run as in the first.
+    let mut sources = Vec::new();
+    template_strings(&task.with, &mut sources);
+    sources.extend(task.env.values().map(String::as_str));
+    let reads = crate::template::tasks_read(sources);
     let results = store
-        .task_results(&claimed.run_id)
+        .task_results_of(&claimed.run_id, reads.as_ref())
         .await
         .map_err(|e| (e.to_string(), false))?;
-    let upstream_artifacts = store
-        .latest_artifacts(&claimed.run_id)
-        .await
-        .map_err(|e| (e.to_string(), true))?;
+    let upstream_artifacts = if reads.as_ref().is_some_and(|tasks| tasks.is_empty()) {
+        Vec::new()
+    } else {
+        store
+            .latest_artifacts(&claimed.run_id)
+            .await
+            .map_err(|e| (e.to_string(), true))?
+    };
     let mut artifact_paths = ArtifactPaths::default();
     let mut by_path = HashMap::new();
     for artifact in &upstream_artifacts {
@@ -869,6 +922,16 @@ async fn render(
             })?;
     }
     Ok((with, env))
+}
+
+/// The template strings in `with` (strings without template syntax are left out).
+fn template_strings<'a>(value: &'a Value, into: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) if contains_template(s) => into.push(s),
+        Value::Array(items) => items.iter().for_each(|v| template_strings(v, into)),
+        Value::Object(map) => map.values().for_each(|v| template_strings(v, into)),
+        _ => {}
+    }
 }
 
 fn has_template(value: &Value) -> bool {
