@@ -5,10 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use minijinja::Value as Page;
 use minijinja::value::Serde;
 use serde::Serialize;
