@@ -271,3 +271,46 @@ fn validating_a_thousand_files_is_fast() {
     let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
     assert!(cpu < 6.0, "took {cpu:.2} s of CPU");
 }
+
+/// Regression: checking for cycles recursed once per task, so `sluice validate` of a valid
+/// 10,000-task chain overflowed its stack and aborted; a cycle as long is named too.
+#[test]
+fn a_ten_thousand_task_chain_validates_and_as_long_a_cycle_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = |closed: bool| {
+        let mut body = String::from("tasks:\n");
+        for i in 0..10_000 {
+            let needs = match (i, closed) {
+                (0, false) => String::new(),
+                (0, true) => ", needs: [t9999]".to_owned(),
+                _ => format!(", needs: [t{}]", i - 1),
+            };
+            body.push_str(&format!("  t{i}: {{operator: noop{needs}}}\n"));
+        }
+        body
+    };
+    std::fs::write(dir.path().join("chain.yaml"), chain(false)).unwrap();
+    std::fs::write(dir.path().join("cycle.yaml"), chain(true)).unwrap();
+    let validate = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("validate")
+            .arg(dir.path().join(file))
+            .output()
+            .expect("run sluice validate")
+    };
+    let valid = validate("chain.yaml");
+    assert!(
+        valid.status.success(),
+        "{}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    let cycle = validate("cycle.yaml");
+    let stderr = String::from_utf8_lossy(&cycle.stderr);
+    assert_eq!(cycle.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tasks t0 -> t9999 -> t9998")
+            && stderr.contains("-> t1 -> t0 form a cycle"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+}

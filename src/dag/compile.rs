@@ -919,7 +919,8 @@ impl Compiler<'_> {
 
     /// Names every cycle, following `needs` from its first task in file order.
     fn cycles(&mut self, graph: &DiGraph<usize, ()>, entries: &[spec::Entry]) {
-        let mut components = petgraph::algo::tarjan_scc(graph);
+        // Kosaraju's walk is iterative: a 10,000-task chain must not overflow the stack.
+        let mut components = petgraph::algo::kosaraju_scc(graph);
         components.retain(|c| c.len() > 1);
         components.sort_by_key(|c| c.iter().map(|n| n.index()).min());
         for component in components {
@@ -1046,10 +1047,22 @@ impl Compiler<'_> {
                 continue;
             };
             let hook = group != "tasks";
+            let by_id: HashMap<&str, &Task> =
+                group_tasks.iter().map(|t| (t.id.as_str(), t)).collect();
             // `task_group` made one task per entry, in order.
             for (entry, task) in entries.iter().zip(group_tasks) {
-                let mut readable = upstream_of(group_tasks, &task.id);
-                if hook {
+                let templated = ["with", "env", "if"]
+                    .iter()
+                    .filter_map(|key| entry.value.get(key))
+                    .any(has_template);
+                // Only templates read other tasks: a workflow of plain commands skips the walk
+                // upstream, which would cost the square of a long chain's length.
+                let mut readable = if templated {
+                    upstream_of(&by_id, &task.id)
+                } else {
+                    HashSet::new()
+                };
+                if hook && templated {
                     readable.extend(tasks.iter().map(|t| t.id.as_str()));
                 }
                 let scope = Scope {
@@ -1374,9 +1387,18 @@ fn is_free_text(path: &str, params: &IndexMap<String, ParamDecl>) -> bool {
     }
 }
 
-/// The tasks upstream of `id` in its group, directly or transitively.
-fn upstream_of<'t>(group: &'t [Task], id: &str) -> HashSet<&'t str> {
-    let by_id: HashMap<&str, &Task> = group.iter().map(|t| (t.id.as_str(), t)).collect();
+/// Whether any string in `node` holds template syntax.
+fn has_template(node: &Node) -> bool {
+    match &node.value {
+        NodeValue::String(text) => crate::template::contains_template(text),
+        NodeValue::Seq(items) => items.iter().any(has_template),
+        NodeValue::Map(entries) => entries.iter().any(|e| has_template(&e.value)),
+        _ => false,
+    }
+}
+
+/// The tasks upstream of `id` in its group (`by_id`), directly or transitively.
+fn upstream_of<'t>(by_id: &HashMap<&str, &'t Task>, id: &str) -> HashSet<&'t str> {
     let mut found = HashSet::new();
     let mut pending: Vec<&str> = by_id
         .get(id)
@@ -1404,46 +1426,46 @@ fn named_key(with: &Node, message: &str) -> Option<Pos> {
 }
 
 /// A path `start -> … -> start` inside one strongly connected component, following `needs`
-/// (edges backwards, since edges point from upstream to downstream).
+/// (edges backwards, since edges point from upstream to downstream): a depth-first walk that
+/// tries lower task positions first, kept on an explicit stack so no cycle is too long for it.
 fn cycle_from(
     graph: &DiGraph<usize, ()>,
     component: &[NodeIndex],
     start: NodeIndex,
 ) -> Vec<NodeIndex> {
-    let mut path = vec![start];
-    let mut visited = vec![start];
-    fn walk(
-        graph: &DiGraph<usize, ()>,
-        component: &[NodeIndex],
-        start: NodeIndex,
-        path: &mut Vec<NodeIndex>,
-        visited: &mut Vec<NodeIndex>,
-    ) -> bool {
-        let Some(&here) = path.last() else {
-            return false;
-        };
+    let inside: HashSet<NodeIndex> = component.iter().copied().collect();
+    let next_of = |here: NodeIndex| {
         let mut next: Vec<NodeIndex> = graph
             .neighbors_directed(here, petgraph::Direction::Incoming)
-            .filter(|n| component.contains(n))
+            .filter(|n| inside.contains(n))
             .collect();
-        next.sort_by_key(|n| n.index());
-        for n in next {
-            if n == start {
+        // Popped from the end: the lowest position first.
+        next.sort_by_key(|n| std::cmp::Reverse(n.index()));
+        next
+    };
+    let mut path = vec![start];
+    let mut visited = HashSet::from([start]);
+    let mut choices = vec![next_of(start)];
+    while let Some(options) = choices.last_mut() {
+        match options.pop() {
+            Some(n) if n == start => {
                 path.push(n);
-                return true;
+                return path;
             }
-            if !visited.contains(&n) {
-                visited.push(n);
-                path.push(n);
-                if walk(graph, component, start, path, visited) {
-                    return true;
+            Some(n) => {
+                if visited.insert(n) {
+                    path.push(n);
+                    choices.push(next_of(n));
                 }
-                path.pop();
+            }
+            None => {
+                choices.pop();
+                if path.len() > 1 {
+                    path.pop();
+                }
             }
         }
-        false
     }
-    walk(graph, component, start, &mut path, &mut visited);
     path
 }
 
