@@ -159,7 +159,9 @@ def main():
             ("walkthrough-drift-report.png", f"/runs/{drift['run_id']}/tasks/detect/drift"),
             ("walkthrough-retraining-run.png", f"/runs/{retraining['run_id']}"),
             ("walkthrough-promotion-run.png", f"/runs/{promoted['run_id']}"),
+            ("walkthrough-experiments.png", "/experiments"),
             ("walkthrough-registry.png", "/models/assistant"),
+            ("walkthrough-prompt-diff.png", "/models/assistant/diff?from=1&to=2"),
             ("walkthrough-deployments.png", "/models/assistant/deployments"),
         ]
         for name, path in pages:

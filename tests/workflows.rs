@@ -245,6 +245,23 @@ async fn a_worse_candidate_fails_the_gate_and_the_champion_stays() {
         "the champion stays"
     );
     assert_eq!(task(&run, "alert_log")["state"], "success", "{run:#}");
+
+    // The eval report compares with the champion's own examples, kept with its tracking run
+    // (the retraining run that registered it has no eval task): the questions the retrained
+    // config answers and the shipped one misses are the regressions.
+    let (status, report) = server
+        .get(&format!("/api/v1/runs/{run_id}/tasks/evaluate/eval"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["champion"]["status"], "found", "{report:#}");
+    assert!(report["champion"]["problem"].is_null(), "{report:#}");
+    let regressions = report["regressions_total"].as_u64().expect("a count");
+    assert!(regressions >= 1, "{report:#}");
+    assert_eq!(
+        report["regressions"].as_array().map(Vec::len),
+        Some(regressions as usize),
+        "{report:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@
 //! version holding the alias (the tracking run's lineage), from the eval task with the same id.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -204,6 +205,32 @@ async fn kept_results(
     Ok(rows)
 }
 
+/// The name `track` keeps an eval's results artifact under (its file name).
+const KEPT_RESULTS: &str = "results.jsonl";
+
+/// Per-example results kept with a tracking run.
+async fn tracked_results(
+    tracking: &crate::tracking::Tracking,
+    run_id: &str,
+    file: &crate::tracking::TrackedFile,
+    masker: &Arc<Masker>,
+) -> std::result::Result<Vec<ExampleRow>, String> {
+    if file.size > RESULTS_LIMIT {
+        return Err(format!(
+            "its kept `{KEPT_RESULTS}` is {} bytes, more than the {RESULTS_LIMIT} this page reads",
+            file.size
+        ));
+    }
+    let bytes = tracking
+        .run_file(run_id, &file.name)
+        .await
+        .map_err(|e| format!("its kept `{KEPT_RESULTS}` cannot be read: {e}"))?;
+    let masker = masker.clone();
+    tokio::task::spawn_blocking(move || parse_results(&bytes, &masker))
+        .await
+        .map_err(|e| format!("reading the results stopped: {e}"))
+}
+
 /// The gate task that checks `task`'s metrics: one whose `with.metrics` reads its outputs,
 /// else the first gate downstream of it.
 fn gate_of<'w>(workflow: &'w Workflow, task: &str) -> Option<&'w crate::dag::Task> {
@@ -278,6 +305,26 @@ async fn read_champion(
         return Ok((found(None, None, Some(problem)), data));
     };
     data.metrics = Some(detail.latest_metrics());
+    // The champion's own evaluation, when `track` kept its results with the tracking run,
+    // comes first: the run that registered the version need not be the one that evaluated it
+    // (a retrained version is registered by its training run and evaluated by the next).
+    if let Some(kept) = detail.files.iter().find(|f| f.name == KEPT_RESULTS) {
+        let lineage_run = detail.run.lineage.run_id.clone();
+        return Ok(
+            match tracked_results(tracking, tracking_run, kept, &state.settings.masker).await {
+                Ok(rows) => {
+                    data.passed = Some(
+                        rows.into_iter()
+                            .filter(|r| r.passed)
+                            .map(|r| r.id)
+                            .collect(),
+                    );
+                    (found(lineage_run, None, None), data)
+                }
+                Err(problem) => (found(lineage_run, None, Some(problem)), data),
+            },
+        );
+    }
     let Some(run_id) = detail.run.lineage.run_id.clone() else {
         let problem = "its tracking run names no workflow run".to_owned();
         return Ok((found(None, None, Some(problem)), data));
