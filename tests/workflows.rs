@@ -254,6 +254,19 @@ async fn a_worse_candidate_fails_the_gate_and_the_champion_stays() {
         .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["champion"]["status"], "found", "{report:#}");
+    // The failed gate's verdicts are worked out again from what it read: track's metrics,
+    // with the judge's faithfulness (0.95, above its 0.90 but 0.05 below the champion's 1.0).
+    let row = |metric: &str| {
+        report["metrics"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["metric"] == metric))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(row("faithfulness")["value"], json!(0.95), "{report:#}");
+    assert_eq!(row("faithfulness")["status"], "fail", "{report:#}");
+    assert_eq!(row("contains")["status"], "fail", "{report:#}");
+    assert_eq!(row("latency_p95_ms")["status"], "pass", "{report:#}");
     assert!(report["champion"]["problem"].is_null(), "{report:#}");
     let regressions = report["regressions_total"].as_u64().expect("a count");
     assert!(regressions >= 1, "{report:#}");

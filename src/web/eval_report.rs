@@ -404,9 +404,23 @@ async fn gate_verdicts(
     {
         return Ok((source, table.iter().map(row).collect()));
     }
+    // The metrics the gate read: another task's, when its template names one task (a `track`
+    // between eval and gate: `{{ tasks.track.outputs.metrics }}`), else this eval's.
+    let named = gate.with["metrics"]
+        .as_str()
+        .and_then(|text| crate::template::tasks_read([text]))
+        .filter(|ids| ids.len() == 1)
+        .and_then(|ids| ids.into_iter().next());
+    let read = match named {
+        Some(id) => latest_outputs(&state.store, run_id, &id)
+            .await?
+            .and_then(|o| o.get("metrics").and_then(Value::as_object).cloned()),
+        None => None,
+    };
     let mut with = gate.with.clone();
     if let Some(fields) = with.as_object_mut() {
-        fields.insert("metrics".into(), Value::Object(metrics.clone()));
+        let read = read.unwrap_or_else(|| metrics.clone());
+        fields.insert("metrics".into(), Value::Object(read));
     }
     let config: GateConfig = match serde_json::from_value(with) {
         Ok(config) => config,
@@ -585,11 +599,14 @@ fn metric_rows(
         .chain(gate_order.into_iter().filter(|m| !metrics.contains_key(m)));
     names
         .map(|name| {
-            let value = metrics.get(&name).and_then(number);
             let checked = gate.remove(&name);
+            let value = metrics
+                .get(&name)
+                .and_then(number)
+                .or_else(|| checked.as_ref().and_then(|c| c.value));
             let champion = champion.and_then(|c| c.get(&name)).and_then(number);
             MetricRow {
-                value: value.or_else(|| checked.as_ref().and_then(|c| c.value)),
+                value,
                 threshold: checked.as_ref().and_then(|c| c.threshold.clone()),
                 status: checked.and_then(|c| c.status),
                 champion,
