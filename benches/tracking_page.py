@@ -17,13 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import statistics
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ui import Serve, login, sluice_binary, stamp, time_page  # noqa: E402
+from ui import Serve, login, print_pages, sluice_binary, stamp  # noqa: E402
 
 EXPERIMENT = "0190000000007000800000000000e001"
 MODELS = ["gpt-4o-mini", "llama-3-8b", "mistral-7b", "qwen-2-7b"]
@@ -107,12 +106,8 @@ def main():
                 ("filtered by a metric and a param, sorted", filtered),
                 ("newest first (no sort)", page),
             ]
-            print(f"| `/experiments/{{id}}` ({args.runs:,} tracking runs) | p50 | p95 | max |")
-            print("|---|---:|---:|---:|")
-            for label, url in pages:
-                times = time_page(opener, serve.base + url, args.requests)
-                p95 = times[int(len(times) * 0.95) - 1]
-                print(f"| {label} | {statistics.median(times):.1f} ms | {p95:.1f} ms | {times[-1]:.1f} ms |")
+            heading = f"`/experiments/{{id}}` ({args.runs:,} tracking runs)"
+            print_pages(opener, serve.base, heading, pages, args.requests)
         finally:
             serve.stop()
 

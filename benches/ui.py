@@ -182,6 +182,16 @@ def time_page(opener, url, requests):
     return times
 
 
+def print_pages(opener, base, heading, pages, requests):
+    """A Markdown table of p50, p95 and max of each page: `pages` is (label, path) pairs."""
+    print(f"| {heading} | p50 | p95 | max |")
+    print("|---|---:|---:|---:|")
+    for label, url in pages:
+        times = time_page(opener, base + url, requests)
+        p95 = times[int(len(times) * 0.95) - 1]
+        print(f"| {label} | {statistics.median(times):.1f} ms | {p95:.1f} ms | {times[-1]:.1f} ms |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary", nargs="?")
@@ -215,12 +225,7 @@ def main():
                 ("/runs/{id} (3 tasks, 200 log lines)", f"/runs/{last_run}"),
                 ("/workflows/bench/trigger", "/workflows/bench/trigger"),
             ]
-            print(f"| page ({args.runs:,} runs) | p50 | p95 | max |")
-            print("|---|---:|---:|---:|")
-            for label, url in pages:
-                times = time_page(opener, serve.base + url, args.requests)
-                p95 = times[int(len(times) * 0.95) - 1]
-                print(f"| {label} | {statistics.median(times):.1f} ms | {p95:.1f} ms | {times[-1]:.1f} ms |")
+            print_pages(opener, serve.base, f"page ({args.runs:,} runs)", pages, args.requests)
         finally:
             serve.stop()
 
