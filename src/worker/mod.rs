@@ -823,8 +823,17 @@ async fn render(
     task: &Task,
     scratch_dir: &std::path::Path,
 ) -> std::result::Result<(Value, Vec<(String, String)>), (String, bool)> {
-    let templated = has_template(&task.with) || task.env.values().any(|v| contains_template(v));
-    if !templated {
+    let mut with_sources = Vec::new();
+    template_strings(&task.with, &mut with_sources);
+    let with_templated = !with_sources.is_empty();
+    let mut sources = with_sources;
+    sources.extend(
+        task.env
+            .values()
+            .map(String::as_str)
+            .filter(|v| contains_template(v)),
+    );
+    if sources.is_empty() {
         let env = task
             .env
             .iter()
@@ -834,9 +843,6 @@ async fn render(
     }
     // Only the results (and artifacts) of the tasks the templates name are read: a try's
     // render then costs the same in the thousandth task of a run as in the first.
-    let mut sources = Vec::new();
-    template_strings(&task.with, &mut sources);
-    sources.extend(task.env.values().map(String::as_str));
     let reads = crate::template::tasks_read(sources);
     let results = store
         .task_results_of(&claimed.run_id, reads.as_ref())
@@ -875,7 +881,7 @@ async fn render(
     let context = context.to_value_with(&artifact_paths);
     // Off the async threads and under the render budget: a template that loops for ever
     // fails this task instead of stalling the worker's other tasks, leases and shutdown.
-    let with = if has_template(&task.with) {
+    let with = if with_templated {
         let (with, context) = (task.with.clone(), context.clone());
         let deferred =
             Operator::from_name(&task.operator).map_or(&[][..], Operator::deferred_fields);
@@ -931,15 +937,6 @@ fn template_strings<'a>(value: &'a Value, into: &mut Vec<&'a str>) {
         Value::Array(items) => items.iter().for_each(|v| template_strings(v, into)),
         Value::Object(map) => map.values().for_each(|v| template_strings(v, into)),
         _ => {}
-    }
-}
-
-fn has_template(value: &Value) -> bool {
-    match value {
-        Value::String(s) => contains_template(s),
-        Value::Array(items) => items.iter().any(has_template),
-        Value::Object(map) => map.values().any(has_template),
-        _ => false,
     }
 }
 
